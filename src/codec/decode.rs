@@ -1,0 +1,262 @@
+//! Reads an `InstanceInfo` out of a decoded JSON/XML value tree, leniently as the ecosystem's
+//! clients require, and validates it as Eureka's `ApplicationResource.addInstance` does.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::limits::*;
+use super::DecodeError;
+use crate::core::model::{DataCenterInfo, DataCenterKind, InstanceInfo, LeaseTerms, Port, Status};
+
+type Obj = Map<String, Value>;
+
+/// Decodes the body of a registration: `{"instance": {…}}` (the wrapper is required, as in
+/// Eureka). `now` fills in missing timestamps.
+pub fn registration(root: &Value, now: u64) -> Result<InstanceInfo, DecodeError> {
+    let inner = root
+        .as_object()
+        .and_then(|o| o.get("instance"))
+        .ok_or_else(|| DecodeError::new("body must be an object with an \"instance\" member"))?;
+    instance(inner, now)
+}
+
+/// Decodes one instance object.
+pub fn instance(v: &Value, now: u64) -> Result<InstanceInfo, DecodeError> {
+    let o = v.as_object().ok_or_else(|| DecodeError::new("instance must be an object"))?;
+    let host_name = text(o, "hostName", MAX_NAME)?.unwrap_or_default();
+    let dc = match o.get("dataCenterInfo") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(data_center(v)?),
+    };
+    let mut instance_id = text(o, "instanceId", MAX_NAME)?.unwrap_or_default();
+    if instance_id.trim().is_empty() {
+        if let Some(id) = dc.as_ref().and_then(|d| d.metadata.get("instance-id")) {
+            instance_id = id.clone();
+        }
+    }
+    let mut metadata = string_map(o.get("metadata"), "metadata")?;
+    if instance_id.trim().is_empty() {
+        // Spring Cloud's server codec: an id may come in metadata, prefixed by the host.
+        if let Some(id) = metadata.get("instanceId").filter(|s| !s.is_empty()) {
+            instance_id = if id.starts_with(&host_name) { id.clone() } else { format!("{host_name}:{id}") };
+        }
+    }
+    if instance_id.trim().is_empty() {
+        instance_id = host_name.clone();
+    }
+    // Validation in Eureka's order, with its messages.
+    if instance_id.trim().is_empty() {
+        return Err(DecodeError::new("Missing instanceId"));
+    }
+    if host_name.trim().is_empty() {
+        return Err(DecodeError::new("Missing hostname"));
+    }
+    let ip_addr = text(o, "ipAddr", MAX_NAME)?.unwrap_or_default();
+    if ip_addr.trim().is_empty() {
+        return Err(DecodeError::new("Missing ip address"));
+    }
+    let app = text(o, "app", MAX_NAME)?.unwrap_or_default().to_ascii_uppercase();
+    if app.trim().is_empty() {
+        return Err(DecodeError::new("Missing appName"));
+    }
+    let Some(data_center_info) = dc else {
+        return Err(DecodeError::new("Missing dataCenterInfo"));
+    };
+    metadata.remove("@class");
+    let reported = status(o, &["status"])?.unwrap_or(Status::Up);
+    let overridden_status = status(o, &["overriddenStatus", "overriddenstatus"])?.unwrap_or(Status::Unknown);
+    Ok(InstanceInfo {
+        instance_id,
+        host_name,
+        app,
+        ip_addr,
+        sid: text(o, "sid", MAX_NAME)?.filter(|s| s != "na" && s != "unknown"),
+        status: reported,
+        overridden_status,
+        port: port(o.get("port"), Port { port: 7001, enabled: true }, "port")?,
+        secure_port: port(o.get("securePort"), Port { port: 7002, enabled: false }, "securePort")?,
+        country_id: number(o, "countryId")?.unwrap_or(1),
+        data_center_info,
+        lease: lease_terms(o.get("leaseInfo"))?,
+        metadata,
+        app_group_name: text(o, "appGroupName", MAX_NAME)?.map(|s| s.to_ascii_uppercase()),
+        home_page_url: text(o, "homePageUrl", MAX_URL)?,
+        status_page_url: text(o, "statusPageUrl", MAX_URL)?,
+        health_check_url: text(o, "healthCheckUrl", MAX_URL)?,
+        secure_health_check_url: text(o, "secureHealthCheckUrl", MAX_URL)?,
+        vip_address: text(o, "vipAddress", MAX_NAME)?,
+        secure_vip_address: text(o, "secureVipAddress", MAX_NAME)?,
+        last_updated_timestamp: timestamp(o, "lastUpdatedTimestamp")?.unwrap_or(now),
+        last_dirty_timestamp: timestamp(o, "lastDirtyTimestamp")?.unwrap_or(now),
+        action_type: None,
+        asg_name: text(o, "asgName", MAX_NAME)?,
+    })
+}
+
+/// A scalar as text: strings as they are, numbers and booleans printed; `null` is absent.
+/// XML elements with attributes arrive as objects holding the text under `$`.
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Object(o) => o.get("$").and_then(scalar),
+        _ => None,
+    }
+}
+
+fn text(o: &Obj, key: &str, max: usize) -> Result<Option<String>, DecodeError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let s = scalar(v).ok_or_else(|| DecodeError::new(format!("{key} must be a string")))?;
+            if s.len() > max {
+                return Err(DecodeError::new(format!("{key} is longer than {max} bytes")));
+            }
+            Ok(Some(s))
+        }
+    }
+}
+
+fn parse_i64(v: &Value, key: &str) -> Result<i64, DecodeError> {
+    let bad = || DecodeError::new(format!("{key} must be an integer"));
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).ok_or_else(bad),
+        other => scalar(other).and_then(|s| s.trim().parse().ok()).ok_or_else(bad),
+    }
+}
+
+fn number(o: &Obj, key: &str) -> Result<Option<i64>, DecodeError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(v) => parse_i64(v, key).map(Some),
+    }
+}
+
+fn timestamp(o: &Obj, key: &str) -> Result<Option<u64>, DecodeError> {
+    Ok(number(o, key)?.map(|n| n.max(0) as u64))
+}
+
+fn parse_bool(v: &Value, key: &str) -> Result<bool, DecodeError> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        other => match scalar(other).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            _ => Err(DecodeError::new(format!("{key} must be true or false"))),
+        },
+    }
+}
+
+fn status(o: &Obj, keys: &[&str]) -> Result<Option<Status>, DecodeError> {
+    for key in keys {
+        if let Some(s) = text(o, key, MAX_NAME)? {
+            return s.parse().map(Some).map_err(|e| DecodeError::new(format!("{key}: {e}")));
+        }
+    }
+    Ok(None)
+}
+
+/// A port: `{"$": 8080, "@enabled": "true"}`, or a bare number/string (eureka-js-client's
+/// README example).
+fn port(v: Option<&Value>, default: Port, key: &str) -> Result<Port, DecodeError> {
+    let check = |n: i64| {
+        u32::try_from(n)
+            .ok()
+            .filter(|p| *p <= 65535)
+            .ok_or_else(|| DecodeError::new(format!("{key} must be between 0 and 65535")))
+    };
+    match v {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Object(o)) => {
+            let port = match o.get("$") {
+                None | Some(Value::Null) => default.port,
+                Some(p) => check(parse_i64(p, key)?)?,
+            };
+            let enabled = match o.get("@enabled") {
+                None | Some(Value::Null) => default.enabled,
+                Some(e) => parse_bool(e, &format!("{key}.@enabled"))?,
+            };
+            Ok(Port { port, enabled })
+        }
+        Some(other) => Ok(Port { port: check(parse_i64(other, key)?)?, enabled: default.enabled }),
+    }
+}
+
+fn data_center(v: &Value) -> Result<DataCenterInfo, DecodeError> {
+    let o = v.as_object().ok_or_else(|| DecodeError::new("dataCenterInfo must be an object"))?;
+    let name = text(o, "name", MAX_NAME)?
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| DecodeError::new("Missing dataCenterInfo Name"))?;
+    // `@class` is optional here (eureka-js-client's README sends none); the kind follows the
+    // class when given, else the name.
+    let kind = match text(o, "@class", MAX_NAME)?.as_deref() {
+        Some("com.netflix.appinfo.AmazonInfo") => DataCenterKind::Amazon,
+        Some(_) => DataCenterKind::Default,
+        None if name == "Amazon" => DataCenterKind::Amazon,
+        None => DataCenterKind::Default,
+    };
+    let mut metadata = BTreeMap::new();
+    if kind == DataCenterKind::Amazon {
+        metadata = string_map(o.get("metadata"), "dataCenterInfo.metadata")?;
+        metadata.remove("@class");
+    }
+    Ok(DataCenterInfo { kind, name, metadata })
+}
+
+fn lease_terms(v: Option<&Value>) -> Result<LeaseTerms, DecodeError> {
+    let d = LeaseTerms::default();
+    let Some(Value::Object(o)) = v else { return Ok(d) };
+    let pick = |key: &str, default: u32| -> Result<u32, DecodeError> {
+        Ok(match number(o, key)? {
+            Some(n) if n > 0 => u32::try_from(n).unwrap_or(u32::MAX).min(24 * 3600),
+            _ => default,
+        })
+    };
+    Ok(LeaseTerms {
+        renewal_interval_secs: pick("renewalIntervalInSecs", d.renewal_interval_secs)?,
+        duration_secs: pick("durationInSecs", d.duration_secs)?,
+    })
+}
+
+/// A flat string map (metadata), with size limits.
+pub fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>, DecodeError> {
+    let mut out = BTreeMap::new();
+    let o = match v {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(out),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(DecodeError::new(format!("{what} must be an object of strings"))),
+    };
+    for (k, v) in o {
+        if k == "@class" {
+            continue;
+        }
+        let s = match v {
+            Value::Null => String::new(),
+            Value::Array(_) | Value::Object(_) => {
+                return Err(DecodeError::new(format!("{what}.{k} must be a string")));
+            }
+            other => scalar(other).unwrap_or_default(),
+        };
+        check_metadata_entry(k, &s, what)?;
+        out.insert(k.clone(), s);
+        if out.len() > MAX_METADATA_ENTRIES {
+            return Err(DecodeError::new(format!("{what} has more than {MAX_METADATA_ENTRIES} entries")));
+        }
+    }
+    Ok(out)
+}
+
+/// Enforces the metadata limits on one entry.
+pub fn check_metadata_entry(key: &str, value: &str, what: &str) -> Result<(), DecodeError> {
+    if key.is_empty() || key.len() > MAX_METADATA_KEY {
+        return Err(DecodeError::new(format!("{what} keys must be 1 to {MAX_METADATA_KEY} bytes")));
+    }
+    if value.len() > MAX_METADATA_VALUE {
+        return Err(DecodeError::new(format!("{what}.{key} is longer than {MAX_METADATA_VALUE} bytes")));
+    }
+    Ok(())
+}

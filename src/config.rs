@@ -1,0 +1,381 @@
+//! Command line and configuration. Every `serve` option can be given as a flag, as an
+//! environment variable `SYNOD_<NAME>` or in a TOML file (`--config FILE`, keys named like
+//! the flags); flags beat the environment, which beats the file, which beats the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+/// synod: a Eureka-compatible service registry with pluggable replication.
+#[derive(Debug, Parser)]
+#[command(name = "synod", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a registry node.
+    Serve(ServeArgs),
+}
+
+/// Replication backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// One node; the registry is persisted under --data-dir.
+    None,
+    /// Eureka-style peer-to-peer replication (AP).
+    P2p,
+    /// Raft log replication (CP).
+    Raft,
+}
+
+impl ReplicationMode {
+    /// Name as given on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicationMode::None => "none",
+            ReplicationMode::P2p => "p2p",
+            ReplicationMode::Raft => "raft",
+        }
+    }
+}
+
+/// Options of `synod serve`. Each is optional here so that the environment and the config
+/// file can fill what the command line leaves out.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the options below (keys as the long flags, e.g. `data-dir`).
+    #[arg(long, env = "SYNOD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:8761].
+    #[arg(long, env = "SYNOD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Directory holding this node's data [default: ./synod-data].
+    #[arg(long, env = "SYNOD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Replication backend [default: none].
+    #[arg(long, env = "SYNOD_REPLICATION", value_enum)]
+    pub replication: Option<ReplicationMode>,
+
+    /// This node's id within --peer [default: 1].
+    #[arg(long, env = "SYNOD_NODE_ID", value_name = "N")]
+    pub node_id: Option<String>,
+
+    /// A cluster member as ID=URL, e.g. 2=http://10.0.0.2:8761; repeat for each member, this
+    /// node included (environment: comma-separated).
+    #[arg(long = "peer", env = "SYNOD_PEER", value_name = "ID=URL", value_delimiter = ',')]
+    pub peers: Vec<String>,
+
+    /// How often expired leases are evicted [default: 60s].
+    #[arg(long, env = "SYNOD_EVICTION_INTERVAL", value_name = "DURATION")]
+    pub eviction_interval: Option<String>,
+
+    /// Fraction of expected renewals below which self-preservation suspends eviction; also
+    /// caps one eviction run at (1 - fraction) of the registry [default: 0.85].
+    #[arg(long, env = "SYNOD_RENEWAL_PERCENT_THRESHOLD", value_name = "FRACTION")]
+    pub renewal_percent_threshold: Option<String>,
+
+    /// Enable self-preservation [default: true].
+    #[arg(long, env = "SYNOD_SELF_PRESERVATION", value_name = "BOOL")]
+    pub self_preservation: Option<String>,
+
+    /// Instances silent for longer than this stop counting towards the expected renewals, so
+    /// self-preservation cannot protect a shrunken fleet forever [default: 15m].
+    #[arg(long, env = "SYNOD_RENEWAL_THRESHOLD_UPDATE_INTERVAL", value_name = "DURATION")]
+    pub renewal_threshold_update_interval: Option<String>,
+
+    /// How long changes stay in `GET apps/delta` [default: 3m].
+    #[arg(long, env = "SYNOD_DELTA_RETENTION", value_name = "DURATION")]
+    pub delta_retention: Option<String>,
+
+    /// Largest accepted request body in bytes [default: 262144].
+    #[arg(long, env = "SYNOD_MAX_BODY_SIZE", value_name = "BYTES")]
+    pub max_body_size: Option<String>,
+
+    /// Log filter, e.g. `info` or `synod=debug` [default: info].
+    #[arg(long, env = "SYNOD_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// The config file: same keys as the long flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    replication: Option<ReplicationMode>,
+    node_id: Option<toml::Value>,
+    #[serde(default)]
+    peer: Vec<String>,
+    eviction_interval: Option<toml::Value>,
+    renewal_percent_threshold: Option<toml::Value>,
+    self_preservation: Option<toml::Value>,
+    renewal_threshold_update_interval: Option<toml::Value>,
+    delta_retention: Option<toml::Value>,
+    max_body_size: Option<toml::Value>,
+    log: Option<String>,
+}
+
+/// A cluster member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u64,
+    pub url: String,
+}
+
+/// Validated settings of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub replication: ReplicationMode,
+    pub node_id: u64,
+    pub peers: Vec<Peer>,
+    pub eviction_interval: Duration,
+    pub renewal_percent_threshold: f64,
+    pub self_preservation: bool,
+    pub renewal_threshold_update_interval: Duration,
+    pub delta_retention: Duration,
+    pub max_body_size: usize,
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8761)),
+            data_dir: PathBuf::from("./synod-data"),
+            replication: ReplicationMode::None,
+            node_id: 1,
+            peers: Vec::new(),
+            eviction_interval: Duration::from_secs(60),
+            renewal_percent_threshold: 0.85,
+            self_preservation: true,
+            renewal_threshold_update_interval: Duration::from_secs(15 * 60),
+            delta_retention: Duration::from_secs(180),
+            max_body_size: 256 * 1024,
+            log: "info".into(),
+        }
+    }
+}
+
+/// A configuration error; its message is one line naming the option.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for --{option}: {reason}")]
+pub struct ConfigError {
+    pub option: &'static str,
+    pub reason: String,
+}
+
+fn err(option: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { option, reason: reason.into() }
+}
+
+/// A file value as text: strings as they are, numbers and booleans printed.
+fn file_text(v: Option<toml::Value>) -> Option<String> {
+    v.map(|v| match v {
+        toml::Value::String(s) => s,
+        other => other.to_string(),
+    })
+}
+
+fn parse_duration(option: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    let s = s.trim();
+    // A bare number means seconds.
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s).map_err(|e| err(option, format!("{s:?} is not a duration ({e})")))?,
+    };
+    if d.is_zero() {
+        return Err(err(option, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn parse_peer(s: &str) -> Result<Peer, ConfigError> {
+    let (id, url) = s.split_once('=').ok_or_else(|| err("peer", format!("{s:?} is not ID=URL")))?;
+    let id = id.trim().parse::<u64>().map_err(|_| err("peer", format!("{s:?}: id must be a positive integer")))?;
+    let url = url.trim().trim_end_matches('/').to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
+        return Err(err("peer", format!("{s:?}: URL must start with http:// or https://")));
+    }
+    Ok(Peer { id, url })
+}
+
+impl ServeArgs {
+    /// Merges flags/environment with the config file and the defaults, and validates.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let listen_s = self.listen.or(file.listen);
+        let listen = match listen_s {
+            Some(s) => s.trim().parse().map_err(|_| err("listen", format!("{s:?} is not an IP:PORT address")))?,
+            None => d.listen,
+        };
+        let data_dir = self.data_dir.or(file.data_dir).unwrap_or(d.data_dir);
+        if data_dir.as_os_str().is_empty() {
+            return Err(err("data-dir", "must not be empty"));
+        }
+        let replication = self.replication.or(file.replication).unwrap_or(d.replication);
+        let node_id = match self.node_id.or(file_text(file.node_id)) {
+            Some(s) => s
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| err("node-id", format!("{s:?} is not a positive integer")))?,
+            None => d.node_id,
+        };
+        let peer_specs = if self.peers.is_empty() { file.peer } else { self.peers };
+        let peers = peer_specs.iter().map(|s| parse_peer(s)).collect::<Result<Vec<_>, _>>()?;
+        let mut ids: Vec<u64> = peers.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(err("peer", "each member id must appear once"));
+        }
+        if !peers.is_empty() && !ids.contains(&node_id) {
+            return Err(err("node-id", format!("{node_id} is not among the --peer members (list every member, this node included)")));
+        }
+        let duration = |option, flag: Option<String>, file: Option<toml::Value>, default| match flag.or(file_text(file)) {
+            Some(s) => parse_duration(option, &s),
+            None => Ok(default),
+        };
+        let eviction_interval = duration("eviction-interval", self.eviction_interval, file.eviction_interval, d.eviction_interval)?;
+        let renewal_threshold_update_interval = duration(
+            "renewal-threshold-update-interval",
+            self.renewal_threshold_update_interval,
+            file.renewal_threshold_update_interval,
+            d.renewal_threshold_update_interval,
+        )?;
+        let delta_retention = duration("delta-retention", self.delta_retention, file.delta_retention, d.delta_retention)?;
+        let renewal_percent_threshold =
+            match self.renewal_percent_threshold.or(file_text(file.renewal_percent_threshold)) {
+                Some(s) => s
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| *f > 0.0 && *f <= 1.0)
+                    .ok_or_else(|| err("renewal-percent-threshold", format!("{s:?} must be a number > 0 and <= 1")))?,
+                None => d.renewal_percent_threshold,
+            };
+        let self_preservation = match self.self_preservation.or(file_text(file.self_preservation)) {
+            Some(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" | "1" => true,
+                "false" | "off" | "no" | "0" => false,
+                _ => return Err(err("self-preservation", format!("{s:?} must be true or false"))),
+            },
+            None => d.self_preservation,
+        };
+        let max_body_size = match self.max_body_size.or(file_text(file.max_body_size)) {
+            Some(s) => s
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1024..=64 * 1024 * 1024).contains(n))
+                .ok_or_else(|| err("max-body-size", format!("{s:?} must be a byte count from 1024 to 67108864")))?,
+            None => d.max_body_size,
+        };
+        let log = self.log.or(file.log).unwrap_or(d.log);
+        if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
+            return Err(err("log", format!("{log:?} is not a log filter")));
+        }
+        if replication != ReplicationMode::None {
+            return Err(err(
+                "replication",
+                format!("{} is not available yet in this version; use none", replication.as_str()),
+            ));
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            replication,
+            node_id,
+            peers,
+            eviction_interval,
+            renewal_percent_threshold,
+            self_preservation,
+            renewal_threshold_update_interval,
+            delta_retention,
+            max_body_size,
+            log,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().replace('\n', " ");
+        err("config", format!("{}: {msg}", path.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_eurekas() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8761");
+        assert_eq!(c.eviction_interval, Duration::from_secs(60));
+        assert_eq!(c.renewal_percent_threshold, 0.85);
+        assert!(c.self_preservation);
+        assert_eq!(c.renewal_threshold_update_interval, Duration::from_secs(900));
+        assert_eq!(c.delta_retention, Duration::from_secs(180));
+    }
+
+    #[test]
+    fn flags_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("synod.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\neviction-interval = \"5s\"\nself-preservation = false\n").unwrap();
+        let args = ServeArgs { config: Some(path), listen: Some("127.0.0.1:9001".into()), ..Default::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.eviction_interval, Duration::from_secs(5));
+        assert!(!c.self_preservation);
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let bad = |args: ServeArgs| args.resolve().unwrap_err().to_string();
+        let e = bad(ServeArgs { renewal_percent_threshold: Some("1.5".into()), ..Default::default() });
+        assert!(e.contains("--renewal-percent-threshold"), "{e}");
+        let e = bad(ServeArgs { eviction_interval: Some("soon".into()), ..Default::default() });
+        assert!(e.contains("--eviction-interval"), "{e}");
+        let e = bad(ServeArgs { peers: vec!["x".into()], ..Default::default() });
+        assert!(e.contains("--peer"), "{e}");
+        let e = bad(ServeArgs {
+            node_id: Some("3".into()),
+            peers: vec!["1=http://127.0.0.1:1".into(), "2=http://127.0.0.1:2".into()],
+            ..Default::default()
+        });
+        assert!(e.contains("--node-id"), "{e}");
+        let e = bad(ServeArgs { listen: Some("nowhere".into()), ..Default::default() });
+        assert!(e.contains("--listen"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_file_key_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("synod.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let e = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap_err().to_string();
+        assert!(e.contains("--config") && e.contains("lisen"), "{e}");
+    }
+}

@@ -1,0 +1,85 @@
+//! Registry commands: every change to the registry is one of these. A command carries its own
+//! timestamp (`now`, milliseconds since the epoch, stamped once by the node that accepted the
+//! request), so any replica that applies the same commands in the same order reaches the
+//! same registry, delta queue and hash code. Renewals are deliberately not commands: they
+//! only touch the lease table (see [`crate::core::state::RegistryState::renew`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{InstanceInfo, InstanceKey, Status};
+
+/// A deterministic registry change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// `POST apps/{app}`: register or re-register.
+    Register {
+        instance: InstanceInfo,
+        now: u64,
+        /// Replicated from a peer: skips the lease-exists status rule, as Eureka does.
+        from_peer: bool,
+    },
+    /// `DELETE apps/{app}/{id}`.
+    Cancel { key: InstanceKey, now: u64 },
+    /// `PUT apps/{app}/{id}/status?value=S`: set a status override.
+    SetStatusOverride {
+        key: InstanceKey,
+        status: Status,
+        last_dirty: Option<u64>,
+        now: u64,
+    },
+    /// `DELETE apps/{app}/{id}/status[?value=S]`: drop the override, leaving status `S`
+    /// (default `UNKNOWN`, which makes the next heartbeat answer 404 so the client re-registers).
+    DeleteStatusOverride {
+        key: InstanceKey,
+        status: Status,
+        last_dirty: Option<u64>,
+        now: u64,
+    },
+    /// `PUT apps/{app}/{id}/metadata?k=v`: merge server-side metadata.
+    UpdateMetadata {
+        key: InstanceKey,
+        entries: BTreeMap<String, String>,
+        now: u64,
+    },
+    /// Expired leases chosen by the eviction task.
+    Evict { keys: Vec<InstanceKey>, now: u64 },
+}
+
+impl Command {
+    /// The command's own timestamp.
+    pub fn now(&self) -> u64 {
+        match self {
+            Command::Register { now, .. }
+            | Command::Cancel { now, .. }
+            | Command::SetStatusOverride { now, .. }
+            | Command::DeleteStatusOverride { now, .. }
+            | Command::UpdateMetadata { now, .. }
+            | Command::Evict { now, .. } => *now,
+        }
+    }
+
+    /// Short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Register { .. } => "register",
+            Command::Cancel { .. } => "cancel",
+            Command::SetStatusOverride { .. } => "status",
+            Command::DeleteStatusOverride { .. } => "delete-status",
+            Command::UpdateMetadata { .. } => "metadata",
+            Command::Evict { .. } => "evict",
+        }
+    }
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The command took effect (or was a no-op on an existing instance).
+    Applied,
+    /// The addressed instance does not exist.
+    NotFound,
+    /// Eviction: how many instances were removed.
+    Evicted(usize),
+}

@@ -1,0 +1,65 @@
+//! The recently-changed queue behind `GET apps/delta` (Eureka's `recentlyChangedQueue`).
+//! Each item is a snapshot of the instance right after the change; generation keeps the last
+//! item per instance, so every changed instance appears once with its latest action.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::model::{InstanceInfo, InstanceKey, LeaseStamps};
+
+/// One change.
+#[derive(Debug, Clone)]
+pub struct DeltaItem {
+    /// Timestamp of the command that made the change.
+    pub at: u64,
+    pub key: InstanceKey,
+    pub info: Arc<InstanceInfo>,
+    pub stamps: LeaseStamps,
+}
+
+/// FIFO of changes, trimmed by age using command timestamps (so replicas trim identically).
+#[derive(Debug, Default, Clone)]
+pub struct DeltaQueue {
+    items: VecDeque<DeltaItem>,
+}
+
+impl DeltaQueue {
+    /// Appends a change.
+    pub fn push(&mut self, item: DeltaItem) {
+        self.items.push_back(item);
+    }
+
+    /// Drops changes older than `retention_ms` before `now`.
+    pub fn prune(&mut self, now: u64, retention_ms: u64) {
+        let cutoff = now.saturating_sub(retention_ms);
+        while self.items.front().is_some_and(|i| i.at < cutoff) {
+            self.items.pop_front();
+        }
+    }
+
+    /// Number of queued changes.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The latest change per instance among those not older than `retention_ms`, in the order
+    /// each instance last changed.
+    pub fn latest_per_instance(&self, now: u64, retention_ms: u64) -> Vec<&DeltaItem> {
+        let cutoff = now.saturating_sub(retention_ms);
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<&DeltaItem> = self
+            .items
+            .iter()
+            .rev()
+            .filter(|i| i.at >= cutoff)
+            .filter(|i| seen.insert(&i.key))
+            .collect();
+        out.reverse();
+        out
+    }
+}

@@ -1,0 +1,19 @@
+//! The registry core: model, commands, `apply`, leases, eviction, self-preservation, the
+//! delta queue and the response cache. No HTTP and no replication code lives here, so every
+//! backend shares it and tests drive it with a manual clock.
+
+pub mod cache;
+pub mod clock;
+pub mod command;
+pub mod delta;
+pub mod eviction;
+pub mod meter;
+pub mod model;
+pub mod preservation;
+pub mod registry;
+pub mod rules;
+pub mod state;
+pub mod views;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! The thread-safe registry every backend drives: the state behind one lock, the response
+//! cache invalidated under that lock, the clock, and the periodic decisions (eviction,
+//! self-preservation) that need the current time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::cache::{Payload, ResponseCache};
+use super::clock::Clock;
+use super::command::Command;
+use super::eviction::{self, EvictionClock};
+use super::model::InstanceKey;
+use super::preservation::{self, PreservationConfig, PreservationStatus};
+use super::state::{Applied, CoreConfig, PersistedEntry, RegistryState, RenewOutcome};
+
+/// What a cached response shows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ViewKind {
+    Apps,
+    Delta,
+    App(String),
+    Vip(String),
+    Svip(String),
+}
+
+/// Encoding of a cached response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Json,
+    Xml,
+}
+
+/// Key of a cached response.
+pub type ViewKey = (ViewKind, Format);
+
+/// Most cached payloads kept at once.
+const CACHE_ENTRIES: usize = 2048;
+
+/// The registry shared by the HTTP layer and the replication backend.
+pub struct Registry {
+    state: Mutex<RegistryState>,
+    cache: ResponseCache<ViewKey>,
+    clock: Arc<dyn Clock>,
+    preservation: PreservationConfig,
+    eviction_clock: Mutex<EvictionClock>,
+    /// Last self-preservation state, to log transitions once.
+    preserving: AtomicBool,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(core: CoreConfig, preservation: PreservationConfig, clock: Arc<dyn Clock>) -> Self {
+        Registry {
+            state: Mutex::new(RegistryState::new(core)),
+            cache: ResponseCache::new(CACHE_ENTRIES),
+            clock,
+            preservation,
+            eviction_clock: Mutex::new(EvictionClock::default()),
+            preserving: AtomicBool::new(false),
+        }
+    }
+
+    /// Current time from the registry's clock.
+    pub fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Loads persisted entries (each with a fresh lease from now).
+    pub fn restore(&self, entries: Vec<PersistedEntry>) {
+        let now = self.now();
+        let mut st = self.state.lock();
+        st.restore(entries, now);
+        self.cache.invalidate();
+    }
+
+    /// Applies a command, then runs `after` under the same lock (backends use it to hand the
+    /// changed records to the store in apply order).
+    pub fn apply<R>(&self, cmd: &Command, after: impl FnOnce(&RegistryState, &Applied) -> R) -> (Applied, R) {
+        let mut st = self.state.lock();
+        let applied = st.apply(cmd);
+        if !applied.changed.is_empty() {
+            self.cache.invalidate();
+        }
+        let r = after(&st, &applied);
+        (applied, r)
+    }
+
+    /// Heartbeat at the current time.
+    pub fn renew(&self, key: &InstanceKey, last_dirty: Option<u64>) -> RenewOutcome {
+        let now = self.now();
+        self.state.lock().renew(key, now, last_dirty)
+    }
+
+    /// Runs `f` on the state.
+    pub fn read<R>(&self, f: impl FnOnce(&RegistryState) -> R) -> R {
+        f(&self.state.lock())
+    }
+
+    /// A cached payload, or one built from `build` (run under the lock, should only clone
+    /// `Arc`s) and `encode` (run outside it). `build` returning `None` (e.g. an unknown app)
+    /// is not cached.
+    pub fn cached<V>(
+        &self,
+        key: ViewKey,
+        build: impl FnOnce(&RegistryState, u64) -> Option<V>,
+        encode: impl FnOnce(V) -> Vec<u8>,
+    ) -> Option<Arc<Payload>> {
+        if let Some(p) = self.cache.get(&key) {
+            return Some(p);
+        }
+        let now = self.now();
+        let (generation, view) = {
+            let st = self.state.lock();
+            (self.cache.generation(), build(&st, now))
+        };
+        let payload = Arc::new(Payload::new(encode(view?)));
+        self.cache.put(key, generation, payload.clone());
+        Some(payload)
+    }
+
+    /// Self-preservation numbers now.
+    pub fn preservation(&self) -> PreservationStatus {
+        let now = self.now();
+        self.read(|st| preservation::evaluate(st, &self.preservation, now))
+    }
+
+    /// One eviction run: decides whether eviction may proceed and, if so, which expired
+    /// leases to evict. Returns the `Evict` command to submit, if any.
+    pub fn plan_eviction(&self, interval_ms: u64) -> Option<Command> {
+        let now = self.now();
+        let compensation = self.eviction_clock.lock().compensation(now, interval_ms);
+        let st = self.state.lock();
+        let status = preservation::evaluate(&st, &self.preservation, now);
+        if self.preserving.swap(status.active, Ordering::Relaxed) != status.active {
+            if status.active {
+                tracing::warn!(
+                    renews_last_min = status.renews_last_min,
+                    threshold = status.threshold,
+                    expected_renews_per_min = status.expected_renews_per_min,
+                    "self-preservation engaged: renewals below threshold, eviction suspended"
+                );
+            } else {
+                tracing::info!(
+                    renews_last_min = status.renews_last_min,
+                    threshold = status.threshold,
+                    expected_renews_per_min = status.expected_renews_per_min,
+                    "self-preservation released: eviction resumes"
+                );
+            }
+        }
+        if status.active {
+            return None;
+        }
+        let keys = eviction::plan(&st, now, compensation, self.preservation.percent_threshold, &mut rand::thread_rng());
+        (!keys.is_empty()).then_some(Command::Evict { keys, now })
+    }
+}

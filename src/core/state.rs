@@ -1,0 +1,424 @@
+//! The registry state and the one `apply` function that turns commands into state.
+//!
+//! Nothing here reads a clock or does I/O: time comes from the command (or the caller of
+//! `renew`), which keeps replicas deterministic and tests exact.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{Command, Outcome};
+use super::delta::{DeltaItem, DeltaQueue};
+use super::meter::RenewMeter;
+use super::model::{ActionType, InstanceInfo, InstanceKey, LeaseStamps, Status};
+use super::rules::{resolve_status, RuleInput};
+
+/// One registration: the instance, its lease and the server-side overrides attached to it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub info: Arc<InstanceInfo>,
+    /// Creation time of the current lease (reset by every register, as Eureka does).
+    pub registration_ts: u64,
+    /// First time the instance was seen UP; kept across re-registrations.
+    pub service_up_ts: u64,
+    /// Last renewal (or lease-refreshing command). Not persisted: a restart grants a fresh lease.
+    pub last_renewal_ts: u64,
+    /// Operator-set status override (`PUT …/status`).
+    pub status_override: Option<Status>,
+    /// Operator-set metadata (`PUT …/metadata`), merged over what the client registers so a
+    /// re-registration does not silently drop it.
+    pub metadata_override: BTreeMap<String, String>,
+}
+
+impl Entry {
+    /// Lease timestamps as written into `leaseInfo`.
+    pub fn stamps(&self) -> LeaseStamps {
+        LeaseStamps {
+            registration_timestamp: self.registration_ts,
+            last_renewal_timestamp: self.last_renewal_ts,
+            eviction_timestamp: 0,
+            service_up_timestamp: self.service_up_ts,
+        }
+    }
+
+    /// Lease duration in milliseconds.
+    pub fn duration_ms(&self) -> u64 {
+        u64::from(self.info.lease.duration_secs) * 1000
+    }
+
+    /// Whether the lease ran out: `duration` has passed since the last renewal (plus
+    /// `slack_ms`). Eureka counts the duration twice here; synod does not.
+    pub fn is_expired(&self, now: u64, slack_ms: u64) -> bool {
+        now > self.last_renewal_ts.saturating_add(self.duration_ms()).saturating_add(slack_ms)
+    }
+}
+
+/// The durable part of an [`Entry`]: what the store keeps and a restart restores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersistedEntry {
+    pub info: InstanceInfo,
+    pub registration_ts: u64,
+    pub service_up_ts: u64,
+    pub status_override: Option<Status>,
+    pub metadata_override: BTreeMap<String, String>,
+}
+
+/// Result of [`RegistryState::apply`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub outcome: Outcome,
+    /// Instances whose durable record changed (present: write it; absent: delete it).
+    pub changed: Vec<InstanceKey>,
+}
+
+/// Result of a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewOutcome {
+    /// Renewed.
+    Renewed,
+    /// No such instance, or its status is UNKNOWN (Eureka's "please re-register" signal).
+    NotFound,
+    /// Renewed, but the client holds newer data than the server (its `lastDirtyTimestamp` is
+    /// later): answer 404 so it re-registers.
+    ClientNewer,
+    /// Renewed, and the server holds newer data than the client.
+    ServerNewer,
+}
+
+/// Tunables of the core that affect state transitions.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// How long changes stay in the delta queue.
+    pub delta_retention_ms: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig { delta_retention_ms: 180_000 }
+    }
+}
+
+/// The whole registry.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryState {
+    /// APP → id → entry. Ordered maps give every replica the same iteration order.
+    apps: BTreeMap<String, BTreeMap<String, Entry>>,
+    /// Number of instances across all applications.
+    count: usize,
+    delta: DeltaQueue,
+    meter: RenewMeter,
+    /// Number of commands that changed the registry; also served as `versions__delta`.
+    version: u64,
+    config: CoreConfig,
+}
+
+impl RegistryState {
+    /// An empty registry.
+    pub fn new(config: CoreConfig) -> Self {
+        RegistryState { config, ..Default::default() }
+    }
+
+    /// Rebuilds the registry from stored entries. Every restored instance gets a fresh lease
+    /// starting at `now`, so live clients renew before anything can expire.
+    pub fn restore(&mut self, entries: impl IntoIterator<Item = PersistedEntry>, now: u64) {
+        for p in entries {
+            let key = InstanceKey { app: p.info.app.clone(), id: p.info.instance_id.clone() };
+            let entry = Entry {
+                info: Arc::new(p.info),
+                registration_ts: p.registration_ts,
+                service_up_ts: p.service_up_ts,
+                last_renewal_ts: now,
+                status_override: p.status_override,
+                metadata_override: p.metadata_override,
+            };
+            self.insert(key, entry);
+        }
+    }
+
+    /// The registry's change counter.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Total number of instances.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the registry is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Looks an instance up.
+    pub fn get(&self, key: &InstanceKey) -> Option<&Entry> {
+        self.apps.get(&key.app)?.get(&key.id)
+    }
+
+    /// Looks an instance up by id alone: the first application (by name) that has it. Ids
+    /// are only unique per application (eureka-js-client uses the host name as id).
+    pub fn get_by_id(&self, id: &str) -> Option<&Entry> {
+        self.apps.values().find_map(|m| m.get(id))
+    }
+
+    /// Applications in name order, each with its instances in id order.
+    pub fn apps(&self) -> impl Iterator<Item = (&String, &BTreeMap<String, Entry>)> {
+        self.apps.iter().filter(|(_, m)| !m.is_empty())
+    }
+
+    /// Every entry.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &Entry)> {
+        self.apps.values().flat_map(|m| m.iter())
+    }
+
+    /// The durable record of an instance.
+    pub fn persisted(&self, key: &InstanceKey) -> Option<PersistedEntry> {
+        self.get(key).map(|e| PersistedEntry {
+            info: (*e.info).clone(),
+            registration_ts: e.registration_ts,
+            service_up_ts: e.service_up_ts,
+            status_override: e.status_override,
+            metadata_override: e.metadata_override.clone(),
+        })
+    }
+
+    /// The delta queue.
+    pub fn delta(&self) -> &DeltaQueue {
+        &self.delta
+    }
+
+    /// Delta retention in milliseconds.
+    pub fn delta_retention_ms(&self) -> u64 {
+        self.config.delta_retention_ms
+    }
+
+    /// Renewals in the minute ending at `now`.
+    pub fn renews_last_min(&self, now: u64) -> u64 {
+        self.meter.last_minute(now)
+    }
+
+    /// Eureka's reconcile hash over the whole registry: `STATUS_count_` per status present,
+    /// in lexicographic status order (e.g. `DOWN_1_UP_3_`).
+    pub fn hash_code(&self) -> String {
+        hash_code(self.entries().map(|(_, e)| e.info.status))
+    }
+
+    /// Heartbeat. Touches only the lease table and the renew meter.
+    pub fn renew(&mut self, key: &InstanceKey, now: u64, last_dirty: Option<u64>) -> RenewOutcome {
+        let Some(entry) = self.apps.get_mut(&key.app).and_then(|m| m.get_mut(&key.id)) else {
+            return RenewOutcome::NotFound;
+        };
+        // The rule chain yields UNKNOWN for a renewal exactly when the stored status is
+        // UNKNOWN (a client-reported DOWN/STARTING/UNKNOWN is kept as is; an override or an
+        // UP/OUT_OF_SERVICE view was already folded into the stored status when set).
+        if entry.info.status == Status::Unknown {
+            return RenewOutcome::NotFound;
+        }
+        entry.last_renewal_ts = entry.last_renewal_ts.max(now);
+        self.meter.record(now);
+        let stored = entry.info.last_dirty_timestamp;
+        match last_dirty {
+            Some(d) if d > stored => RenewOutcome::ClientNewer,
+            Some(d) if d < stored => RenewOutcome::ServerNewer,
+            _ => RenewOutcome::Renewed,
+        }
+    }
+
+    /// Applies one command. Deterministic: depends only on the state and the command.
+    pub fn apply(&mut self, cmd: &Command) -> Applied {
+        let now = cmd.now();
+        self.delta.prune(now, self.config.delta_retention_ms);
+        let applied = match cmd {
+            Command::Register { instance, from_peer, .. } => {
+                self.register(instance.clone(), now, *from_peer)
+            }
+            Command::Cancel { key, .. } => match self.remove(key, now) {
+                true => changed(Outcome::Applied, vec![key.clone()]),
+                false => not_found(),
+            },
+            Command::Evict { keys, .. } => {
+                let removed: Vec<_> = keys.iter().filter(|k| self.remove(k, now)).cloned().collect();
+                let n = removed.len();
+                changed(Outcome::Evicted(n), removed)
+            }
+            Command::SetStatusOverride { key, status, last_dirty, .. } => {
+                self.set_override(key, *status, *last_dirty, now)
+            }
+            Command::DeleteStatusOverride { key, status, last_dirty, .. } => {
+                self.delete_override(key, *status, *last_dirty, now)
+            }
+            Command::UpdateMetadata { key, entries, .. } => self.update_metadata(key, entries, now),
+        };
+        if !applied.changed.is_empty() {
+            self.version += 1;
+        }
+        applied
+    }
+
+    fn register(&mut self, mut incoming: InstanceInfo, now: u64, from_peer: bool) -> Applied {
+        let key = InstanceKey { app: incoming.app.clone(), id: incoming.instance_id.clone() };
+        let existing = self.get(&key);
+        if let Some(e) = existing {
+            // Conflict resolution on the client's clock, as Eureka: the stored copy wins when
+            // it is strictly newer. Exception: after an override delete the stored status is
+            // UNKNOWN and the client is being asked to re-register, so its data must win even
+            // if it did not bump its timestamp (otherwise it loops on 404s).
+            if e.info.last_dirty_timestamp > incoming.last_dirty_timestamp
+                && e.info.status != Status::Unknown
+            {
+                incoming = (*e.info).clone();
+            }
+        }
+        let mut status_override = existing.and_then(|e| e.status_override);
+        if status_override.is_none() && incoming.overridden_status != Status::Unknown {
+            status_override = Some(incoming.overridden_status);
+        }
+        incoming.overridden_status = status_override.unwrap_or(Status::Unknown);
+        let metadata_override = existing.map(|e| e.metadata_override.clone()).unwrap_or_default();
+        for (k, v) in &metadata_override {
+            incoming.metadata.insert(k.clone(), v.clone());
+        }
+        incoming.status = resolve_status(&RuleInput {
+            reported: incoming.status,
+            override_status: status_override,
+            existing: existing.map(|e| e.info.status),
+            from_peer,
+        });
+        let mut service_up_ts = existing.map_or(0, |e| e.service_up_ts);
+        if incoming.status == Status::Up && service_up_ts == 0 {
+            service_up_ts = now;
+        }
+        incoming.action_type = Some(ActionType::Added);
+        incoming.last_updated_timestamp = now;
+        let entry = Entry {
+            info: Arc::new(incoming),
+            registration_ts: now,
+            service_up_ts,
+            last_renewal_ts: now,
+            status_override,
+            metadata_override,
+        };
+        self.record_delta(&key, &entry, now);
+        self.insert(key.clone(), entry);
+        changed(Outcome::Applied, vec![key])
+    }
+
+    fn set_override(&mut self, key: &InstanceKey, status: Status, last_dirty: Option<u64>, now: u64) -> Applied {
+        let Some(entry) = self.entry_mut(key) else { return not_found() };
+        entry.last_renewal_ts = entry.last_renewal_ts.max(now);
+        // Eureka records nothing when the status already equals the value; synod still
+        // records the override if it is not already the one in force, so an operator can pin
+        // a status the instance happens to have right now.
+        if entry.info.status == status && entry.status_override == Some(status) {
+            return changed(Outcome::Applied, vec![]);
+        }
+        entry.status_override = Some(status);
+        if status == Status::Up && entry.service_up_ts == 0 {
+            entry.service_up_ts = now;
+        }
+        let info = Arc::make_mut(&mut entry.info);
+        info.overridden_status = status;
+        info.status = status;
+        info.last_dirty_timestamp = info.last_dirty_timestamp.max(last_dirty.unwrap_or(0));
+        self.modified(key, now)
+    }
+
+    fn delete_override(&mut self, key: &InstanceKey, status: Status, last_dirty: Option<u64>, now: u64) -> Applied {
+        let Some(entry) = self.entry_mut(key) else { return not_found() };
+        entry.last_renewal_ts = entry.last_renewal_ts.max(now);
+        if entry.status_override.take().is_none() {
+            return changed(Outcome::Applied, vec![]);
+        }
+        let info = Arc::make_mut(&mut entry.info);
+        info.overridden_status = Status::Unknown;
+        info.status = status;
+        info.last_dirty_timestamp = info.last_dirty_timestamp.max(last_dirty.unwrap_or(0));
+        self.modified(key, now)
+    }
+
+    fn update_metadata(&mut self, key: &InstanceKey, entries: &BTreeMap<String, String>, now: u64) -> Applied {
+        let Some(entry) = self.entry_mut(key) else { return not_found() };
+        entry.last_renewal_ts = entry.last_renewal_ts.max(now);
+        let info = Arc::make_mut(&mut entry.info);
+        for (k, v) in entries {
+            entry.metadata_override.insert(k.clone(), v.clone());
+            info.metadata.insert(k.clone(), v.clone());
+        }
+        self.modified(key, now)
+    }
+
+    /// Marks an existing instance MODIFIED and records the change.
+    fn modified(&mut self, key: &InstanceKey, now: u64) -> Applied {
+        let Some(entry) = self.entry_mut(key) else { return not_found() };
+        let info = Arc::make_mut(&mut entry.info);
+        info.action_type = Some(ActionType::Modified);
+        info.last_updated_timestamp = now;
+        let snapshot = entry.clone();
+        self.record_delta(key, &snapshot, now);
+        changed(Outcome::Applied, vec![key.clone()])
+    }
+
+    /// Removes an instance (cancel or eviction), recording a DELETED change.
+    fn remove(&mut self, key: &InstanceKey, now: u64) -> bool {
+        let Some(apps) = self.apps.get_mut(&key.app) else { return false };
+        let Some(mut entry) = apps.remove(&key.id) else { return false };
+        if apps.is_empty() {
+            self.apps.remove(&key.app);
+        }
+        self.count -= 1;
+        let info = Arc::make_mut(&mut entry.info);
+        info.action_type = Some(ActionType::Deleted);
+        info.last_updated_timestamp = now;
+        let mut stamps = entry.stamps();
+        stamps.eviction_timestamp = now;
+        self.delta.push(DeltaItem { at: now, key: key.clone(), info: entry.info, stamps });
+        true
+    }
+
+    fn record_delta(&mut self, key: &InstanceKey, entry: &Entry, now: u64) {
+        self.delta.push(DeltaItem {
+            at: now,
+            key: key.clone(),
+            info: entry.info.clone(),
+            stamps: entry.stamps(),
+        });
+    }
+
+    fn entry_mut(&mut self, key: &InstanceKey) -> Option<&mut Entry> {
+        self.apps.get_mut(&key.app)?.get_mut(&key.id)
+    }
+
+    fn insert(&mut self, key: InstanceKey, entry: Entry) {
+        if self.apps.entry(key.app).or_default().insert(key.id, entry).is_none() {
+            self.count += 1;
+        }
+    }
+}
+
+fn changed(outcome: Outcome, keys: Vec<InstanceKey>) -> Applied {
+    Applied { outcome, changed: keys }
+}
+
+fn not_found() -> Applied {
+    Applied { outcome: Outcome::NotFound, changed: vec![] }
+}
+
+/// Eureka's reconcile hash over a set of statuses.
+pub fn hash_code(statuses: impl IntoIterator<Item = Status>) -> String {
+    let mut counts = [0usize; 5];
+    for s in statuses {
+        let i = Status::HASH_ORDER.iter().position(|x| *x == s).unwrap_or(0);
+        counts[i] += 1;
+    }
+    let mut out = String::new();
+    for (s, n) in Status::HASH_ORDER.iter().zip(counts) {
+        if n > 0 {
+            out.push_str(s.as_str());
+            out.push('_');
+            out.push_str(&n.to_string());
+            out.push('_');
+        }
+    }
+    out
+}

@@ -1,0 +1,57 @@
+//! Operator endpoints: liveness, readiness and `/v1/status`.
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::respond::error;
+use super::AppState;
+use crate::core::preservation::PreservationStatus;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the node can serve the registry.
+pub async fn readyz(State(s): State<AppState>) -> Response {
+    if s.replicator.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// Body of `GET /v1/status`.
+#[derive(Debug, Serialize)]
+pub struct StatusBody {
+    pub node_id: u64,
+    pub replication: &'static str,
+    pub role: &'static str,
+    pub instances: usize,
+    pub applications: usize,
+    pub registry_version: u64,
+    pub self_preservation: PreservationStatus,
+}
+
+/// `GET /v1/status`: node, registry and self-preservation numbers.
+pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
+    let (instances, applications, registry_version) =
+        s.registry.read(|st| (st.len(), st.apps().count(), st.version()));
+    Json(StatusBody {
+        node_id: s.node_id,
+        replication: s.replicator.name(),
+        role: s.replicator.role().as_str(),
+        instances,
+        applications,
+        registry_version,
+        self_preservation: s.registry.preservation(),
+    })
+}
+
+/// Anything else.
+pub async fn not_found(uri: Uri) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no resource at {}", uri.path()))
+}

@@ -1,0 +1,252 @@
+//! Eureka's REST resources, served under `/eureka/` and `/eureka/v2/`.
+//!
+//! Where a renew is handled: [`renew`] here calls `Replicator::renew`, which in every backend
+//! ends in `RegistryState::renew` (core/state.rs) on the node(s) holding the lease.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::path::segments;
+use super::respond::{self, empty, error};
+use super::AppState;
+use crate::codec::{self, decode, json, xml, DecodeError};
+use crate::core::command::{Command, Outcome};
+use crate::core::model::{InstanceKey, Status};
+use crate::core::registry::{Format, ViewKind};
+use crate::core::state::RenewOutcome;
+use crate::core::views;
+use crate::replication::ReplicationError;
+
+/// Routes every `/eureka/…` request by its decoded path segments.
+pub async fn dispatch(State(s): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let rest = uri.path().strip_prefix("/eureka").unwrap_or("");
+    let segs = match segments(rest) {
+        Ok(segs) => segs,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let seg: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let query = Query::parse(uri.query());
+    match (&method, seg.as_slice()) {
+        (&Method::GET, ["apps"]) => cached(&s, ViewKind::Apps, &headers),
+        (&Method::GET, ["apps", "delta"]) => cached(&s, ViewKind::Delta, &headers),
+        (&Method::GET, ["apps", app]) => cached(&s, ViewKind::App(app.to_ascii_uppercase()), &headers),
+        (&Method::POST, ["apps", app]) => register(&s, app, &headers, &body).await,
+        (&Method::GET, ["apps", app, id]) => get_instance(&s, Some(app), id, &headers),
+        (&Method::PUT, ["apps", app, id]) => renew(&s, InstanceKey::new(app, id), &query).await,
+        (&Method::DELETE, ["apps", app, id]) => cancel(&s, InstanceKey::new(app, id)).await,
+        (&Method::PUT, ["apps", app, id, "status"]) => set_status(&s, InstanceKey::new(app, id), &query).await,
+        (&Method::DELETE, ["apps", app, id, "status"]) => delete_status(&s, InstanceKey::new(app, id), &query).await,
+        (&Method::PUT, ["apps", app, id, "metadata"]) => metadata(&s, InstanceKey::new(app, id), &query).await,
+        (&Method::GET, ["instances", id]) => get_instance(&s, None, id, &headers),
+        (&Method::GET, ["vips", vip]) => cached(&s, ViewKind::Vip(vip.to_string()), &headers),
+        (&Method::GET, ["svips", svip]) => cached(&s, ViewKind::Svip(svip.to_string()), &headers),
+        (&Method::GET, ["serverinfo", "statusoverrides"]) => status_overrides(&s),
+        (_, ["apps"] | ["apps", _] | ["apps", _, _] | ["apps", _, _, "status" | "metadata"])
+        | (_, ["instances" | "vips" | "svips", _] | ["serverinfo", "statusoverrides"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not supported on {}", uri.path()))
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no Eureka resource at {}", uri.path())),
+    }
+}
+
+/// Query parameters, first value winning for repeated keys (as Eureka's metadata PUT).
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Query {
+        Query(form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned().collect())
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// `lastDirtyTimestamp`, which must be a decimal number of milliseconds when present.
+    fn last_dirty(&self) -> Result<Option<u64>, Response> {
+        match self.get("lastDirtyTimestamp").map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+                error(StatusCode::BAD_REQUEST, format!("lastDirtyTimestamp {v:?} is not a number of milliseconds"))
+            }),
+        }
+    }
+}
+
+fn unavailable(e: ReplicationError) -> Response {
+    tracing::warn!(error = %e, "write not acknowledged");
+    error(StatusCode::SERVICE_UNAVAILABLE, e)
+}
+
+/// Full registry, delta, one app, or a VIP: served from the response cache.
+fn cached(s: &AppState, kind: ViewKind, headers: &HeaderMap) -> Response {
+    let fmt = respond::format(headers);
+    let key = (kind.clone(), fmt);
+    let payload = match kind {
+        ViewKind::Apps => s.registry.cached(key, |st, _| Some(views::full(st)), |v| encode_apps(&v, fmt)),
+        ViewKind::Delta => s.registry.cached(key, |st, now| Some(views::delta(st, now)), |v| encode_apps(&v, fmt)),
+        ViewKind::Vip(vip) => {
+            s.registry.cached(key, |st, _| Some(views::vip(st, &vip, false)), |v| encode_apps(&v, fmt))
+        }
+        ViewKind::Svip(vip) => {
+            s.registry.cached(key, |st, _| Some(views::vip(st, &vip, true)), |v| encode_apps(&v, fmt))
+        }
+        ViewKind::App(name) => s.registry.cached(
+            key,
+            |st, _| views::app(st, &name),
+            |v| match fmt {
+                Format::Json => json::app(&v),
+                Format::Xml => xml::app(&v),
+            },
+        ),
+    };
+    match payload {
+        Some(p) => respond::payload(&p, fmt, headers),
+        None => empty(StatusCode::NOT_FOUND),
+    }
+}
+
+fn encode_apps(v: &views::AppsView, fmt: Format) -> Vec<u8> {
+    match fmt {
+        Format::Json => json::apps(v),
+        Format::Xml => xml::apps(v),
+    }
+}
+
+fn get_instance(s: &AppState, app: Option<&str>, id: &str, headers: &HeaderMap) -> Response {
+    let view = s.registry.read(|st| match app {
+        Some(app) => st.get(&InstanceKey::new(app, id)).map(views::instance),
+        None => st.get_by_id(id).map(views::instance),
+    });
+    let Some(view) = view else { return empty(StatusCode::NOT_FOUND) };
+    let fmt = respond::format(headers);
+    let body = match fmt {
+        Format::Json => json::instance(&view),
+        Format::Xml => xml::instance(&view),
+    };
+    respond::payload(&crate::core::cache::Payload::new(body), fmt, headers)
+}
+
+/// Decodes a registration body as JSON or XML according to its Content-Type.
+fn decode_registration(headers: &HeaderMap, body: &[u8], now: u64) -> Result<crate::core::model::InstanceInfo, Response> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    let tree = if ctype.contains("json") {
+        json::parse(body)
+    } else if ctype.contains("xml") {
+        xml::parse(body)
+    } else {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type {ctype:?} is not supported; use application/json or application/xml"),
+        ));
+    };
+    tree.and_then(|t| decode::registration(&t, now))
+        .map_err(|e: DecodeError| error(StatusCode::BAD_REQUEST, e))
+}
+
+async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    let now = s.registry.now();
+    let instance = match decode_registration(headers, body, now) {
+        Ok(i) => i,
+        Err(resp) => return resp,
+    };
+    let expected = path_app.to_ascii_uppercase();
+    if instance.app != expected {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("Mismatched appName, expecting {expected} but was {}", instance.app),
+        );
+    }
+    match s.replicator.submit(Command::Register { instance, now, from_peer: false }).await {
+        Ok(_) => empty(StatusCode::NO_CONTENT),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn renew(s: &AppState, key: InstanceKey, q: &Query) -> Response {
+    let last_dirty = match q.last_dirty() {
+        Ok(d) => d,
+        Err(resp) => return resp,
+    };
+    match s.replicator.renew(key, last_dirty).await {
+        Ok(RenewOutcome::Renewed | RenewOutcome::ServerNewer) => empty(StatusCode::OK),
+        Ok(RenewOutcome::NotFound | RenewOutcome::ClientNewer) => empty(StatusCode::NOT_FOUND),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Submits a command addressed to one instance: 200 when applied, 404 when unknown, both
+/// with empty bodies.
+async fn submit_for_instance(s: &AppState, cmd: Command) -> Response {
+    match s.replicator.submit(cmd).await {
+        Ok(Outcome::NotFound) => empty(StatusCode::NOT_FOUND),
+        Ok(_) => empty(StatusCode::OK),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn cancel(s: &AppState, key: InstanceKey) -> Response {
+    let now = s.registry.now();
+    submit_for_instance(s, Command::Cancel { key, now }).await
+}
+
+fn parse_status(value: &str) -> Result<Status, Response> {
+    value.parse::<Status>().map_err(|e| error(StatusCode::BAD_REQUEST, e))
+}
+
+async fn set_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
+    let Some(value) = q.get("value") else {
+        return error(StatusCode::BAD_REQUEST, "missing query parameter value (the status to set)");
+    };
+    let (status, last_dirty) = match (parse_status(value), q.last_dirty()) {
+        (Ok(st), Ok(d)) => (st, d),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let now = s.registry.now();
+    submit_for_instance(s, Command::SetStatusOverride { key, status, last_dirty, now }).await
+}
+
+async fn delete_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
+    let status = match q.get("value") {
+        None => Ok(Status::Unknown),
+        Some(v) => parse_status(v),
+    };
+    let (status, last_dirty) = match (status, q.last_dirty()) {
+        (Ok(st), Ok(d)) => (st, d),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let now = s.registry.now();
+    submit_for_instance(s, Command::DeleteStatusOverride { key, status, last_dirty, now }).await
+}
+
+async fn metadata(s: &AppState, key: InstanceKey, q: &Query) -> Response {
+    let mut entries = BTreeMap::new();
+    for (k, v) in &q.0 {
+        if let Err(e) = decode::check_metadata_entry(k, v, "metadata") {
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+        entries.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if entries.len() > codec::limits::MAX_METADATA_ENTRIES {
+        return error(StatusCode::BAD_REQUEST, "too many metadata entries");
+    }
+    let now = s.registry.now();
+    submit_for_instance(s, Command::UpdateMetadata { key, entries, now }).await
+}
+
+/// `GET serverinfo/statusoverrides`: instance id → override, as JSON.
+fn status_overrides(s: &AppState) -> Response {
+    let map: BTreeMap<String, &'static str> = s.registry.read(|st| {
+        st.entries()
+            .filter_map(|(id, e)| e.status_override.map(|o| (id.clone(), o.as_str())))
+            .collect()
+    });
+    axum::Json(map).into_response()
+}

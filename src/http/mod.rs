@@ -1,0 +1,44 @@
+//! The HTTP layer: Eureka's REST API, the operator endpoints and the backend's own routes.
+//! Handlers turn requests into commands for the [`Replicator`] and read views from the
+//! [`Registry`]; they never look at which backend is running.
+
+pub mod admin;
+pub mod eureka;
+pub mod path;
+pub mod respond;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get};
+use axum::Router;
+use tower_http::decompression::RequestDecompressionLayer;
+
+use crate::core::registry::Registry;
+use crate::replication::Replicator;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub replicator: Arc<dyn Replicator>,
+    pub node_id: u64,
+}
+
+/// Builds the server's router.
+pub fn router(state: AppState, max_body_size: usize) -> Router {
+    let backend_routes = state.replicator.routes();
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/v1/status", get(admin::status))
+        .route("/eureka", any(eureka::dispatch))
+        .route("/eureka/", any(eureka::dispatch))
+        .route("/eureka/{*rest}", any(eureka::dispatch))
+        .with_state(state)
+        .merge(backend_routes)
+        .fallback(admin::not_found)
+        // Peers may gzip request bodies; the limit applies to the decompressed body.
+        .layer(RequestDecompressionLayer::new())
+        .layer(DefaultBodyLimit::max(max_body_size))
+}

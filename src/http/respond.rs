@@ -1,0 +1,61 @@
+//! Content negotiation and response building.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::core::cache::Payload;
+use crate::core::registry::Format;
+
+/// The response format a request asks for: JSON only when `Accept` mentions json (Eureka's
+/// test), XML otherwise — py-eureka-client sends `*/*` and parses only XML.
+pub fn format(headers: &HeaderMap) -> Format {
+    let json = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("json")));
+    if json {
+        Format::Json
+    } else {
+        Format::Xml
+    }
+}
+
+/// Whether the client accepts a gzip-encoded response.
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("gzip")))
+}
+
+/// A 200 with an encoded payload, gzipped when the client accepts it.
+pub fn payload(p: &Payload, fmt: Format, headers: &HeaderMap) -> Response {
+    let ctype = match fmt {
+        Format::Json => "application/json",
+        Format::Xml => "application/xml",
+    };
+    let mut resp = if accepts_gzip(headers) {
+        let mut r = Response::new(Body::from(p.gzipped()));
+        r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r
+    } else {
+        Response::new(Body::from(p.body.clone()))
+    };
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    resp
+}
+
+/// A status with an empty body, as Eureka clients require for register, renew, cancel and
+/// status calls (a body on a 404 renew breaks Spring's client).
+pub fn empty(status: StatusCode) -> Response {
+    status.into_response()
+}
+
+/// A 4xx/5xx with a one-line plain-text reason; logged at debug level.
+pub fn error(status: StatusCode, reason: impl std::fmt::Display) -> Response {
+    let reason = reason.to_string().replace(['\n', '\r'], " ");
+    tracing::debug!(status = status.as_u16(), %reason, "request rejected");
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], reason + "\n").into_response()
+}

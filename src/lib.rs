@@ -1,0 +1,14 @@
+//! synod: a service registry that speaks Netflix Eureka's REST protocol and replicates its
+//! registry through a pluggable replication layer.
+//!
+//! Module map: [`core`] (registry model and rules, no I/O), [`codec`] (Eureka JSON/XML),
+//! [`store`] (durable records in sled), [`replication`] (the backend trait and backends),
+//! [`http`] (REST API), [`config`] (CLI and config file), [`server`] (wiring).
+
+pub mod codec;
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod replication;
+pub mod server;
+pub mod store;

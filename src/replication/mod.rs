@@ -1,0 +1,89 @@
+//! The replication layer: one trait between the HTTP layer and the backends. `--replication`
+//! picks the backend at start-up; handlers only ever talk to `dyn Replicator`.
+//!
+//! Who owns what, per backend:
+//! - `none` ([`standalone`]): applies commands locally and makes them durable in the
+//!   [`crate::store::Store`] before acknowledging; renewals touch the local lease table; this
+//!   node always runs eviction.
+
+pub mod standalone;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+use crate::core::command::{Command, Outcome};
+use crate::core::model::InstanceKey;
+use crate::core::state::RenewOutcome;
+
+/// A boxed, sendable future (the trait is used as a trait object).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Replication failures surfaced to clients (as 503).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReplicationError {
+    /// The change could not be made durable; it was not acknowledged.
+    #[error("write not durable: {0}")]
+    Storage(String),
+    /// The backend cannot take this request now.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Whatever this node has applied.
+    Local,
+    /// Everything acknowledged anywhere before the read started.
+    Linearizable,
+}
+
+/// This node's role in its replication group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Single node, no replication.
+    Standalone,
+}
+
+impl Role {
+    /// Name shown in `/v1/status`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+        }
+    }
+}
+
+/// The backend interface.
+pub trait Replicator: Send + Sync + 'static {
+    /// Backend name (`none`, `p2p`, `raft`).
+    fn name(&self) -> &'static str;
+
+    /// Submits a registry change; resolves once it is applied and as durable as the backend
+    /// promises (acknowledged writes survive a crash).
+    fn submit(&self, cmd: Command) -> BoxFuture<'_, Result<Outcome, ReplicationError>>;
+
+    /// Renews a lease.
+    fn renew(&self, key: InstanceKey, last_dirty: Option<u64>) -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>>;
+
+    /// Resolves once the local registry reflects every write acknowledged before the call
+    /// (for [`Consistency::Linearizable`]); `Local` returns at once.
+    fn read_barrier(&self, level: Consistency) -> BoxFuture<'_, Result<(), ReplicationError>>;
+
+    /// Whether this node may run eviction now.
+    fn may_evict(&self) -> bool;
+
+    /// Whether this node is ready to serve.
+    fn is_ready(&self) -> bool;
+
+    /// This node's role.
+    fn role(&self) -> Role;
+
+    /// Backend-specific HTTP routes (peer replication, raft RPCs), merged into the server.
+    fn routes(&self) -> axum::Router {
+        axum::Router::new()
+    }
+}

@@ -1,0 +1,125 @@
+//! Assembles a node from its configuration: store, registry, backend, HTTP server and the
+//! periodic eviction task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ReplicationMode};
+use crate::core::clock::{Clock, SystemClock};
+use crate::core::preservation::PreservationConfig;
+use crate::core::registry::Registry;
+use crate::core::state::CoreConfig;
+use crate::http::{router, AppState};
+use crate::replication::standalone::Standalone;
+use crate::replication::Replicator;
+use crate::store::Store;
+
+/// A running node's parts.
+pub struct Node {
+    pub registry: Arc<Registry>,
+    pub replicator: Arc<dyn Replicator>,
+    pub config: Config,
+}
+
+impl Node {
+    /// Opens the data dir, restores the registry and starts the backend.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node> {
+        let registry = Arc::new(Registry::new(
+            CoreConfig { delta_retention_ms: config.delta_retention.as_millis() as u64 },
+            PreservationConfig {
+                enabled: config.self_preservation,
+                percent_threshold: config.renewal_percent_threshold,
+                window_ms: config.renewal_threshold_update_interval.as_millis() as u64,
+            },
+            clock,
+        ));
+        let replicator: Arc<dyn Replicator> = match config.replication {
+            ReplicationMode::None => {
+                let store = Store::open(&config.data_dir.join("registry"))?;
+                Arc::new(Standalone::start(registry.clone(), store)?)
+            }
+            other => anyhow::bail!("replication {} is not available yet", other.as_str()),
+        };
+        Ok(Node { registry, replicator, config })
+    }
+
+    /// The HTTP router for this node.
+    pub fn router(&self) -> axum::Router {
+        router(
+            AppState {
+                registry: self.registry.clone(),
+                replicator: self.replicator.clone(),
+                node_id: self.config.node_id,
+            },
+            self.config.max_body_size,
+        )
+    }
+
+    /// Starts the eviction task: every interval, if the backend lets this node evict and
+    /// self-preservation allows it, evict a capped random choice of expired leases.
+    pub fn spawn_eviction(&self) -> JoinHandle<()> {
+        let registry = self.registry.clone();
+        let replicator = self.replicator.clone();
+        let interval = self.config.eviction_interval;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if !replicator.may_evict() {
+                    continue;
+                }
+                let Some(cmd) = registry.plan_eviction(interval.as_millis() as u64) else { continue };
+                match replicator.submit(cmd).await {
+                    Ok(outcome) => tracing::info!(?outcome, "evicted expired leases"),
+                    Err(e) => tracing::warn!(error = %e, "eviction not applied"),
+                }
+            }
+        })
+    }
+}
+
+/// Runs a node until Ctrl-C / SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let node = Node::open(config, Arc::new(SystemClock))?;
+    let eviction = node.spawn_eviction();
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, replication = node.replicator.name(), data_dir = %node.config.data_dir.display(), "synod started");
+    // Tests and scripts read the bound address (with --listen …:0) from this line.
+    println!("synod listening on http://{addr}");
+    axum::serve(listener, node.router()).with_graceful_shutdown(shutdown_signal()).await?;
+    eviction.abort();
+    tracing::info!("synod stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Lets in-process tests wait briefly without sleeping blindly.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
