@@ -1,1 +1,781 @@
-fn main(){}
+//! Loopback HTTP benchmark of one `synod serve` node.
+//!
+//! `cargo bench --bench http_bench` starts the real synod binary on `127.0.0.1:0` with a fresh
+//! data directory, drives it with a lean keep-alive HTTP/1.1 client (one hyper connection per
+//! simulated client, closed loop: each connection waits for its response before sending the next
+//! request) and prints throughput and p50/p99 latency per workload:
+//!
+//! * `ceiling`: a minimal axum GET handler in a separate process (this binary re-executed with
+//!   `SYNOD_BENCH_BASELINE=1`), driven by the same client at the same concurrency. Every other
+//!   workload is also shown as a ratio to it, so machine noise largely cancels out.
+//! * `register`: `POST /eureka/apps/{APP}` with a ~1 KB JSON instance, distinct ids, expect 204.
+//! * `renew`: `PUT /eureka/apps/{APP}/{ID}` on registered instances, expect 200.
+//! * `fetch 1k` / `fetch 10k`: `GET /eureka/apps` (JSON, gzip) with that many instances.
+//! * `delta`: `GET /eureka/apps/delta` (JSON, gzip).
+//!
+//! Settings (environment): `SYNOD_BENCH_CONNS` (64), `SYNOD_BENCH_SECS` (5),
+//! `SYNOD_BENCH_RUNS` (3), `SYNOD_BENCH_WARMUP_SECS` (1), `SYNOD_BENCH_CLIENT_THREADS` (2),
+//! `SYNOD_BENCH_SERVER_LOG` (RUST_LOG for the server, `warn`).
+//!
+//! Without a `--bench` argument (as under `cargo test --all-targets`) it only runs a sub-second
+//! smoke of every workload so test runs stay fast. Nothing is asserted about timing: the output is
+//! a report.
+
+use std::error::Error;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+
+/// Set in the environment of the re-executed child that serves the ceiling handler.
+const BASELINE_ENV: &str = "SYNOD_BENCH_BASELINE";
+
+/// Both children announce their address with this prefix on stdout.
+const SYNOD_BANNER: &str = "synod listening on http://";
+const BASELINE_BANNER: &str = "baseline listening on http://";
+
+/// How many distinct applications the instances are spread over, so per-app work in the server
+/// looks like a small fleet rather than one giant app or thousands of singletons.
+const APPS: usize = 100;
+
+/// Figures measured earlier on this machine, printed for context only.
+const REFERENCE_FIGURES: &[(&str, &str)] = &[
+    ("minimal axum GET", "~170k req/s"),
+    ("parse 1 KB JSON + 204 (axum)", "~77k req/s"),
+    ("one fdatasync per write", "~5-7k/s"),
+    ("etcd single-node put-with-lease", "~11k/s"),
+    ("ZooKeeper standalone ephemeral create", "~26k/s"),
+];
+
+/// ZooKeeper standalone ephemeral creates per second: the bar a durable register should clear.
+const ZOOKEEPER_CREATES_PER_SEC: f64 = 26_000.0;
+
+/// Renew should cost little more than an empty request: its target as a fraction of the ceiling.
+const RENEW_TARGET_RATIO: f64 = 0.7;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+fn main() {
+    if std::env::var_os(BASELINE_ENV).is_some() {
+        run_baseline_server();
+        return;
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    let cfg = if full { Config::from_env() } else { Config::smoke() };
+    if !full {
+        println!("http_bench: no --bench argument, running a quick smoke (use `cargo bench --bench http_bench`)");
+    }
+    let report = run_all(&cfg);
+    report.print(&cfg);
+    if !full {
+        // The smoke exists to catch a broken bench or server, so wrong answers fail it.
+        let bad: Vec<_> = report.rows.iter().filter(|r| r.errors > 0).collect();
+        assert!(bad.is_empty(), "smoke saw errors: {:?}", bad.iter().map(|r| (&r.name, &r.first_error)).collect::<Vec<_>>());
+        println!("http_bench smoke: ok");
+    }
+}
+
+/// Run parameters, from the environment for a real run or tiny for the smoke.
+struct Config {
+    conns: usize,
+    warmup: Duration,
+    measure: Duration,
+    runs: usize,
+    client_threads: usize,
+    small_registry: usize,
+    large_registry: usize,
+    server_log: String,
+}
+
+impl Config {
+    fn from_env() -> Config {
+        Config {
+            conns: env_num("SYNOD_BENCH_CONNS", 64.0) as usize,
+            warmup: Duration::from_secs_f64(env_num("SYNOD_BENCH_WARMUP_SECS", 1.0)),
+            measure: Duration::from_secs_f64(env_num("SYNOD_BENCH_SECS", 5.0)),
+            runs: (env_num("SYNOD_BENCH_RUNS", 3.0) as usize).max(1),
+            client_threads: (env_num("SYNOD_BENCH_CLIENT_THREADS", 2.0) as usize).max(1),
+            small_registry: 1_000,
+            large_registry: 10_000,
+            server_log: std::env::var("SYNOD_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        }
+    }
+
+    fn smoke() -> Config {
+        Config {
+            conns: 4,
+            warmup: Duration::from_millis(50),
+            measure: Duration::from_millis(200),
+            runs: 1,
+            client_threads: 1,
+            small_registry: 40,
+            large_registry: 120,
+            server_log: "warn".into(),
+        }
+    }
+}
+
+fn env_num(name: &str, default: f64) -> f64 {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+/// A child server that is killed and reaped when dropped, including while unwinding from a
+/// panic, so no bench run leaves a server behind.
+struct ChildGuard {
+    child: Child,
+    addr: SocketAddr,
+    /// Declared after `child` so the directory is removed only once the server is gone.
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd`, waits (bounded) for the line `banner ADDR` on its stdout and keeps draining
+/// stdout afterwards so a chatty child never blocks on a full pipe.
+fn spawn_server(mut cmd: Command, banner: &'static str, data_dir: Option<tempfile::TempDir>) -> ChildGuard {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn server child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix(banner) {
+                let _ = tx.send(addr.trim().trim_end_matches('/').to_string());
+            }
+        }
+    });
+    // Build the guard first so a timeout below still kills the child.
+    let mut guard = ChildGuard { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), _data_dir: data_dir };
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("child did not print `{banner}ADDR` within 60 s"));
+    guard.addr = addr.parse().unwrap_or_else(|e| panic!("bad address {addr:?} from child: {e}"));
+    guard
+}
+
+/// Starts `synod serve` on an ephemeral loopback port with a fresh data directory.
+///
+/// The directory lives under cargo's target tmp dir rather than /tmp, which may be a tmpfs where
+/// fsync costs nothing and durable writes would look cheaper than they are.
+fn start_synod(cfg: &Config) -> ChildGuard {
+    let base = option_env!("CARGO_TARGET_TMPDIR").map(Into::into).unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).expect("create bench tmp dir");
+    let dir = tempfile::Builder::new().prefix("synod-bench-").tempdir_in(&base).expect("tempdir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", &cfg.server_log)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    spawn_server(cmd, SYNOD_BANNER, Some(dir))
+}
+
+/// Starts this binary again as the ceiling server.
+fn start_baseline() -> ChildGuard {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    // Its stdin is a pipe that closes when this process dies, however it dies.
+    cmd.env(BASELINE_ENV, "1").stdin(Stdio::piped()).stderr(Stdio::inherit());
+    spawn_server(cmd, BASELINE_BANNER, None)
+}
+
+/// Body of the ceiling child: the cheapest useful axum GET, on the same kind of runtime a
+/// `#[tokio::main]` server gets.
+fn run_baseline_server() {
+    // Exit when the parent goes away even if it could not kill us (e.g. it was SIGKILLed).
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind baseline");
+        let addr = listener.local_addr().expect("local_addr");
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{BASELINE_BANNER}{addr}").expect("stdout");
+            out.flush().expect("flush");
+        }
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        axum::serve(listener, app).await.expect("serve baseline");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator
+// ---------------------------------------------------------------------------------------------
+
+/// Builds the request a connection sends as its `seq`-th request.
+type MakeRequest = Arc<dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// One kind of request and the status it must answer with.
+#[derive(Clone)]
+struct Workload {
+    make: MakeRequest,
+    expect: StatusCode,
+}
+
+/// What one connection saw.
+#[derive(Default)]
+struct ConnStats {
+    ok: u64,
+    errors: u64,
+    bytes: u64,
+    latencies_us: Vec<u32>,
+    first_error: Option<String>,
+}
+
+impl ConnStats {
+    fn error(&mut self, msg: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(msg());
+        }
+    }
+}
+
+/// The outcome of one timed run of a workload.
+struct RunResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    bytes_per_resp: f64,
+    first_error: Option<String>,
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, BoxError> {
+    let stream = TcpStream::connect(addr).await?;
+    // Small requests must leave at once; Nagle would add delayed-ACK stalls to every one.
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request and reads the whole response body, counting its bytes as they came over
+/// the wire (still compressed) so the client spends no time decompressing.
+async fn exchange(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> Result<(StatusCode, u64), BoxError> {
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            n += data.len() as u64;
+        }
+    }
+    Ok((status, n))
+}
+
+/// Closed loop on one keep-alive connection until `until`; only requests that start after
+/// `from` and finish before `until` are measured.
+async fn timed_conn(addr: SocketAddr, conn: usize, wl: Workload, from: Instant, until: Instant, capacity: usize) -> ConnStats {
+    let mut stats = ConnStats { latencies_us: Vec::with_capacity(capacity), ..ConnStats::default() };
+    let mut sender = None;
+    let mut seq = 0u64;
+    while Instant::now() < until {
+        let s = match &mut sender {
+            Some(s) => s,
+            None => match connect(addr).await {
+                Ok(s) => sender.insert(s),
+                Err(e) => {
+                    stats.error(|| format!("connect: {e}"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let req = (wl.make)(conn, seq);
+        seq += 1;
+        let t0 = Instant::now();
+        let result = exchange(s, req).await;
+        let t1 = Instant::now();
+        match result {
+            Ok((status, _)) if status != wl.expect => {
+                stats.error(|| format!("status {status}, expected {}", wl.expect));
+            }
+            Ok((_, n)) => {
+                if t0 >= from && t1 <= until {
+                    stats.ok += 1;
+                    stats.bytes += n;
+                    stats.latencies_us.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            Err(e) => {
+                stats.error(|| format!("request: {e}"));
+                sender = None;
+            }
+        }
+    }
+    stats
+}
+
+/// Runs `wl` on `conns` connections for warm-up plus the measured window.
+fn timed_run(rt: &Runtime, addr: SocketAddr, cfg: &Config, wl: &Workload) -> RunResult {
+    rt.block_on(async {
+        let from = Instant::now() + cfg.warmup;
+        let until = from + cfg.measure;
+        // Enough for ~200k req/s spread over all connections without regrowing in the loop.
+        let capacity = ((200_000.0 * cfg.measure.as_secs_f64()) as usize / cfg.conns).min(1 << 20);
+        let tasks: Vec<_> = (0..cfg.conns)
+            .map(|c| tokio::spawn(timed_conn(addr, c, wl.clone(), from, until, capacity)))
+            .collect();
+        let mut all = ConnStats::default();
+        for t in tasks {
+            let s = t.await.expect("load task panicked");
+            all.ok += s.ok;
+            all.errors += s.errors;
+            all.bytes += s.bytes;
+            all.latencies_us.extend_from_slice(&s.latencies_us);
+            if all.first_error.is_none() {
+                all.first_error = s.first_error;
+            }
+        }
+        let mut lat = all.latencies_us;
+        RunResult {
+            rps: all.ok as f64 / cfg.measure.as_secs_f64(),
+            p50_ms: percentile_ms(&mut lat, 0.50),
+            p99_ms: percentile_ms(&mut lat, 0.99),
+            errors: all.errors,
+            bytes_per_resp: if all.ok == 0 { 0.0 } else { all.bytes as f64 / all.ok as f64 },
+            first_error: all.first_error,
+        }
+    })
+}
+
+fn percentile_ms(lat_us: &mut [u32], q: f64) -> f64 {
+    if lat_us.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((lat_us.len() as f64 * q).ceil() as usize).clamp(1, lat_us.len()) - 1;
+    let (_, v, _) = lat_us.select_nth_unstable(idx);
+    *v as f64 / 1000.0
+}
+
+/// Sends requests `0..total` (request `i` built as `make(0, i)`) over `conns` connections and
+/// panics on any unexpected answer: used to put the registry into a known state.
+fn run_exactly(rt: &Runtime, addr: SocketAddr, conns: usize, total: u64, wl: &Workload) {
+    rt.block_on(async {
+        let next = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..conns.min(total as usize).max(1))
+            .map(|_| {
+                let (next, wl) = (next.clone(), wl.clone());
+                tokio::spawn(async move {
+                    let mut sender = connect(addr).await.expect("connect for preload");
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total {
+                            break;
+                        }
+                        let (status, _) = exchange(&mut sender, (wl.make)(0, i)).await.expect("preload request");
+                        assert_eq!(status, wl.expect, "preload request {i}");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("preload task panicked");
+        }
+    });
+}
+
+/// One request whose whole response is kept, for checking what the hot loop only counts.
+fn fetch_once(rt: &Runtime, addr: SocketAddr, req: Request<Full<Bytes>>) -> hyper::Response<Bytes> {
+    rt.block_on(async {
+        let mut sender = connect(addr).await.expect("connect");
+        sender.ready().await.expect("ready");
+        let resp = sender.send_request(req).await.expect("request");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        hyper::Response::from_parts(parts, body)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Eureka requests
+// ---------------------------------------------------------------------------------------------
+
+/// Header values and identity shared by every request to one server.
+struct Target {
+    host: HeaderValue,
+    /// `lastDirtyTimestamp` of every registered instance, echoed by renewals as real clients do.
+    dirty_ms: u64,
+}
+
+impl Target {
+    fn new(addr: SocketAddr) -> Target {
+        let dirty_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as u64;
+        Target { host: HeaderValue::from_str(&addr.to_string()).expect("host header"), dirty_ms }
+    }
+
+    fn request(&self, method: Method, uri: &str, body: Bytes) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.parse().expect("uri");
+        let h = req.headers_mut();
+        h.insert(HOST, self.host.clone());
+        h.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        h.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        req
+    }
+}
+
+/// Application, instance id and address of the bench instance with the given key.
+fn instance_identity(key: &str, n: u64) -> (String, String, String) {
+    let app = format!("BENCH-SVC-{:03}", n as usize % APPS);
+    let ip = format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
+    let id = format!("{ip}:{}-{key}-{n}:8080", app.to_ascii_lowercase());
+    (app, id, ip)
+}
+
+/// A register body shaped like a Spring Cloud / Java client's (protocol spec §4.11), ~1 KB.
+fn register_body(app: &str, id: &str, ip: &str, dirty_ms: u64) -> String {
+    let vip = app.to_ascii_lowercase();
+    format!(
+        concat!(
+            r#"{{"instance":{{"instanceId":"{id}","hostName":"{ip}","app":"{app}","ipAddr":"{ip}","#,
+            r#""status":"UP","overriddenStatus":"UNKNOWN","port":{{"$":8080,"@enabled":"true"}},"#,
+            r#""securePort":{{"$":443,"@enabled":"false"}},"countryId":1,"#,
+            r#""dataCenterInfo":{{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"}},"#,
+            r#""leaseInfo":{{"renewalIntervalInSecs":30,"durationInSecs":90,"registrationTimestamp":0,"#,
+            r#""lastRenewalTimestamp":0,"evictionTimestamp":0,"serviceUpTimestamp":0}},"#,
+            r#""metadata":{{"management.port":"8080","zone":"zone-a","version":"2.14.3","git.commit":"5f3c9e1"}},"#,
+            r#""homePageUrl":"http://{ip}:8080/","statusPageUrl":"http://{ip}:8080/actuator/info","#,
+            r#""healthCheckUrl":"http://{ip}:8080/actuator/health","vipAddress":"{vip}","#,
+            r#""secureVipAddress":"{vip}","isCoordinatingDiscoveryServer":"false","#,
+            r#""lastUpdatedTimestamp":"{dirty}","lastDirtyTimestamp":"{dirty}"}}}}"#
+        ),
+        id = id,
+        ip = ip,
+        app = app,
+        vip = vip,
+        dirty = dirty_ms,
+    )
+}
+
+/// Registers instance `n` of family `key`; every `(key, n)` is a distinct instance.
+fn register_request(t: &Target, key: &str, n: u64) -> Request<Full<Bytes>> {
+    let (app, id, ip) = instance_identity(key, n);
+    let mut req = t.request(Method::POST, &format!("/eureka/apps/{app}"), register_body(&app, &id, &ip, t.dirty_ms).into());
+    req.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    req
+}
+
+/// Register workload: connection `c` registers ids of its own family, so no two requests (in
+/// any run, as `run` is part of the family) hit the same instance.
+fn register_workload(t: Arc<Target>, run: usize) -> Workload {
+    let make: MakeRequest = Arc::new(move |c, seq| register_request(&t, &format!("r{run}c{c}"), seq));
+    Workload { make, expect: StatusCode::NO_CONTENT }
+}
+
+/// Preload workload: instances `0..n` of the `pre` family.
+fn preload_workload(t: Arc<Target>) -> Workload {
+    let make: MakeRequest = Arc::new(move |_, i| register_request(&t, "pre", i));
+    Workload { make, expect: StatusCode::NO_CONTENT }
+}
+
+/// Renew workload over the first `count` preloaded instances, the way the Java client sends it.
+fn renew_workload(t: Arc<Target>, count: u64, conns: usize) -> Workload {
+    let make: MakeRequest = Arc::new(move |c, seq| {
+        let n = (c as u64 + seq * conns as u64) % count;
+        let (app, id, _) = instance_identity("pre", n);
+        let uri = format!("/eureka/apps/{app}/{id}?status=UP&lastDirtyTimestamp={}", t.dirty_ms);
+        t.request(Method::PUT, &uri, Bytes::new())
+    });
+    Workload { make, expect: StatusCode::OK }
+}
+
+fn get_workload(t: Arc<Target>, path: &'static str) -> Workload {
+    let make: MakeRequest = Arc::new(move |_, _| t.request(Method::GET, path, Bytes::new()));
+    Workload { make, expect: StatusCode::OK }
+}
+
+/// Fetches `path` once and checks what the timed loop only counts: gzip on the wire and a JSON
+/// `applications` document. Returns a short description and the instance count.
+fn verify_fetch(rt: &Runtime, addr: SocketAddr, t: &Target, path: &str) -> (String, usize) {
+    let resp = fetch_once(rt, addr, t.request(Method::GET, path, Bytes::new()));
+    assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+    let wire = resp.body().len();
+    let gzip = resp.headers().get(CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let raw = if gzip {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&resp.body()[..]).read_to_end(&mut out).expect("gunzip");
+        out
+    } else {
+        resp.body().to_vec()
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
+    let apps = doc["applications"]["application"].as_array().cloned().unwrap_or_default();
+    let instances: usize = apps.iter().map(|a| a["instance"].as_array().map_or(0, Vec::len)).sum();
+    let desc = format!(
+        "GET {path}: {} on the wire, {} as JSON, {} apps / {} instances",
+        if gzip { format!("gzip {}", human_bytes(wire as f64)) } else { format!("UNCOMPRESSED {}", human_bytes(wire as f64)) },
+        human_bytes(raw.len() as f64),
+        apps.len(),
+        instances
+    );
+    (desc, instances)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration and report
+// ---------------------------------------------------------------------------------------------
+
+/// One line of the report: the median over runs of each measure.
+struct Row {
+    name: String,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    bytes_per_resp: f64,
+    errors: u64,
+    per_run: Vec<f64>,
+    first_error: Option<String>,
+}
+
+impl Row {
+    fn from_runs(name: &str, runs: Vec<RunResult>) -> Row {
+        let med = |f: &dyn Fn(&RunResult) -> f64| median(runs.iter().map(f).collect());
+        Row {
+            name: name.to_string(),
+            rps: med(&|r| r.rps),
+            p50_ms: med(&|r| r.p50_ms),
+            p99_ms: med(&|r| r.p99_ms),
+            bytes_per_resp: med(&|r| r.bytes_per_resp),
+            errors: runs.iter().map(|r| r.errors).sum(),
+            per_run: runs.iter().map(|r| r.rps).collect(),
+            first_error: runs.into_iter().find_map(|r| r.first_error),
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+struct Report {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    register_body_len: usize,
+}
+
+/// Prints progress as each run ends so a long run shows life.
+fn runs_of(name: &str, cfg: &Config, mut one: impl FnMut(usize) -> RunResult) -> Row {
+    let runs = (0..cfg.runs)
+        .map(|i| {
+            let r = one(i);
+            eprintln!(
+                "  {name:<11} run {}/{}: {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+                i + 1,
+                cfg.runs,
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.errors
+            );
+            r
+        })
+        .collect();
+    Row::from_runs(name, runs)
+}
+
+fn run_all(cfg: &Config) -> Report {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.client_threads)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+
+    eprintln!("http_bench: ceiling (minimal axum GET in a child process)");
+    {
+        let baseline = start_baseline();
+        let t = Arc::new(Target::new(baseline.addr));
+        let wl = get_workload(t, "/");
+        rows.push(runs_of("ceiling", cfg, |_| timed_run(&rt, baseline.addr, cfg, &wl)));
+    }
+
+    // Each register run gets a fresh node so an ever-growing store does not tilt later runs.
+    eprintln!("http_bench: register (fresh synod node per run)");
+    rows.push(runs_of("register", cfg, |run| {
+        let node = start_synod(cfg);
+        let t = Arc::new(Target::new(node.addr));
+        timed_run(&rt, node.addr, cfg, &register_workload(t, run))
+    }));
+
+    let node = start_synod(cfg);
+    let t = Arc::new(Target::new(node.addr));
+    let small = cfg.small_registry as u64;
+    let large = cfg.large_registry as u64;
+    let started = Instant::now();
+    run_exactly(&rt, node.addr, cfg.conns, small, &preload_workload(t.clone()));
+    notes.push(format!("preloaded {small} instances in {:.2} s", started.elapsed().as_secs_f64()));
+
+    eprintln!("http_bench: renew ({small} instances)");
+    let wl = renew_workload(t.clone(), small, cfg.conns);
+    rows.push(runs_of("renew", cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+
+    let fetch_name = format!("fetch {}", count_label(small));
+    eprintln!("http_bench: {fetch_name}");
+    notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps").0);
+    let wl = get_workload(t.clone(), "/eureka/apps");
+    rows.push(runs_of(&fetch_name, cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+
+    eprintln!("http_bench: delta");
+    // Every preloaded instance registered moments ago, so the delta still lists all of them.
+    notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps/delta").0);
+    let wl = get_workload(t.clone(), "/eureka/apps/delta");
+    rows.push(runs_of("delta", cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+
+    // Grow the same node: instances small..large join the ones already there.
+    let started = Instant::now();
+    let grow: MakeRequest = {
+        let t = t.clone();
+        Arc::new(move |_, i| register_request(&t, "pre", i + small))
+    };
+    run_exactly(&rt, node.addr, cfg.conns, large - small, &Workload { make: grow, expect: StatusCode::NO_CONTENT });
+    notes.push(format!("grew to {large} instances in {:.2} s", started.elapsed().as_secs_f64()));
+    let fetch_name = format!("fetch {}", count_label(large));
+    eprintln!("http_bench: {fetch_name}");
+    notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps").0);
+    let wl = get_workload(t.clone(), "/eureka/apps");
+    rows.push(runs_of(&fetch_name, cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+    drop(node);
+
+    let (app, id, ip) = instance_identity("pre", 0);
+    Report { rows, notes, register_body_len: register_body(&app, &id, &ip, t.dirty_ms).len() }
+}
+
+fn count_label(n: u64) -> String {
+    if n >= 1000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+fn human_bytes(b: f64) -> String {
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.2} MiB", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+impl Report {
+    fn row(&self, name: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.name == name)
+    }
+
+    fn print(&self, cfg: &Config) {
+        let ceiling = self.row("ceiling").map_or(f64::NAN, |r| r.rps);
+        println!();
+        println!(
+            "synod http_bench: {} connections, {:.1} s warm-up + {:.1} s measured, median of {} run(s), {} client thread(s), {} CPU(s)",
+            cfg.conns,
+            cfg.warmup.as_secs_f64(),
+            cfg.measure.as_secs_f64(),
+            cfg.runs,
+            cfg.client_threads,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+        );
+        println!("(server and load generator share the machine; register body {} B)", self.register_body_len);
+        println!();
+        println!(
+            "{:<11} {:>11} {:>9} {:>9} {:>8} {:>11} {:>11} {:>7}  per-run req/s",
+            "workload", "req/s", "p50 ms", "p99 ms", "×ceil", "resp size", "MiB/s", "errors"
+        );
+        println!("{}", "-".repeat(100));
+        for r in &self.rows {
+            let per_run: Vec<String> = r.per_run.iter().map(|v| format!("{v:.0}")).collect();
+            println!(
+                "{:<11} {:>11.0} {:>9.2} {:>9.2} {:>8.3} {:>11} {:>11.1} {:>7}  {}",
+                r.name,
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.rps / ceiling,
+                human_bytes(r.bytes_per_resp),
+                r.rps * r.bytes_per_resp / (1024.0 * 1024.0),
+                r.errors,
+                per_run.join(" / "),
+            );
+        }
+        for r in self.rows.iter().filter(|r| r.errors > 0) {
+            println!("  {}: first error: {}", r.name, r.first_error.as_deref().unwrap_or("?"));
+        }
+        println!();
+        for n in &self.notes {
+            println!("  {n}");
+        }
+        println!();
+        println!("targets (reported, not asserted):");
+        if let Some(r) = self.row("renew") {
+            let ratio = r.rps / ceiling;
+            println!(
+                "  renew >= {RENEW_TARGET_RATIO} x ceiling: {:.0} req/s = {ratio:.2} x ceiling  {}",
+                r.rps,
+                verdict(ratio >= RENEW_TARGET_RATIO)
+            );
+        }
+        if let Some(r) = self.row("register") {
+            println!(
+                "  register > {:.0}k/s (ZooKeeper standalone ephemeral create): {:.0} req/s = {:.2} x ZooKeeper  {}",
+                ZOOKEEPER_CREATES_PER_SEC / 1000.0,
+                r.rps,
+                r.rps / ZOOKEEPER_CREATES_PER_SEC,
+                verdict(r.rps > ZOOKEEPER_CREATES_PER_SEC)
+            );
+        }
+        println!();
+        println!("reference figures measured earlier on this machine (context only):");
+        for (what, figure) in REFERENCE_FIGURES {
+            println!("  {what:<40} {figure}");
+        }
+    }
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass {
+        "PASS"
+    } else {
+        "MISS"
+    }
+}

@@ -54,7 +54,8 @@ mod tests {
         assert_eq!(m.last_minute(30_000), 3);
         assert_eq!(m.last_minute(60_999), 3);
         assert_eq!(m.last_minute(61_000), 1);
-        assert_eq!(m.last_minute(90_000), 1);
+        assert_eq!(m.last_minute(89_999), 1);
+        assert_eq!(m.last_minute(90_000), 0);
         assert_eq!(m.last_minute(90_001_000), 0);
     }
 

@@ -81,3 +81,82 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// An in-process node serving on an ephemeral loopback port.
+pub struct InProcess {
+    pub base: String,
+    pub node_registry: std::sync::Arc<synod::core::registry::Registry>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    /// Starts a standalone node with default settings in a temp dir.
+    pub async fn start() -> InProcess {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a standalone node, letting `tweak` adjust the config first.
+    pub async fn start_with(tweak: impl FnOnce(&mut synod::config::Config)) -> InProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = synod::config::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        tweak(&mut config);
+        let node = synod::server::Node::open(config, std::sync::Arc::new(synod::core::clock::SystemClock))
+            .expect("open node");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let registry = node.registry.clone();
+        let router = node.router();
+        let task = tokio::spawn(async move {
+            let eviction = node.spawn_eviction();
+            let _ = axum::serve(listener, router).await;
+            eviction.abort();
+        });
+        InProcess { base, node_registry: registry, task, _dir: dir }
+    }
+
+    /// URL under the Eureka prefix.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/eureka/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    /// Number of applied registry changes, to check that rejected requests changed nothing.
+    pub fn version(&self) -> u64 {
+        self.node_registry.read(|st| st.version())
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A registration body in py-eureka-client's shape.
+pub fn py_instance(app: &str, host: &str, port: u16) -> serde_json::Value {
+    let app_upper = app.to_ascii_uppercase();
+    let app_lower = app.to_ascii_lowercase();
+    serde_json::json!({"instance": {
+        "instanceId": format!("{host}:{app_lower}:{port}"),
+        "hostName": host,
+        "app": app_upper,
+        "ipAddr": host,
+        "status": "UP",
+        "overriddenstatus": "UNKNOWN",
+        "port": {"$": port, "@enabled": "true"},
+        "securePort": {"$": 443, "@enabled": "false"},
+        "countryId": 1,
+        "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"},
+        "leaseInfo": {"renewalIntervalInSecs": 30, "durationInSecs": 90, "registrationTimestamp": 0,
+                      "lastRenewalTimestamp": 0, "evictionTimestamp": 0, "serviceUpTimestamp": 0},
+        "metadata": {"management.port": port.to_string(), "zone": "default"},
+        "homePageUrl": format!("http://{host}:{port}/"),
+        "statusPageUrl": format!("http://{host}:{port}/info"),
+        "healthCheckUrl": format!("http://{host}:{port}/health"),
+        "vipAddress": app_lower,
+        "secureVipAddress": app_lower,
+        "isCoordinatingDiscoveryServer": "false",
+        "lastUpdatedTimestamp": "1700000000000",
+        "lastDirtyTimestamp": "1700000000000"
+    }})
+}
