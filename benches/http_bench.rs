@@ -11,11 +11,13 @@
 //! * `register`: `POST /eureka/apps/{APP}` with a ~1 KB JSON instance, distinct ids, expect 204.
 //! * `renew`: `PUT /eureka/apps/{APP}/{ID}` on registered instances, expect 200.
 //! * `fetch 1k` / `fetch 10k`: `GET /eureka/apps` (JSON, gzip) with that many instances.
-//! * `delta`: `GET /eureka/apps/delta` (JSON, gzip).
+//! * `delta 20`: `GET /eureka/apps/delta` (JSON, gzip) in steady state: 1k instances registered,
+//!   20 of them changed within the delta window.
 //!
 //! Settings (environment): `SYNOD_BENCH_CONNS` (64), `SYNOD_BENCH_SECS` (5),
 //! `SYNOD_BENCH_RUNS` (3), `SYNOD_BENCH_WARMUP_SECS` (1), `SYNOD_BENCH_CLIENT_THREADS` (2),
-//! `SYNOD_BENCH_SERVER_LOG` (RUST_LOG for the server, `warn`).
+//! `SYNOD_BENCH_SERVER_LOG` (RUST_LOG for the server, `warn`), `SYNOD_BENCH_ONLY` (comma-separated
+//! workload names or prefixes, e.g. `ceiling,renew`; all by default).
 //!
 //! Without a `--bench` argument (as under `cargo test --all-targets`) it only runs a sub-second
 //! smoke of every workload so test runs stay fast. Nothing is asserted about timing: the output is
@@ -96,6 +98,9 @@ struct Config {
     small_registry: usize,
     large_registry: usize,
     server_log: String,
+    /// Workload names (or prefixes such as `fetch`) to run; all when empty.
+    only: Vec<String>,
+    smoke: bool,
 }
 
 impl Config {
@@ -109,6 +114,13 @@ impl Config {
             small_registry: 1_000,
             large_registry: 10_000,
             server_log: std::env::var("SYNOD_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            only: std::env::var("SYNOD_BENCH_ONLY")
+                .unwrap_or_default()
+                .split(',')
+                .map(|w| w.trim().to_string())
+                .filter(|w| !w.is_empty())
+                .collect(),
+            smoke: false,
         }
     }
 
@@ -122,7 +134,14 @@ impl Config {
             small_registry: 40,
             large_registry: 120,
             server_log: "warn".into(),
+            only: Vec::new(),
+            smoke: true,
         }
+    }
+
+    /// Whether the workload called `name` is selected by `SYNOD_BENCH_ONLY`.
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| name.starts_with(w.as_str()))
     }
 }
 
@@ -180,13 +199,14 @@ fn spawn_server(mut cmd: Command, banner: &'static str, data_dir: Option<tempfil
 ///
 /// The directory lives under cargo's target tmp dir rather than /tmp, which may be a tmpfs where
 /// fsync costs nothing and durable writes would look cheaper than they are.
-fn start_synod(cfg: &Config) -> ChildGuard {
+fn start_synod(cfg: &Config, extra: &[&str]) -> ChildGuard {
     let base = option_env!("CARGO_TARGET_TMPDIR").map(Into::into).unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base).expect("create bench tmp dir");
     let dir = tempfile::Builder::new().prefix("synod-bench-").tempdir_in(&base).expect("tempdir");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
+        .args(extra)
         .env("RUST_LOG", &cfg.server_log)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
@@ -497,9 +517,9 @@ fn register_workload(t: Arc<Target>, run: usize) -> Workload {
     Workload { make, expect: StatusCode::NO_CONTENT }
 }
 
-/// Preload workload: instances `0..n` of the `pre` family.
-fn preload_workload(t: Arc<Target>) -> Workload {
-    let make: MakeRequest = Arc::new(move |_, i| register_request(&t, "pre", i));
+/// Preload workload: request `i` registers instance `offset + i` of the `pre` family.
+fn preload_workload(t: Arc<Target>, offset: u64) -> Workload {
+    let make: MakeRequest = Arc::new(move |_, i| register_request(&t, "pre", offset + i));
     Workload { make, expect: StatusCode::NO_CONTENT }
 }
 
@@ -520,8 +540,8 @@ fn get_workload(t: Arc<Target>, path: &'static str) -> Workload {
 }
 
 /// Fetches `path` once and checks what the timed loop only counts: gzip on the wire and a JSON
-/// `applications` document. Returns a short description and the instance count.
-fn verify_fetch(rt: &Runtime, addr: SocketAddr, t: &Target, path: &str) -> (String, usize) {
+/// `applications` document. Returns a one-line description of what came back.
+fn verify_fetch(rt: &Runtime, addr: SocketAddr, t: &Target, path: &str) -> String {
     let resp = fetch_once(rt, addr, t.request(Method::GET, path, Bytes::new()));
     assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
     let wire = resp.body().len();
@@ -536,14 +556,13 @@ fn verify_fetch(rt: &Runtime, addr: SocketAddr, t: &Target, path: &str) -> (Stri
     let doc: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
     let apps = doc["applications"]["application"].as_array().cloned().unwrap_or_default();
     let instances: usize = apps.iter().map(|a| a["instance"].as_array().map_or(0, Vec::len)).sum();
-    let desc = format!(
+    format!(
         "GET {path}: {} on the wire, {} as JSON, {} apps / {} instances",
         if gzip { format!("gzip {}", human_bytes(wire as f64)) } else { format!("UNCOMPRESSED {}", human_bytes(wire as f64)) },
         human_bytes(raw.len() as f64),
         apps.len(),
         instances
-    );
-    (desc, instances)
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -613,72 +632,111 @@ fn runs_of(name: &str, cfg: &Config, mut one: impl FnMut(usize) -> RunResult) ->
     Row::from_runs(name, runs)
 }
 
+/// Changes made just before the delta runs: about what a 1k-instance fleet sees in Eureka's
+/// 3-minute delta window during a rolling deploy.
+const DELTA_CHANGES: u64 = 20;
+
 fn run_all(cfg: &Config) -> Report {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.client_threads)
-        .enable_all()
-        .build()
-        .expect("client runtime");
+    // One client thread is best on small machines: a current-thread runtime drives every
+    // connection without cross-thread wake-ups and leaves the other cores to the server.
+    let rt = if cfg.client_threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cfg.client_threads).enable_all().build()
+    }
+    .expect("client runtime");
     let mut rows = Vec::new();
     let mut notes = Vec::new();
+    let small = cfg.small_registry as u64;
+    let large = cfg.large_registry as u64;
 
-    eprintln!("http_bench: ceiling (minimal axum GET in a child process)");
-    {
+    // A delta right after preloading would list every instance, i.e. be a full fetch under
+    // another name. Clients poll deltas in steady state, where the window holds a handful of
+    // recent changes; so the read node keeps changes only a little longer than the delta
+    // phase lasts, is preloaded first, and the preload has aged out by the time delta runs.
+    let phase = (cfg.warmup + cfg.measure).mul_f64(cfg.runs as f64);
+    let retention = phase + Duration::from_secs(if cfg.smoke { 1 } else { 5 });
+    let fetch_small = format!("fetch {}", count_label(small));
+    let fetch_large = format!("fetch {}", count_label(large));
+    let delta = format!("delta {DELTA_CHANGES}");
+    let reads = ["renew", &fetch_small, &delta, &fetch_large].iter().any(|w| cfg.wants(w));
+    let mut read_node = None;
+    if reads {
+        let node = start_synod(cfg, &["--delta-retention", &format!("{}ms", retention.as_millis())]);
+        let t = Arc::new(Target::new(node.addr));
+        let started = Instant::now();
+        run_exactly(&rt, node.addr, cfg.conns, small, &preload_workload(t.clone(), 0));
+        notes.push(format!("read node: preloaded {small} instances in {:.2} s", started.elapsed().as_secs_f64()));
+        read_node = Some((node, t, Instant::now()));
+    }
+
+    if cfg.wants("ceiling") {
+        eprintln!("http_bench: ceiling (minimal axum GET in a child process)");
         let baseline = start_baseline();
-        let t = Arc::new(Target::new(baseline.addr));
-        let wl = get_workload(t, "/");
+        let wl = get_workload(Arc::new(Target::new(baseline.addr)), "/");
         rows.push(runs_of("ceiling", cfg, |_| timed_run(&rt, baseline.addr, cfg, &wl)));
     }
 
-    // Each register run gets a fresh node so an ever-growing store does not tilt later runs.
-    eprintln!("http_bench: register (fresh synod node per run)");
-    rows.push(runs_of("register", cfg, |run| {
-        let node = start_synod(cfg);
-        let t = Arc::new(Target::new(node.addr));
-        timed_run(&rt, node.addr, cfg, &register_workload(t, run))
-    }));
+    if cfg.wants("register") {
+        // Each run gets a fresh node so an ever-growing store does not tilt later runs.
+        eprintln!("http_bench: register (fresh synod node per run)");
+        rows.push(runs_of("register", cfg, |run| {
+            let node = start_synod(cfg, &[]);
+            let t = Arc::new(Target::new(node.addr));
+            timed_run(&rt, node.addr, cfg, &register_workload(t, run))
+        }));
+    }
 
-    let node = start_synod(cfg);
-    let t = Arc::new(Target::new(node.addr));
-    let small = cfg.small_registry as u64;
-    let large = cfg.large_registry as u64;
-    let started = Instant::now();
-    run_exactly(&rt, node.addr, cfg.conns, small, &preload_workload(t.clone()));
-    notes.push(format!("preloaded {small} instances in {:.2} s", started.elapsed().as_secs_f64()));
-
-    eprintln!("http_bench: renew ({small} instances)");
-    let wl = renew_workload(t.clone(), small, cfg.conns);
-    rows.push(runs_of("renew", cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
-
-    let fetch_name = format!("fetch {}", count_label(small));
-    eprintln!("http_bench: {fetch_name}");
-    notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps").0);
-    let wl = get_workload(t.clone(), "/eureka/apps");
-    rows.push(runs_of(&fetch_name, cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
-
-    eprintln!("http_bench: delta");
-    // Every preloaded instance registered moments ago, so the delta still lists all of them.
-    notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps/delta").0);
-    let wl = get_workload(t.clone(), "/eureka/apps/delta");
-    rows.push(runs_of("delta", cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
-
-    // Grow the same node: instances small..large join the ones already there.
-    let started = Instant::now();
-    let grow: MakeRequest = {
-        let t = t.clone();
-        Arc::new(move |_, i| register_request(&t, "pre", i + small))
+    let Some((node, t, preloaded_at)) = read_node else {
+        return Report { rows, notes, register_body_len: register_body_len() };
     };
-    run_exactly(&rt, node.addr, cfg.conns, large - small, &Workload { make: grow, expect: StatusCode::NO_CONTENT });
-    notes.push(format!("grew to {large} instances in {:.2} s", started.elapsed().as_secs_f64()));
-    let fetch_name = format!("fetch {}", count_label(large));
-    eprintln!("http_bench: {fetch_name}");
-    notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps").0);
-    let wl = get_workload(t.clone(), "/eureka/apps");
-    rows.push(runs_of(&fetch_name, cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+
+    if cfg.wants("renew") {
+        eprintln!("http_bench: renew ({small} instances)");
+        let wl = renew_workload(t.clone(), small, cfg.conns);
+        rows.push(runs_of("renew", cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+    }
+
+    if cfg.wants(&fetch_small) {
+        eprintln!("http_bench: {fetch_small}");
+        notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps"));
+        let wl = get_workload(t.clone(), "/eureka/apps");
+        rows.push(runs_of(&fetch_small, cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+    }
+
+    if cfg.wants(&delta) {
+        let aged = preloaded_at + retention + Duration::from_millis(200);
+        let now = Instant::now();
+        if now < aged {
+            eprintln!("http_bench: waiting {:.1} s for the preload to leave the delta window", (aged - now).as_secs_f64());
+            std::thread::sleep(aged - now);
+        }
+        // Re-registering existing instances puts them in the delta without changing the fleet.
+        run_exactly(&rt, node.addr, cfg.conns, DELTA_CHANGES, &preload_workload(t.clone(), 0));
+        eprintln!("http_bench: {delta} (changes in the delta window, {small} instances registered)");
+        notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps/delta"));
+        let wl = get_workload(t.clone(), "/eureka/apps/delta");
+        rows.push(runs_of(&delta, cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+    }
+
+    if cfg.wants(&fetch_large) {
+        let started = Instant::now();
+        run_exactly(&rt, node.addr, cfg.conns, large - small, &preload_workload(t.clone(), small));
+        notes.push(format!("read node: grew to {large} instances in {:.2} s", started.elapsed().as_secs_f64()));
+        eprintln!("http_bench: {fetch_large}");
+        notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps"));
+        let wl = get_workload(t.clone(), "/eureka/apps");
+        rows.push(runs_of(&fetch_large, cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+    }
     drop(node);
 
+    Report { rows, notes, register_body_len: register_body_len() }
+}
+
+/// Size of one register body, for the report header.
+fn register_body_len() -> usize {
     let (app, id, ip) = instance_identity("pre", 0);
-    Report { rows, notes, register_body_len: register_body(&app, &id, &ip, t.dirty_ms).len() }
+    register_body(&app, &id, &ip, 1_700_000_000_000).len()
 }
 
 fn count_label(n: u64) -> String {
@@ -708,7 +766,7 @@ impl Report {
         let ceiling = self.row("ceiling").map_or(f64::NAN, |r| r.rps);
         println!();
         println!(
-            "synod http_bench: {} connections, {:.1} s warm-up + {:.1} s measured, median of {} run(s), {} client thread(s), {} CPU(s)",
+            "synod http_bench: {} connections, {:.2} s warm-up + {:.2} s measured, median of {} run(s), {} client thread(s), {} CPU(s)",
             cfg.conns,
             cfg.warmup.as_secs_f64(),
             cfg.measure.as_secs_f64(),

@@ -247,28 +247,33 @@ impl ServeArgs {
             return Err(err("peer", "each member id must appear once"));
         }
         if !peers.is_empty() && !ids.contains(&node_id) {
-            return Err(err("node-id", format!("{node_id} is not among the --peer members (list every member, this node included)")));
+            return Err(err(
+                "node-id",
+                format!("{node_id} is not among the --peer members (list every member, this node included)"),
+            ));
         }
-        let duration = |option, flag: Option<String>, file: Option<toml::Value>, default| match flag.or(file_text(file)) {
+        let duration = |option, flag: Option<String>, file: Option<toml::Value>, default| match flag.or(file_text(file))
+        {
             Some(s) => parse_duration(option, &s),
             None => Ok(default),
         };
-        let eviction_interval = duration("eviction-interval", self.eviction_interval, file.eviction_interval, d.eviction_interval)?;
+        let eviction_interval =
+            duration("eviction-interval", self.eviction_interval, file.eviction_interval, d.eviction_interval)?;
         let renewal_threshold_update_interval = duration(
             "renewal-threshold-update-interval",
             self.renewal_threshold_update_interval,
             file.renewal_threshold_update_interval,
             d.renewal_threshold_update_interval,
         )?;
-        let delta_retention = duration("delta-retention", self.delta_retention, file.delta_retention, d.delta_retention)?;
+        let delta_retention =
+            duration("delta-retention", self.delta_retention, file.delta_retention, d.delta_retention)?;
         let renewal_percent_threshold =
             match self.renewal_percent_threshold.or(file_text(file.renewal_percent_threshold)) {
-                Some(s) => s
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|f| *f > 0.0 && *f <= 1.0)
-                    .ok_or_else(|| err("renewal-percent-threshold", format!("{s:?} must be a number > 0 and <= 1")))?,
+                Some(s) => {
+                    s.trim().parse::<f64>().ok().filter(|f| *f > 0.0 && *f <= 1.0).ok_or_else(|| {
+                        err("renewal-percent-threshold", format!("{s:?} must be a number > 0 and <= 1"))
+                    })?
+                }
                 None => d.renewal_percent_threshold,
             };
         let self_preservation = match self.self_preservation.or(file_text(file.self_preservation)) {
@@ -316,7 +321,8 @@ impl ServeArgs {
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| {
         let msg = e.message().replace('\n', " ");
         err("config", format!("{}: {msg}", path.display()))
@@ -342,7 +348,8 @@ mod tests {
     fn flags_beat_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("synod.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\neviction-interval = \"5s\"\nself-preservation = false\n").unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\neviction-interval = \"5s\"\nself-preservation = false\n")
+            .unwrap();
         let args = ServeArgs { config: Some(path), listen: Some("127.0.0.1:9001".into()), ..Default::default() };
         let c = args.resolve().unwrap();
         assert_eq!(c.listen.port(), 9001);

@@ -85,9 +85,8 @@ impl Node {
 
 /// Runs a node until Ctrl-C / SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let node = Node::open(config, Arc::new(SystemClock))?;
     let eviction = node.spawn_eviction();
     let addr = listener.local_addr()?;

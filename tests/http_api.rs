@@ -37,7 +37,10 @@ async fn get_text(c: &Client, url: &str) -> (StatusCode, String) {
 async fn register_then_fetch_in_json_and_xml_under_both_prefixes() {
     let s = InProcess::start().await;
     let c = client();
-    assert_eq!(register(&c, &s, "order-service", &py_instance("order-service", "10.0.0.5", 8080)).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        register(&c, &s, "order-service", &py_instance("order-service", "10.0.0.5", 8080)).await,
+        StatusCode::NO_CONTENT
+    );
 
     for path in ["apps", "apps/", "v2/apps", "v2/apps/", "/apps//"] {
         let (st, v) = get_json(&c, &s.url(path)).await;
@@ -79,7 +82,11 @@ async fn register_then_fetch_in_json_and_xml_under_both_prefixes() {
     assert_eq!((st, body.as_str()), (StatusCode::NOT_FOUND, ""));
 
     // One instance, by app and id (percent-encoded or literal) and by id alone.
-    for path in ["apps/ORDER-SERVICE/10.0.0.5%3Aorder-service%3A8080", "apps/order-service/10.0.0.5:order-service:8080", "instances/10.0.0.5%3Aorder-service%3A8080"] {
+    for path in [
+        "apps/ORDER-SERVICE/10.0.0.5%3Aorder-service%3A8080",
+        "apps/order-service/10.0.0.5:order-service:8080",
+        "instances/10.0.0.5%3Aorder-service%3A8080",
+    ] {
         let (st, v) = get_json(&c, &s.url(path)).await;
         assert_eq!(st, StatusCode::OK, "{path}");
         assert_eq!(v["instance"]["instanceId"], "10.0.0.5:order-service:8080");
@@ -100,7 +107,10 @@ async fn empty_registry_shapes() {
     let (_, v) = get_json(&c, &s.url("apps/delta")).await;
     assert_eq!(v["applications"]["application"], json!([]));
     let (_, xml) = get_text(&c, &s.url("apps")).await;
-    assert_eq!(xml, "<applications><versions__delta>1</versions__delta><apps__hashcode></apps__hashcode></applications>");
+    assert_eq!(
+        xml,
+        "<applications><versions__delta>1</versions__delta><apps__hashcode></apps__hashcode></applications>"
+    );
 }
 
 #[tokio::test]
@@ -110,7 +120,13 @@ async fn gzip_when_accepted() {
     register(&c, &s, "a", &py_instance("a", "10.0.0.1", 80)).await;
     for (accept, path) in [(JSON, "apps"), ("*/*", "apps/delta"), (JSON, "apps/A"), (JSON, "instances/10.0.0.1:a:80")] {
         let plain = c.get(s.url(path)).header("Accept", accept).send().await.unwrap().bytes().await.unwrap();
-        let r = c.get(s.url(path)).header("Accept", accept).header("Accept-Encoding", "gzip, deflate").send().await.unwrap();
+        let r = c
+            .get(s.url(path))
+            .header("Accept", accept)
+            .header("Accept-Encoding", "gzip, deflate")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()["content-encoding"], "gzip", "{path}");
         let gz = r.bytes().await.unwrap();
@@ -265,7 +281,8 @@ async fn delta_reconciles_with_the_full_registry() {
     let mut actions = std::collections::BTreeMap::new();
     for app in delta["applications"]["application"].as_array().unwrap() {
         for i in app["instance"].as_array().unwrap() {
-            actions.insert(i["instanceId"].as_str().unwrap().to_string(), i["actionType"].as_str().unwrap().to_string());
+            actions
+                .insert(i["instanceId"].as_str().unwrap().to_string(), i["actionType"].as_str().unwrap().to_string());
         }
     }
     assert_eq!(actions["10.0.0.2:a:80"], "MODIFIED");
@@ -380,8 +397,20 @@ async fn bad_input_gets_4xx_and_changes_nothing() {
         ("apps/A", huge_meta.to_string(), JSON, StatusCode::BAD_REQUEST, "longer than"),
         ("apps/A", many_meta.to_string(), JSON, StatusCode::BAD_REQUEST, "entries"),
         ("apps/A", nested_meta.to_string(), JSON, StatusCode::BAD_REQUEST, "metadata.k"),
-        ("apps/OTHER", py_instance("a", "10.0.0.1", 80).to_string(), JSON, StatusCode::BAD_REQUEST, "Mismatched appName, expecting OTHER but was A"),
-        ("apps/A", "<instance><hostName>x</instance>".into(), "application/xml", StatusCode::BAD_REQUEST, "malformed XML"),
+        (
+            "apps/OTHER",
+            py_instance("a", "10.0.0.1", 80).to_string(),
+            JSON,
+            StatusCode::BAD_REQUEST,
+            "Mismatched appName, expecting OTHER but was A",
+        ),
+        (
+            "apps/A",
+            "<instance><hostName>x</instance>".into(),
+            "application/xml",
+            StatusCode::BAD_REQUEST,
+            "malformed XML",
+        ),
         ("apps/A", "hello".into(), "text/plain", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type"),
         ("apps/A", "x".repeat(100 * 1024), JSON, StatusCode::PAYLOAD_TOO_LARGE, ""),
         ("apps/A%zz", py_instance("a", "10.0.0.1", 80).to_string(), JSON, StatusCode::BAD_REQUEST, "percent-encoding"),

@@ -172,10 +172,8 @@ impl Node {
         for attr in e.attributes() {
             let attr = attr.map_err(|err| DecodeError::new(format!("malformed XML: {err}")))?;
             let key = String::from_utf8_lossy(attr.key.local_name().as_ref()).into_owned();
-            let value = attr
-                .unescape_value()
-                .map_err(|err| DecodeError::new(format!("malformed XML: {err}")))?
-                .into_owned();
+            let value =
+                attr.unescape_value().map_err(|err| DecodeError::new(format!("malformed XML: {err}")))?.into_owned();
             fields.insert(format!("@{key}"), Value::String(value));
         }
         Ok(Node { name, fields, text: String::new(), has_children: false })
@@ -282,8 +280,8 @@ mod tests {
 
     #[test]
     fn parses_attributes_text_and_repeats() {
-        let v = parse(br#"<instance><port enabled="true">8080</port><a>1</a><a>2</a><m class="x"/></instance>"#)
-            .unwrap();
+        let v =
+            parse(br#"<instance><port enabled="true">8080</port><a>1</a><a>2</a><m class="x"/></instance>"#).unwrap();
         let i = &v["instance"];
         assert_eq!(i["port"]["@enabled"], "true");
         assert_eq!(i["port"]["$"], "8080");

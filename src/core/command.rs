@@ -15,7 +15,7 @@ use super::model::{InstanceInfo, InstanceKey, Status};
 pub enum Command {
     /// `POST apps/{app}`: register or re-register.
     Register {
-        instance: InstanceInfo,
+        instance: Box<InstanceInfo>,
         now: u64,
         /// Replicated from a peer: skips the lease-exists status rule, as Eureka does.
         from_peer: bool,
@@ -23,26 +23,12 @@ pub enum Command {
     /// `DELETE apps/{app}/{id}`.
     Cancel { key: InstanceKey, now: u64 },
     /// `PUT apps/{app}/{id}/status?value=S`: set a status override.
-    SetStatusOverride {
-        key: InstanceKey,
-        status: Status,
-        last_dirty: Option<u64>,
-        now: u64,
-    },
+    SetStatusOverride { key: InstanceKey, status: Status, last_dirty: Option<u64>, now: u64 },
     /// `DELETE apps/{app}/{id}/status[?value=S]`: drop the override, leaving status `S`
     /// (default `UNKNOWN`, which makes the next heartbeat answer 404 so the client re-registers).
-    DeleteStatusOverride {
-        key: InstanceKey,
-        status: Status,
-        last_dirty: Option<u64>,
-        now: u64,
-    },
+    DeleteStatusOverride { key: InstanceKey, status: Status, last_dirty: Option<u64>, now: u64 },
     /// `PUT apps/{app}/{id}/metadata?k=v`: merge server-side metadata.
-    UpdateMetadata {
-        key: InstanceKey,
-        entries: BTreeMap<String, String>,
-        now: u64,
-    },
+    UpdateMetadata { key: InstanceKey, entries: BTreeMap<String, String>, now: u64 },
     /// Expired leases chosen by the eviction task.
     Evict { keys: Vec<InstanceKey>, now: u64 },
 }

@@ -52,13 +52,8 @@ impl DeltaQueue {
     pub fn latest_per_instance(&self, now: u64, retention_ms: u64) -> Vec<&DeltaItem> {
         let cutoff = now.saturating_sub(retention_ms);
         let mut seen = std::collections::HashSet::new();
-        let mut out: Vec<&DeltaItem> = self
-            .items
-            .iter()
-            .rev()
-            .filter(|i| i.at >= cutoff)
-            .filter(|i| seen.insert(&i.key))
-            .collect();
+        let mut out: Vec<&DeltaItem> =
+            self.items.iter().rev().filter(|i| i.at >= cutoff).filter(|i| seen.insert(&i.key)).collect();
         out.reverse();
         out
     }

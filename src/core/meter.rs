@@ -33,11 +33,7 @@ impl RenewMeter {
     pub fn last_minute(&self, now_ms: u64) -> u64 {
         let sec = now_ms / 1000;
         let oldest = sec.saturating_sub(BUCKETS as u64 - 1);
-        self.slots
-            .iter()
-            .filter(|(s, _)| *s != u64::MAX && *s >= oldest && *s <= sec)
-            .map(|(_, c)| c)
-            .sum()
+        self.slots.iter().filter(|(s, _)| *s != u64::MAX && *s >= oldest && *s <= sec).map(|(_, c)| c).sum()
     }
 }
 

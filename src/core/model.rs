@@ -31,13 +31,8 @@ impl Status {
 
     /// Every status, in the lexicographic order of their wire names (the order the
     /// reconcile hash code uses).
-    pub const HASH_ORDER: [Status; 5] = [
-        Status::Down,
-        Status::OutOfService,
-        Status::Starting,
-        Status::Unknown,
-        Status::Up,
-    ];
+    pub const HASH_ORDER: [Status; 5] =
+        [Status::Down, Status::OutOfService, Status::Starting, Status::Unknown, Status::Up];
 }
 
 impl fmt::Display for Status {

@@ -230,9 +230,7 @@ impl RegistryState {
         let now = cmd.now();
         self.delta.prune(now, self.config.delta_retention_ms);
         let applied = match cmd {
-            Command::Register { instance, from_peer, .. } => {
-                self.register(instance.clone(), now, *from_peer)
-            }
+            Command::Register { instance, from_peer, .. } => self.register((**instance).clone(), now, *from_peer),
             Command::Cancel { key, .. } => match self.remove(key, now) {
                 true => changed(Outcome::Applied, vec![key.clone()]),
                 false => not_found(),
@@ -264,9 +262,7 @@ impl RegistryState {
             // it is strictly newer. Exception: after an override delete the stored status is
             // UNKNOWN and the client is being asked to re-register, so its data must win even
             // if it did not bump its timestamp (otherwise it loops on 404s).
-            if e.info.last_dirty_timestamp > incoming.last_dirty_timestamp
-                && e.info.status != Status::Unknown
-            {
+            if e.info.last_dirty_timestamp > incoming.last_dirty_timestamp && e.info.status != Status::Unknown {
                 incoming = (*e.info).clone();
             }
         }
@@ -377,12 +373,7 @@ impl RegistryState {
     }
 
     fn record_delta(&mut self, key: &InstanceKey, entry: &Entry, now: u64) {
-        self.delta.push(DeltaItem {
-            at: now,
-            key: key.clone(),
-            info: entry.info.clone(),
-            stamps: entry.stamps(),
-        });
+        self.delta.push(DeltaItem { at: now, key: key.clone(), info: entry.info.clone(), stamps: entry.stamps() });
     }
 
     fn entry_mut(&mut self, key: &InstanceKey) -> Option<&mut Entry> {

@@ -47,7 +47,7 @@ fn instance(app: &str, id: &str) -> InstanceInfo {
 }
 
 fn register(st: &mut RegistryState, i: InstanceInfo, now: u64) {
-    let applied = st.apply(&Command::Register { instance: i, now, from_peer: false });
+    let applied = st.apply(&Command::Register { instance: Box::new(i), now, from_peer: false });
     assert_eq!(applied.outcome, Outcome::Applied);
 }
 
@@ -113,7 +113,7 @@ fn eviction_is_capped_at_fifteen_percent_and_random() {
     let clock = Arc::new(ManualClock::new(T0));
     let r = registry(clock.clone(), no_preservation());
     for n in 0..100 {
-        reg_apply(&r, Command::Register { instance: instance("a", &n.to_string()), now: T0, from_peer: false });
+        reg_apply(&r, Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false });
     }
     clock.advance(200_000);
     let Some(Command::Evict { keys, now }) = r.plan_eviction(60_000) else { panic!("nothing to evict") };
@@ -131,7 +131,7 @@ fn eviction_is_capped_at_fifteen_percent_and_random() {
 fn late_eviction_run_is_compensated() {
     let clock = Arc::new(ManualClock::new(T0));
     let r = registry(clock.clone(), no_preservation());
-    reg_apply(&r, Command::Register { instance: instance("a", "1"), now: T0, from_peer: false });
+    reg_apply(&r, Command::Register { instance: Box::new(instance("a", "1")), now: T0, from_peer: false });
     assert!(r.plan_eviction(60_000).is_none(), "first run, nothing expired");
     // The task ran 100 s late (e.g. the process was paused): the lease expired 10 s ago by
     // the wall clock, but the lateness is forgiven for this run.
@@ -147,11 +147,11 @@ fn self_preservation_maths() {
     let r = registry(clock.clone(), PreservationConfig::default());
     // Ten instances at 30 s (2/min each) and one at 10 s (6/min): expected 26, threshold 22.
     for n in 0..10 {
-        reg_apply(&r, Command::Register { instance: instance("a", &n.to_string()), now: T0, from_peer: false });
+        reg_apply(&r, Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false });
     }
     let mut fast = instance("b", "fast");
     fast.lease = LeaseTerms { renewal_interval_secs: 10, duration_secs: 30 };
-    reg_apply(&r, Command::Register { instance: fast, now: T0, from_peer: false });
+    reg_apply(&r, Command::Register { instance: Box::new(fast), now: T0, from_peer: false });
     let p = r.preservation();
     assert_eq!(p.expected_renews_per_min, 26.0);
     assert_eq!(p.threshold, 22);
@@ -174,7 +174,7 @@ fn self_preservation_suspends_eviction() {
     let clock = Arc::new(ManualClock::new(T0));
     let r = registry(clock.clone(), PreservationConfig::default());
     for n in 0..10 {
-        reg_apply(&r, Command::Register { instance: instance("a", &n.to_string()), now: T0, from_peer: false });
+        reg_apply(&r, Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false });
     }
     clock.advance(100_000);
     // Every lease expired and nobody renews: a partition, not a mass death.
@@ -188,7 +188,7 @@ fn self_preservation_is_bounded_by_the_silence_window() {
     let pres = PreservationConfig { window_ms: 15 * 60_000, ..Default::default() };
     let r = registry(clock.clone(), pres);
     for n in 0..10 {
-        reg_apply(&r, Command::Register { instance: instance("a", &n.to_string()), now: T0, from_peer: false });
+        reg_apply(&r, Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false });
     }
     clock.set(T0 + 15 * 60_000);
     assert!(r.preservation().active, "silent for exactly the window: still protected");
@@ -214,7 +214,8 @@ fn override_rule_chain_through_apply() {
     let mut st = RegistryState::new(CoreConfig::default());
     register(&mut st, instance("a", "1"), T0);
     // Operator sets OUT_OF_SERVICE.
-    let cmd = Command::SetStatusOverride { key: key("a", "1"), status: Status::OutOfService, last_dirty: None, now: T0 + 1 };
+    let cmd =
+        Command::SetStatusOverride { key: key("a", "1"), status: Status::OutOfService, last_dirty: None, now: T0 + 1 };
     assert_eq!(st.apply(&cmd).outcome, Outcome::Applied);
     assert_eq!(status_of(&st, "a", "1"), Status::OutOfService);
     // The client re-registers with UP (newer data): the override still wins.
@@ -229,7 +230,8 @@ fn override_rule_chain_through_apply() {
     register(&mut st, down, T0 + 3);
     assert_eq!(status_of(&st, "a", "1"), Status::Down);
     // Delete the override: status becomes UNKNOWN and the next heartbeat is told to re-register.
-    let cmd = Command::DeleteStatusOverride { key: key("a", "1"), status: Status::Unknown, last_dirty: None, now: T0 + 4 };
+    let cmd =
+        Command::DeleteStatusOverride { key: key("a", "1"), status: Status::Unknown, last_dirty: None, now: T0 + 4 };
     assert_eq!(st.apply(&cmd).outcome, Outcome::Applied);
     assert_eq!(status_of(&st, "a", "1"), Status::Unknown);
     assert_eq!(st.renew(&key("a", "1"), T0 + 5, None), RenewOutcome::NotFound);
@@ -319,11 +321,8 @@ fn delta_shows_latest_action_per_instance_within_retention() {
     st.apply(&Command::Cancel { key: key("a", "1"), now: T0 + 20 });
     let d = views::delta(&st, T0 + 30);
     assert_eq!(d.apps.len(), 1);
-    let actions: Vec<_> = d.apps[0]
-        .instances
-        .iter()
-        .map(|i| (i.info.instance_id.as_str(), i.info.action_type.unwrap()))
-        .collect();
+    let actions: Vec<_> =
+        d.apps[0].instances.iter().map(|i| (i.info.instance_id.as_str(), i.info.action_type.unwrap())).collect();
     assert_eq!(actions, vec![("2", ActionType::Modified), ("1", ActionType::Deleted)]);
     // The hash describes the whole registry after the changes: one DOWN instance.
     assert_eq!(d.apps_hashcode, "DOWN_1_");
@@ -348,9 +347,18 @@ fn hash_code_format() {
 fn replicas_applying_the_same_commands_agree() {
     let mut cmds = Vec::new();
     for n in 0..20u64 {
-        cmds.push(Command::Register { instance: instance(&format!("app{}", n % 3), &n.to_string()), now: T0 + n, from_peer: false });
+        cmds.push(Command::Register {
+            instance: Box::new(instance(&format!("app{}", n % 3), &n.to_string())),
+            now: T0 + n,
+            from_peer: false,
+        });
     }
-    cmds.push(Command::SetStatusOverride { key: key("app1", "4"), status: Status::OutOfService, last_dirty: Some(7), now: T0 + 30 });
+    cmds.push(Command::SetStatusOverride {
+        key: key("app1", "4"),
+        status: Status::OutOfService,
+        last_dirty: Some(7),
+        now: T0 + 30,
+    });
     cmds.push(Command::Cancel { key: key("app0", "3"), now: T0 + 31 });
     cmds.push(Command::Evict { keys: vec![key("app2", "5"), key("app2", "8")], now: T0 + 32 });
     let mut a = RegistryState::new(CoreConfig::default());
@@ -381,7 +389,12 @@ fn replicas_applying_the_same_commands_agree() {
 fn restored_instances_get_a_fresh_lease() {
     let mut st = RegistryState::new(CoreConfig::default());
     register(&mut st, instance("a", "1"), T0);
-    st.apply(&Command::SetStatusOverride { key: key("a", "1"), status: Status::OutOfService, last_dirty: None, now: T0 + 1 });
+    st.apply(&Command::SetStatusOverride {
+        key: key("a", "1"),
+        status: Status::OutOfService,
+        last_dirty: None,
+        now: T0 + 1,
+    });
     let saved = st.persisted(&key("a", "1")).unwrap();
     let mut restored = RegistryState::new(CoreConfig::default());
     let restart = T0 + 10 * 60_000;

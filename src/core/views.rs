@@ -46,10 +46,10 @@ pub fn full(state: &RegistryState) -> AppsView {
 
 /// One application (`GET apps/{app}`); `None` when it has no instances.
 pub fn app(state: &RegistryState, name: &str) -> Option<AppView> {
-    state.apps().find(|(n, _)| n.as_str() == name).map(|(n, m)| AppView {
-        name: n.clone(),
-        instances: m.values().map(InstanceView::of).collect(),
-    })
+    state
+        .apps()
+        .find(|(n, _)| n.as_str() == name)
+        .map(|(n, m)| AppView { name: n.clone(), instances: m.values().map(InstanceView::of).collect() })
 }
 
 /// Instances whose (secure) VIP list contains `vip` (`GET vips/{vip}`, `GET svips/{svip}`).

@@ -38,8 +38,7 @@ pub struct StatusBody {
 
 /// `GET /v1/status`: node, registry and self-preservation numbers.
 pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
-    let (instances, applications, registry_version) =
-        s.registry.read(|st| (st.len(), st.apps().count(), st.version()));
+    let (instances, applications, registry_version) = s.registry.read(|st| (st.len(), st.apps().count(), st.version()));
     Json(StatusBody {
         node_id: s.node_id,
         replication: s.replicator.name(),

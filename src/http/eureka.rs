@@ -11,18 +11,24 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::path::segments;
-use super::respond::{self, empty, error};
+use super::respond::{self, empty, error, Reject};
 use super::AppState;
-use crate::codec::{self, decode, json, xml, DecodeError};
+use crate::codec::{self, decode, json, xml};
 use crate::core::command::{Command, Outcome};
-use crate::core::model::{InstanceKey, Status};
+use crate::core::model::{InstanceInfo, InstanceKey, Status};
 use crate::core::registry::{Format, ViewKind};
 use crate::core::state::RenewOutcome;
 use crate::core::views;
 use crate::replication::ReplicationError;
 
 /// Routes every `/eureka/…` request by its decoded path segments.
-pub async fn dispatch(State(s): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn dispatch(
+    State(s): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let rest = uri.path().strip_prefix("/eureka").unwrap_or("");
     let segs = match segments(rest) {
         Ok(segs) => segs,
@@ -66,12 +72,13 @@ impl Query {
     }
 
     /// `lastDirtyTimestamp`, which must be a decimal number of milliseconds when present.
-    fn last_dirty(&self) -> Result<Option<u64>, Response> {
+    fn last_dirty(&self) -> Result<Option<u64>, Reject> {
         match self.get("lastDirtyTimestamp").map(str::trim) {
             None | Some("") => Ok(None),
-            Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
-                error(StatusCode::BAD_REQUEST, format!("lastDirtyTimestamp {v:?} is not a number of milliseconds"))
-            }),
+            Some(v) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| Reject::bad_request(format!("lastDirtyTimestamp {v:?} is not a number of milliseconds"))),
         }
     }
 }
@@ -131,7 +138,11 @@ fn get_instance(s: &AppState, app: Option<&str>, id: &str, headers: &HeaderMap) 
 }
 
 /// Decodes a registration body as JSON or XML according to its Content-Type.
-fn decode_registration(headers: &HeaderMap, body: &[u8], now: u64) -> Result<crate::core::model::InstanceInfo, Response> {
+fn decode_registration(
+    headers: &HeaderMap,
+    body: &[u8],
+    now: u64,
+) -> Result<InstanceInfo, Reject> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -142,20 +153,19 @@ fn decode_registration(headers: &HeaderMap, body: &[u8], now: u64) -> Result<cra
     } else if ctype.contains("xml") {
         xml::parse(body)
     } else {
-        return Err(error(
+        return Err(Reject(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type {ctype:?} is not supported; use application/json or application/xml"),
         ));
     };
-    tree.and_then(|t| decode::registration(&t, now))
-        .map_err(|e: DecodeError| error(StatusCode::BAD_REQUEST, e))
+    tree.and_then(|t| decode::registration(&t, now)).map_err(Reject::bad_request)
 }
 
 async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     let now = s.registry.now();
     let instance = match decode_registration(headers, body, now) {
         Ok(i) => i,
-        Err(resp) => return resp,
+        Err(reject) => return reject.into_response(),
     };
     let expected = path_app.to_ascii_uppercase();
     if instance.app != expected {
@@ -164,7 +174,7 @@ async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: &[u8]
             format!("Mismatched appName, expecting {expected} but was {}", instance.app),
         );
     }
-    match s.replicator.submit(Command::Register { instance, now, from_peer: false }).await {
+    match s.replicator.submit(Command::Register { instance: Box::new(instance), now, from_peer: false }).await {
         Ok(_) => empty(StatusCode::NO_CONTENT),
         Err(e) => unavailable(e),
     }
@@ -173,7 +183,7 @@ async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: &[u8]
 async fn renew(s: &AppState, key: InstanceKey, q: &Query) -> Response {
     let last_dirty = match q.last_dirty() {
         Ok(d) => d,
-        Err(resp) => return resp,
+        Err(reject) => return reject.into_response(),
     };
     match s.replicator.renew(key, last_dirty).await {
         Ok(RenewOutcome::Renewed | RenewOutcome::ServerNewer) => empty(StatusCode::OK),
@@ -197,8 +207,8 @@ async fn cancel(s: &AppState, key: InstanceKey) -> Response {
     submit_for_instance(s, Command::Cancel { key, now }).await
 }
 
-fn parse_status(value: &str) -> Result<Status, Response> {
-    value.parse::<Status>().map_err(|e| error(StatusCode::BAD_REQUEST, e))
+fn parse_status(value: &str) -> Result<Status, Reject> {
+    value.parse::<Status>().map_err(Reject::bad_request)
 }
 
 async fn set_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
@@ -207,7 +217,7 @@ async fn set_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
     };
     let (status, last_dirty) = match (parse_status(value), q.last_dirty()) {
         (Ok(st), Ok(d)) => (st, d),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     let now = s.registry.now();
     submit_for_instance(s, Command::SetStatusOverride { key, status, last_dirty, now }).await
@@ -220,7 +230,7 @@ async fn delete_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
     };
     let (status, last_dirty) = match (status, q.last_dirty()) {
         (Ok(st), Ok(d)) => (st, d),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     let now = s.registry.now();
     submit_for_instance(s, Command::DeleteStatusOverride { key, status, last_dirty, now }).await
@@ -243,10 +253,8 @@ async fn metadata(s: &AppState, key: InstanceKey, q: &Query) -> Response {
 
 /// `GET serverinfo/statusoverrides`: instance id → override, as JSON.
 fn status_overrides(s: &AppState) -> Response {
-    let map: BTreeMap<String, &'static str> = s.registry.read(|st| {
-        st.entries()
-            .filter_map(|(id, e)| e.status_override.map(|o| (id.clone(), o.as_str())))
-            .collect()
-    });
+    let map: BTreeMap<String, &'static str> = s
+        .registry
+        .read(|st| st.entries().filter_map(|(id, e)| e.status_override.map(|o| (id.clone(), o.as_str()))).collect());
     axum::Json(map).into_response()
 }

@@ -59,3 +59,20 @@ pub fn error(status: StatusCode, reason: impl std::fmt::Display) -> Response {
     tracing::debug!(status = status.as_u16(), %reason, "request rejected");
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], reason + "\n").into_response()
 }
+
+/// A rejected request: status and one-line reason (see [`error`]).
+#[derive(Debug)]
+pub struct Reject(pub StatusCode, pub String);
+
+impl Reject {
+    /// A 400 with a reason.
+    pub fn bad_request(reason: impl std::fmt::Display) -> Self {
+        Reject(StatusCode::BAD_REQUEST, reason.to_string())
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}

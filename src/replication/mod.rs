@@ -67,7 +67,8 @@ pub trait Replicator: Send + Sync + 'static {
     fn submit(&self, cmd: Command) -> BoxFuture<'_, Result<Outcome, ReplicationError>>;
 
     /// Renews a lease.
-    fn renew(&self, key: InstanceKey, last_dirty: Option<u64>) -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>>;
+    fn renew(&self, key: InstanceKey, last_dirty: Option<u64>)
+        -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>>;
 
     /// Resolves once the local registry reflects every write acknowledged before the call
     /// (for [`Consistency::Linearizable`]); `Local` returns at once.

@@ -53,7 +53,11 @@ impl Replicator for Standalone {
         })
     }
 
-    fn renew(&self, key: InstanceKey, last_dirty: Option<u64>) -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>> {
+    fn renew(
+        &self,
+        key: InstanceKey,
+        last_dirty: Option<u64>,
+    ) -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>> {
         Box::pin(async move { Ok(self.registry.renew(&key, last_dirty)) })
     }
 

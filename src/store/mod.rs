@@ -86,9 +86,7 @@ impl Store {
         let writer = {
             let db = db.clone();
             let tree = tree.clone();
-            thread::Builder::new()
-                .name("synod-store".into())
-                .spawn(move || writer_loop(db, tree, data_file, rx))?
+            thread::Builder::new().name("synod-store".into()).spawn(move || writer_loop(db, tree, data_file, rx))?
         };
         Ok(Store { tree, tx: Some(tx), writer: Some(writer) })
     }

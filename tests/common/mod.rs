@@ -101,8 +101,8 @@ impl InProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = synod::config::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
         tweak(&mut config);
-        let node = synod::server::Node::open(config, std::sync::Arc::new(synod::core::clock::SystemClock))
-            .expect("open node");
+        let node =
+            synod::server::Node::open(config, std::sync::Arc::new(synod::core::clock::SystemClock)).expect("open node");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let registry = node.registry.clone();
