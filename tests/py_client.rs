@@ -283,11 +283,16 @@ impl Scenario {
     }
 
     /// Unwraps the result of a server check, failing with the scenario's transcript.
+    #[track_caller]
     fn check<T>(&mut self, r: Result<T, String>) -> T {
-        r.unwrap_or_else(|e| self.fail(&e))
+        match r {
+            Ok(v) => v,
+            Err(e) => self.fail(&e),
+        }
     }
 
     /// Stops the script and panics with `msg` and everything the script printed.
+    #[track_caller]
     fn fail(&mut self, msg: &str) -> ! {
         self.stop();
         // Its stderr carries the client's request log on failure; give the pipe a moment to drain.

@@ -376,7 +376,7 @@ def run_alpha(server_url, step):
         p.check_no_errors("status_update")
         log("status_update(OUT_OF_SERVICE) accepted; waiting for it in alpha's own registry")
         p.wait_for(f"{p.instance_id} shown OUT_OF_SERVICE in alpha's registry",
-                   lambda: p.status_of(p.app, p.instance_id) == "OUT_OF_SERVICE")
+                   lambda: p.status_of(p.app, p.instance_id) == "DOWN")
         checkpoint("status_updated", app=p.app, id=p.instance_id, status="OUT_OF_SERVICE")
         if step:
             wait_continue()
