@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if ! .venv/bin/python -c 'import py_eureka_client' >/dev/null 2>&1; then
+if ! .venv/bin/python -c 'import importlib.metadata as m; assert m.version("py-eureka-client") == "0.13.3"' >/dev/null 2>&1; then
+  rm -rf .venv
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check 'py-eureka-client==0.13.3'
 fi

@@ -70,7 +70,9 @@ fn py_eureka_client_registers_renews_discovers_updates_status_and_cancels() {
     let cp = sc.expect("discovered");
     sc.check(checkpoint_names(&cp, BETA_APP, BETA_ID));
     let beta = sc.check(api.instance(BETA_APP, BETA_ID));
-    let Some(beta) = beta else { sc.fail(&format!("GET apps/{BETA_APP}/{BETA_ID} is 404 although alpha discovered it")) };
+    let Some(beta) = beta else {
+        sc.fail(&format!("GET apps/{BETA_APP}/{BETA_ID} is 404 although alpha discovered it"))
+    };
     sc.check(field_is(&beta, "status", "UP"));
     let apps = sc.check(api.apps_json());
     sc.check(listed(&apps, BETA_APP, BETA_ID).map(|_| ()));
@@ -149,7 +151,8 @@ fn python_with_client() -> PathBuf {
     let mut err = String::new();
     let _ = child.stdout.take().expect("stdout").read_to_string(&mut out);
     let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
-    assert!(status.success(), "{} cannot import py_eureka_client ({}): {SETUP_HINT}", python.display(), err.trim());
+    let reason = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no error output");
+    assert!(status.success(), "{} cannot import py_eureka_client ({reason}): {SETUP_HINT}", python.display());
     assert_eq!(out.trim(), CLIENT_VERSION, "{} has py-eureka-client {}: {SETUP_HINT}", python.display(), out.trim());
     python
 }
@@ -327,24 +330,15 @@ struct Api {
 impl Api {
     fn new(eureka_url: &str) -> Api {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("http client");
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("http client");
         Api { rt, http, base: format!("{eureka_url}/") }
     }
 
     fn get(&self, path: &str, accept: &str) -> Result<(u16, String), String> {
         let url = format!("{}{path}", self.base);
         self.rt.block_on(async {
-            let res = self
-                .http
-                .get(&url)
-                .header("Accept", accept)
-                .send()
-                .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
+            let res =
+                self.http.get(&url).header("Accept", accept).send().await.map_err(|e| format!("GET {url}: {e}"))?;
             let code = res.status().as_u16();
             let body = res.text().await.map_err(|e| format!("GET {url}: body: {e}"))?;
             Ok((code, body))
@@ -354,7 +348,9 @@ impl Api {
     fn get_json(&self, path: &str) -> Result<Option<Value>, String> {
         let (code, body) = self.get(path, "application/json")?;
         match code {
-            200 => serde_json::from_str(&body).map(Some).map_err(|e| format!("GET {path}: not JSON ({e}): {}", excerpt(&body))),
+            200 => serde_json::from_str(&body)
+                .map(Some)
+                .map_err(|e| format!("GET {path}: not JSON ({e}): {}", excerpt(&body))),
             404 => Ok(None),
             _ => Err(format!("GET {path}: status {code}: {}", excerpt(&body))),
         }

@@ -215,9 +215,9 @@ class Participant:
             raise ScenarioError(f"server calls failed during {during}: " + "; ".join(problems))
 
     def registry(self):
-        # Read the attribute the client keeps, not the `applications` property: when the
-        # first full fetch failed that property returns a coroutine it never awaits.
-        apps = getattr(self.client, "_EurekaClient__applications")
+        # None when no full fetch has succeeded yet (the property then also starts a fetch
+        # it never awaits, which only costs a RuntimeWarning).
+        apps = self.client.applications
         if apps is None:
             raise ScenarioError("the client has no registry: its full fetch of GET apps/ failed "
                                 "or the answer was not an <applications> XML document")
@@ -258,7 +258,7 @@ class Participant:
         for application in apps.applications:
             ids = [f"{i.instanceId}={i.status}" for i in application.instances]
             parts.append(f"{application.name}[{', '.join(ids)}]")
-        return f"hash={apps.appsHashcode!r} apps=" + " ".join(parts)
+        return f"hash of last full fetch={apps.appsHashcode!r} apps=" + " ".join(parts)
 
 
 def start_participant(server_url, app_name, port):
@@ -376,7 +376,7 @@ def run_alpha(server_url, step):
         p.check_no_errors("status_update")
         log("status_update(OUT_OF_SERVICE) accepted; waiting for it in alpha's own registry")
         p.wait_for(f"{p.instance_id} shown OUT_OF_SERVICE in alpha's registry",
-                   lambda: p.status_of(p.app, p.instance_id) == "DOWN")
+                   lambda: p.status_of(p.app, p.instance_id) == "OUT_OF_SERVICE")
         checkpoint("status_updated", app=p.app, id=p.instance_id, status="OUT_OF_SERVICE")
         if step:
             wait_continue()
