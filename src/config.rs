@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 /// synod: a Eureka-compatible service registry with pluggable replication.
@@ -25,8 +25,7 @@ pub enum Command {
 }
 
 /// Replication backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicationMode {
     /// One node; the registry is persisted under --data-dir.
     None,
@@ -63,9 +62,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Replication backend [default: none].
-    #[arg(long, env = "SYNOD_REPLICATION", value_enum)]
-    pub replication: Option<ReplicationMode>,
+    /// Replication backend: none (one node, persisted), p2p (Eureka-style peers, AP) or
+    /// raft (CP) [default: none].
+    #[arg(long, env = "SYNOD_REPLICATION", value_name = "MODE")]
+    pub replication: Option<String>,
 
     /// This node's id within --peer [default: 1].
     #[arg(long, env = "SYNOD_NODE_ID", value_name = "N")]
@@ -111,9 +111,9 @@ pub struct ServeArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct FileConfig {
-    listen: Option<String>,
+    listen: Option<toml::Value>,
     data_dir: Option<PathBuf>,
-    replication: Option<ReplicationMode>,
+    replication: Option<toml::Value>,
     node_id: Option<toml::Value>,
     #[serde(default)]
     peer: Vec<String>,
@@ -189,6 +189,9 @@ fn file_text(v: Option<toml::Value>) -> Option<String> {
     })
 }
 
+/// Longest accepted duration option; longer values are surely typos and would overflow timers.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn parse_duration(option: &'static str, s: &str) -> Result<Duration, ConfigError> {
     let s = s.trim();
     // A bare number means seconds.
@@ -198,6 +201,9 @@ fn parse_duration(option: &'static str, s: &str) -> Result<Duration, ConfigError
     };
     if d.is_zero() {
         return Err(err(option, "must be greater than zero"));
+    }
+    if d > MAX_DURATION {
+        return Err(err(option, "must be at most 7 days"));
     }
     Ok(d)
 }
@@ -220,7 +226,7 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let d = Config::default();
-        let listen_s = self.listen.or(file.listen);
+        let listen_s = self.listen.or(file_text(file.listen));
         let listen = match listen_s {
             Some(s) => s.trim().parse().map_err(|_| err("listen", format!("{s:?} is not an IP:PORT address")))?,
             None => d.listen,
@@ -229,7 +235,15 @@ impl ServeArgs {
         if data_dir.as_os_str().is_empty() {
             return Err(err("data-dir", "must not be empty"));
         }
-        let replication = self.replication.or(file.replication).unwrap_or(d.replication);
+        let replication = match self.replication.or(file_text(file.replication)) {
+            Some(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "none" => ReplicationMode::None,
+                "p2p" => ReplicationMode::P2p,
+                "raft" => ReplicationMode::Raft,
+                _ => return Err(err("replication", format!("{s:?} must be none, p2p or raft"))),
+            },
+            None => d.replication,
+        };
         let node_id = match self.node_id.or(file_text(file.node_id)) {
             Some(s) => s
                 .trim()
@@ -372,6 +386,10 @@ mod tests {
             ..Default::default()
         });
         assert!(e.contains("--node-id"), "{e}");
+        let e = bad(ServeArgs { replication: Some("bogus".into()), ..Default::default() });
+        assert!(e.contains("--replication"), "{e}");
+        let e = bad(ServeArgs { eviction_interval: Some("18446744073709551615".into()), ..Default::default() });
+        assert!(e.contains("--eviction-interval"), "{e}");
         let e = bad(ServeArgs { listen: Some("nowhere".into()), ..Default::default() });
         assert!(e.contains("--listen"), "{e}");
         assert!(!e.contains('\n'));
@@ -382,7 +400,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("synod.toml");
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
-        let e = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap_err().to_string();
+        let e = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap_err().to_string();
         assert!(e.contains("--config") && e.contains("lisen"), "{e}");
+        std::fs::write(&path, "replication = \"bogus\"\nlisten = 5\n").unwrap();
+        let e = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap_err().to_string();
+        assert!(e.contains("--listen") || e.contains("--replication"), "{e}");
     }
 }

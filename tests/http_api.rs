@@ -383,6 +383,10 @@ async fn bad_input_gets_4xx_and_changes_nothing() {
     huge_meta["instance"]["metadata"] = json!({"k": "v".repeat(10_000)});
     let mut many_meta = py_instance("a", "10.0.0.1", 80);
     many_meta["instance"]["metadata"] = Value::Object((0..300).map(|n| (format!("k{n}"), json!("v"))).collect());
+    let mut control = py_instance("a", "10.0.0.1", 80);
+    control["instance"]["hostName"] = json!("bad\u{1}host");
+    let mut future = py_instance("a", "10.0.0.1", 80);
+    future["instance"]["lastDirtyTimestamp"] = json!("99999999999999");
     let mut nested_meta = py_instance("a", "10.0.0.1", 80);
     nested_meta["instance"]["metadata"] = json!({"k": {"deep": 1}});
 
@@ -397,6 +401,8 @@ async fn bad_input_gets_4xx_and_changes_nothing() {
         ("apps/A", huge_meta.to_string(), JSON, StatusCode::BAD_REQUEST, "longer than"),
         ("apps/A", many_meta.to_string(), JSON, StatusCode::BAD_REQUEST, "entries"),
         ("apps/A", nested_meta.to_string(), JSON, StatusCode::BAD_REQUEST, "metadata.k"),
+        ("apps/A", control.to_string(), JSON, StatusCode::BAD_REQUEST, "control characters"),
+        ("apps/A", future.to_string(), JSON, StatusCode::BAD_REQUEST, "future"),
         (
             "apps/OTHER",
             py_instance("a", "10.0.0.1", 80).to_string(),
@@ -425,12 +431,30 @@ async fn bad_input_gets_4xx_and_changes_nothing() {
     let r = c.put(s.url(&format!("apps/A/10.0.0.1:a:80/metadata?k={}", "v".repeat(9000)))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(c.get(s.url("apps/A/%E0%A4%A")).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let inst = s.url("apps/A/10.0.0.1:a:80");
+    assert_eq!(c.put(format!("{inst}/metadata?k=%01")).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let future = format!("{inst}/status?value=DOWN&lastDirtyTimestamp=99999999999999");
+    assert_eq!(c.put(future).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
     assert_eq!(c.patch(s.url("apps/A")).send().await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(c.get(s.url("nothing/here")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 
     assert_eq!(s.version(), before, "rejected requests changed the registry");
     let (_, full_after) = get_json(&c, &s.url("apps")).await;
     assert_eq!(full_before, full_after);
+
+    // Metadata merged over many calls stays bounded: each call is fine, the total is not.
+    let big = "v".repeat(8000);
+    let refused = async {
+        for n in 0..6 {
+            let r = c.put(format!("{inst}/metadata?k{n}={big}")).send().await.unwrap();
+            if r.status() == StatusCode::BAD_REQUEST {
+                return r.text().await.unwrap().contains("would exceed");
+            }
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        false
+    };
+    assert!(refused.await, "metadata grew past the limit");
 }
 
 #[tokio::test]

@@ -139,3 +139,48 @@ fn invalid_config_stops_startup_with_one_line() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--delta-retention"));
 }
+
+#[tokio::test]
+async fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3u32 {
+        let mut server = ServerProcess::start(dir.path(), &[]);
+        let base = server.eureka_url();
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let mut writers = Vec::new();
+        for w in 0..16u32 {
+            let (base, acked) = (base.clone(), acked.clone());
+            writers.push(tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                for n in 0..10_000u32 {
+                    let host = format!("10.{round}.{w}.{}", n % 250);
+                    let port = 1000 + (n / 250) as u16;
+                    let body = py_instance("crash", &host, port);
+                    match c.post(format!("{base}/apps/crash")).json(&body).send().await {
+                        Ok(r) if r.status() == 204 => acked.lock().unwrap().push(format!("{host}:crash:{port}")),
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        // Kill at a different point each round, while writes are in flight.
+        let target = 100 + 150 * round as usize;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while acked.lock().unwrap().len() < target && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        server.kill9();
+        for w in writers {
+            let _ = w.await;
+        }
+        let acked = acked.lock().unwrap().clone();
+        assert!(acked.len() >= target, "only {} writes acknowledged", acked.len());
+
+        let restarted = ServerProcess::start(dir.path(), &[]);
+        let after = fetch_all(&restarted.eureka_url()).await;
+        let present: std::collections::HashSet<String> =
+            instances(&after).iter().map(|i| i["instanceId"].as_str().unwrap().to_string()).collect();
+        let lost: Vec<_> = acked.iter().filter(|id| !present.contains(*id)).collect();
+        assert!(lost.is_empty(), "round {round}: {} acknowledged registrations lost, e.g. {:?}", lost.len(), lost.first());
+    }
+}

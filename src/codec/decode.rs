@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::limits::*;
+use crate::core::limits::{check_metadata, is_xml_safe};
 use super::DecodeError;
 use crate::core::model::{DataCenterInfo, DataCenterKind, InstanceInfo, LeaseTerms, Port, Status};
 
@@ -88,7 +89,7 @@ pub fn instance(v: &Value, now: u64) -> Result<InstanceInfo, DecodeError> {
         vip_address: text(o, "vipAddress", MAX_NAME)?,
         secure_vip_address: text(o, "secureVipAddress", MAX_NAME)?,
         last_updated_timestamp: timestamp(o, "lastUpdatedTimestamp")?.unwrap_or(now),
-        last_dirty_timestamp: timestamp(o, "lastDirtyTimestamp")?.unwrap_or(now),
+        last_dirty_timestamp: dirty_timestamp(timestamp(o, "lastDirtyTimestamp")?, now)?,
         action_type: None,
         asg_name: text(o, "asgName", MAX_NAME)?,
     })
@@ -113,6 +114,9 @@ fn text(o: &Obj, key: &str, max: usize) -> Result<Option<String>, DecodeError> {
             let s = scalar(v).ok_or_else(|| DecodeError::new(format!("{key} must be a string")))?;
             if s.len() > max {
                 return Err(DecodeError::new(format!("{key} is longer than {max} bytes")));
+            }
+            if !is_xml_safe(&s) {
+                return Err(DecodeError::new(format!("{key} contains control characters")));
             }
             Ok(Some(s))
         }
@@ -247,6 +251,7 @@ pub fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, Stri
             return Err(DecodeError::new(format!("{what} has more than {MAX_METADATA_ENTRIES} entries")));
         }
     }
+    check_metadata(&out).map_err(|e| DecodeError::new(e.replacen("metadata", what, 1)))?;
     Ok(out)
 }
 
@@ -258,5 +263,19 @@ pub fn check_metadata_entry(key: &str, value: &str, what: &str) -> Result<(), De
     if value.len() > MAX_METADATA_VALUE {
         return Err(DecodeError::new(format!("{what}.{key} is longer than {MAX_METADATA_VALUE} bytes")));
     }
+    if !is_xml_safe(key) || !is_xml_safe(value) {
+        return Err(DecodeError::new(format!("{what} keys and values must not contain control characters")));
+    }
     Ok(())
+}
+
+/// A client's `lastDirtyTimestamp` (default: now), refused when implausibly far ahead.
+pub fn dirty_timestamp(ts: Option<u64>, now: u64) -> Result<u64, DecodeError> {
+    match ts {
+        None => Ok(now),
+        Some(t) if t > now.saturating_add(MAX_DIRTY_AHEAD_MS) => {
+            Err(DecodeError::new(format!("lastDirtyTimestamp {t} is more than a day in the future")))
+        }
+        Some(t) => Ok(t),
+    }
 }

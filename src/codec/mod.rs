@@ -19,18 +19,5 @@ impl DecodeError {
     }
 }
 
-/// Input limits; anything beyond them is rejected with 400 rather than stored.
-pub mod limits {
-    /// Most metadata entries per instance.
-    pub const MAX_METADATA_ENTRIES: usize = 256;
-    /// Longest metadata key, in bytes.
-    pub const MAX_METADATA_KEY: usize = 256;
-    /// Longest metadata value, in bytes.
-    pub const MAX_METADATA_VALUE: usize = 8 * 1024;
-    /// Longest identifier (app name, instance id, host name, address, VIP), in bytes.
-    pub const MAX_NAME: usize = 1024;
-    /// Longest URL field, in bytes.
-    pub const MAX_URL: usize = 8 * 1024;
-    /// Deepest element nesting accepted in XML input.
-    pub const MAX_XML_DEPTH: usize = 32;
-}
+/// Input limits (shared with the core, which enforces them on merged state too).
+pub use crate::core::limits;

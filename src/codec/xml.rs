@@ -152,9 +152,24 @@ pub fn escape_name(key: &str) -> Option<String> {
     (first_ok && rest_ok && !reserved).then_some(out)
 }
 
-/// Reverses [`escape_name`].
+/// Reverses [`escape_name`], reading left to right as XStream does (`__-` is `_` then `-`).
 pub fn unescape_name(name: &str) -> String {
-    name.replace("_-", "$").replace("__", "_")
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('_', Some('_')) => {
+                chars.next();
+                out.push('_');
+            }
+            ('_', Some('-')) => {
+                chars.next();
+                out.push('$');
+            }
+            (c, _) => out.push(c),
+        }
+    }
+    out
 }
 
 /// An element being built while parsing.
@@ -271,6 +286,8 @@ mod tests {
         assert_eq!(escape_name("build_id").as_deref(), Some("build__id"));
         assert_eq!(escape_name("a$b").as_deref(), Some("a_-b"));
         assert_eq!(unescape_name("build__id"), "build_id");
+        assert_eq!(unescape_name(&escape_name("my_-key").unwrap()), "my_-key");
+        assert_eq!(unescape_name(&escape_name("a$_b__").unwrap()), "a$_b__");
         assert_eq!(escape_name("management.port").as_deref(), Some("management.port"));
         assert_eq!(escape_name("1abc"), None);
         assert_eq!(escape_name("has space"), None);

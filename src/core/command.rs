@@ -68,4 +68,6 @@ pub enum Outcome {
     NotFound,
     /// Eviction: how many instances were removed.
     Evicted(usize),
+    /// Refused because the result would exceed a limit (merged metadata too large).
+    Rejected,
 }

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod command;
 pub mod delta;
 pub mod eviction;
+pub mod limits;
 pub mod meter;
 pub mod model;
 pub mod preservation;

@@ -67,11 +67,11 @@ impl Registry {
         self.clock.now_ms()
     }
 
-    /// Loads persisted entries (each with a fresh lease from now).
-    pub fn restore(&self, entries: Vec<PersistedEntry>) {
+    /// Loads persisted entries (each with a fresh lease from now) and the change counter.
+    pub fn restore(&self, entries: Vec<PersistedEntry>, version: u64) {
         let now = self.now();
         let mut st = self.state.lock();
-        st.restore(entries, now);
+        st.restore(entries, version, now);
         self.cache.invalidate();
     }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Command, Outcome};
 use super::delta::{DeltaItem, DeltaQueue};
+use super::limits;
 use super::meter::RenewMeter;
 use super::model::{ActionType, InstanceInfo, InstanceKey, LeaseStamps, Status};
 use super::rules::{resolve_status, RuleInput};
@@ -121,7 +122,9 @@ impl RegistryState {
 
     /// Rebuilds the registry from stored entries. Every restored instance gets a fresh lease
     /// starting at `now`, so live clients renew before anything can expire.
-    pub fn restore(&mut self, entries: impl IntoIterator<Item = PersistedEntry>, now: u64) {
+    pub fn restore(&mut self, entries: impl IntoIterator<Item = PersistedEntry>, version: u64, now: u64) {
+        // The change counter continues where it stopped, so `versions__delta` never repeats.
+        self.version = self.version.max(version);
         for p in entries {
             let key = InstanceKey { app: p.info.app.clone(), id: p.info.instance_id.clone() };
             let entry = Entry {
@@ -236,7 +239,14 @@ impl RegistryState {
                 false => not_found(),
             },
             Command::Evict { keys, .. } => {
-                let removed: Vec<_> = keys.iter().filter(|k| self.remove(k, now)).cloned().collect();
+                // An instance re-registered after the eviction was planned is no longer the
+                // lease that expired.
+                let mut removed = Vec::new();
+                for k in keys {
+                    if self.get(k).is_some_and(|e| e.registration_ts <= now) && self.remove(k, now) {
+                        removed.push(k.clone());
+                    }
+                }
                 let n = removed.len();
                 changed(Outcome::Evicted(n), removed)
             }
@@ -335,6 +345,11 @@ impl RegistryState {
 
     fn update_metadata(&mut self, key: &InstanceKey, entries: &BTreeMap<String, String>, now: u64) -> Applied {
         let Some(entry) = self.entry_mut(key) else { return not_found() };
+        let mut merged = entry.info.metadata.clone();
+        merged.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if limits::check_metadata(&merged).is_err() {
+            return changed(Outcome::Rejected, vec![]);
+        }
         entry.last_renewal_ts = entry.last_renewal_ts.max(now);
         let info = Arc::make_mut(&mut entry.info);
         for (k, v) in entries {
@@ -367,13 +382,19 @@ impl RegistryState {
         info.action_type = Some(ActionType::Deleted);
         info.last_updated_timestamp = now;
         let mut stamps = entry.stamps();
+        stamps.last_renewal_timestamp = entry.registration_ts;
         stamps.eviction_timestamp = now;
         self.delta.push(DeltaItem { at: now, key: key.clone(), info: entry.info, stamps });
         true
     }
 
     fn record_delta(&mut self, key: &InstanceKey, entry: &Entry, now: u64) {
-        self.delta.push(DeltaItem { at: now, key: key.clone(), info: entry.info.clone(), stamps: entry.stamps() });
+        // Every command that records a change also refreshes the lease, so the renewal time
+        // shown in the delta is the command's own time; taking it from the (local) lease
+        // table would make replicas' deltas differ.
+        let mut stamps = entry.stamps();
+        stamps.last_renewal_timestamp = now;
+        self.delta.push(DeltaItem { at: now, key: key.clone(), info: entry.info.clone(), stamps });
     }
 
     fn entry_mut(&mut self, key: &InstanceKey) -> Option<&mut Entry> {

@@ -81,6 +81,14 @@ impl Query {
                 .map_err(|_| Reject::bad_request(format!("lastDirtyTimestamp {v:?} is not a number of milliseconds"))),
         }
     }
+
+    /// `lastDirtyTimestamp` for a change that stores it: also bounded in the future.
+    fn stored_dirty(&self, now: u64) -> Result<Option<u64>, Reject> {
+        match self.last_dirty()? {
+            None => Ok(None),
+            Some(t) => decode::dirty_timestamp(Some(t), now).map(Some).map_err(Reject::bad_request),
+        }
+    }
 }
 
 fn unavailable(e: ReplicationError) -> Response {
@@ -197,6 +205,14 @@ async fn renew(s: &AppState, key: InstanceKey, q: &Query) -> Response {
 async fn submit_for_instance(s: &AppState, cmd: Command) -> Response {
     match s.replicator.submit(cmd).await {
         Ok(Outcome::NotFound) => empty(StatusCode::NOT_FOUND),
+        Ok(Outcome::Rejected) => error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "metadata would exceed {} entries or {} bytes",
+                codec::limits::MAX_METADATA_ENTRIES,
+                codec::limits::MAX_METADATA_BYTES
+            ),
+        ),
         Ok(_) => empty(StatusCode::OK),
         Err(e) => unavailable(e),
     }
@@ -212,40 +228,45 @@ fn parse_status(value: &str) -> Result<Status, Reject> {
 }
 
 async fn set_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
-    let Some(value) = q.get("value") else {
-        return error(StatusCode::BAD_REQUEST, "missing query parameter value (the status to set)");
-    };
-    let (status, last_dirty) = match (parse_status(value), q.last_dirty()) {
-        (Ok(st), Ok(d)) => (st, d),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
     let now = s.registry.now();
-    submit_for_instance(s, Command::SetStatusOverride { key, status, last_dirty, now }).await
+    let parsed = q
+        .get("value")
+        .ok_or_else(|| Reject::bad_request("missing query parameter value (the status to set)"))
+        .and_then(parse_status)
+        .and_then(|status| Ok((status, q.stored_dirty(now)?)));
+    match parsed {
+        Ok((status, last_dirty)) => {
+            submit_for_instance(s, Command::SetStatusOverride { key, status, last_dirty, now }).await
+        }
+        Err(r) => r.into_response(),
+    }
 }
 
 async fn delete_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
-    let status = match q.get("value") {
-        None => Ok(Status::Unknown),
-        Some(v) => parse_status(v),
-    };
-    let (status, last_dirty) = match (status, q.last_dirty()) {
-        (Ok(st), Ok(d)) => (st, d),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
     let now = s.registry.now();
-    submit_for_instance(s, Command::DeleteStatusOverride { key, status, last_dirty, now }).await
+    let parsed = q
+        .get("value")
+        .map_or(Ok(Status::Unknown), parse_status)
+        .and_then(|status| Ok((status, q.stored_dirty(now)?)));
+    match parsed {
+        Ok((status, last_dirty)) => {
+            submit_for_instance(s, Command::DeleteStatusOverride { key, status, last_dirty, now }).await
+        }
+        Err(r) => r.into_response(),
+    }
 }
 
 async fn metadata(s: &AppState, key: InstanceKey, q: &Query) -> Response {
     let mut entries = BTreeMap::new();
-    for (k, v) in &q.0 {
+    // `@class` is Java's empty-map marker, never a real key (registration drops it too).
+    for (k, v) in q.0.iter().filter(|(k, _)| k != "@class") {
         if let Err(e) = decode::check_metadata_entry(k, v, "metadata") {
             return error(StatusCode::BAD_REQUEST, e);
         }
         entries.entry(k.clone()).or_insert_with(|| v.clone());
     }
-    if entries.len() > codec::limits::MAX_METADATA_ENTRIES {
-        return error(StatusCode::BAD_REQUEST, "too many metadata entries");
+    if let Err(e) = codec::limits::check_metadata(&entries) {
+        return error(StatusCode::BAD_REQUEST, e);
     }
     let now = s.registry.now();
     submit_for_instance(s, Command::UpdateMetadata { key, entries, now }).await

@@ -13,6 +13,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
 use axum::Router;
 use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::trace::TraceLayer;
 
 use crate::core::registry::Registry;
 use crate::replication::Replicator;
@@ -41,4 +42,7 @@ pub fn router(state: AppState, max_body_size: usize) -> Router {
         // Peers may gzip request bodies; the limit applies to the decompressed body.
         .layer(RequestDecompressionLayer::new())
         .layer(DefaultBodyLimit::max(max_body_size))
+        // Request spans and response status at debug level (`--log synod=debug,tower_http=debug`),
+        // which also covers rejections produced by axum itself (e.g. 413).
+        .layer(TraceLayer::new_for_http())
 }

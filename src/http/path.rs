@@ -4,11 +4,17 @@
 
 use percent_encoding::percent_decode_str;
 
+use crate::core::limits::{is_xml_safe, MAX_NAME};
+
 /// Why a path was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("invalid percent-encoding in path segment {0:?}")]
     BadEncoding(String),
+    #[error("path segment longer than {MAX_NAME} bytes")]
+    TooLong,
+    #[error("path segment contains control characters")]
+    ControlCharacters,
 }
 
 /// Splits the part of the path after `/eureka` into decoded segments, dropping empty ones and
@@ -36,7 +42,14 @@ fn decode(raw: &str) -> Result<String, PathError> {
             }
         }
     }
-    percent_decode_str(raw).decode_utf8().map(|s| s.into_owned()).map_err(|_| bad())
+    let decoded = percent_decode_str(raw).decode_utf8().map(|s| s.into_owned()).map_err(|_| bad())?;
+    if decoded.len() > MAX_NAME {
+        return Err(PathError::TooLong);
+    }
+    if !is_xml_safe(&decoded) {
+        return Err(PathError::ControlCharacters);
+    }
+    Ok(decoded)
 }
 
 #[cfg(test)]
@@ -61,5 +74,7 @@ mod tests {
         assert!(segments("/apps/A/%zz").is_err());
         assert!(segments("/apps/A/%4").is_err());
         assert!(segments("/apps/A/%ff%fe").is_err());
+        assert_eq!(segments("/apps/A/%01"), Err(PathError::ControlCharacters));
+        assert_eq!(segments(&format!("/vips/{}", "v".repeat(2000))), Err(PathError::TooLong));
     }
 }

@@ -21,12 +21,18 @@ pub fn format(headers: &HeaderMap) -> Format {
     }
 }
 
-/// Whether the client accepts a gzip-encoded response.
+/// Whether the client accepts a gzip-encoded response (`gzip` or `*` listed without `q=0`).
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("gzip")))
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("").to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
+            });
+            (coding == "gzip" || coding == "x-gzip" || coding == "*") && !refused
+        },
+    )
 }
 
 /// A 200 with an encoded payload, gzipped when the client accepts it.
@@ -74,5 +80,25 @@ impl Reject {
 impl IntoResponse for Reject {
     fn into_response(self) -> Response {
         error(self.0, self.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_encoding(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip(&with_encoding("gzip, deflate")));
+        assert!(accepts_gzip(&with_encoding("deflate, gzip;q=0.5")));
+        assert!(!accepts_gzip(&with_encoding("gzip;q=0")));
+        assert!(!accepts_gzip(&with_encoding("identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 }

@@ -21,9 +21,9 @@ pub struct Standalone {
 impl Standalone {
     /// Restores the registry from `store` and wraps both.
     pub fn start(registry: Arc<Registry>, store: Store) -> Result<Self, crate::store::StoreError> {
-        let entries = store.load()?;
-        tracing::info!(instances = entries.len(), "registry restored from disk");
-        registry.restore(entries);
+        let restored = store.load()?;
+        tracing::info!(instances = restored.entries.len(), version = restored.version, "registry restored from disk");
+        registry.restore(restored.entries, restored.version);
         Ok(Standalone { registry, store })
     }
 }
@@ -40,7 +40,7 @@ impl Replicator for Standalone {
                     return None;
                 }
                 let changes = applied.changed.iter().map(|k| (k.clone(), st.persisted(k))).collect();
-                Some(self.store.submit(changes))
+                Some(self.store.submit(changes, st.version()))
             });
             if let Some(durable) = durable {
                 match durable.await {
@@ -71,7 +71,8 @@ impl Replicator for Standalone {
     }
 
     fn is_ready(&self) -> bool {
-        true
+        // Not ready while the disk refuses writes: nothing could be acknowledged.
+        self.store.is_healthy()
     }
 
     fn role(&self) -> Role {

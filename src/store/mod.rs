@@ -12,8 +12,10 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -33,13 +35,32 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("the store's writer has stopped")]
     Closed,
+    #[error("unreadable or oversized registry record {0}")]
+    Corrupt(String),
 }
 
 /// One record change: write the entry, or delete the key.
 pub type Change = (InstanceKey, Option<PersistedEntry>);
 
+/// What a restart restores.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub entries: Vec<PersistedEntry>,
+    /// The registry's change counter when it was last written.
+    pub version: u64,
+}
+
+/// Largest encoded record; registry limits keep records far below it, and below sled's blob
+/// threshold (a quarter of its 512 KiB segment), so every record lives in the synced log file.
+const MAX_RECORD: usize = 100 * 1024;
+
+/// Reserved key holding the change counter (no app name is empty or contains `\0`).
+const VERSION_KEY: &[u8] = b"\0version";
+
+type Op = (Vec<u8>, Option<Vec<u8>>);
+
 struct Job {
-    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<Op>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -48,6 +69,7 @@ pub struct Store {
     tree: sled::Tree,
     tx: Option<mpsc::Sender<Job>>,
     writer: Option<thread::JoinHandle<()>>,
+    healthy: Arc<AtomicBool>,
 }
 
 const FORMAT_KEY: &[u8] = b"format";
@@ -77,53 +99,66 @@ impl Store {
             }
         }
         let tree = db.open_tree("instances")?;
-        // sled keeps all trees in one log file; syncing it after sled's own flush makes the
-        // batch durable against power loss too.
+        // sled keeps all trees in one log file; syncing it after sled's own flush makes a
+        // batch durable against power loss too. The directory is synced once so the files
+        // created on first start are themselves durable.
         let data_file = File::open(dir.join("db"))?;
         db.flush()?;
         data_file.sync_all()?;
+        File::open(dir)?.sync_all()?;
+        let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = {
-            let db = db.clone();
-            let tree = tree.clone();
-            thread::Builder::new().name("synod-store".into()).spawn(move || writer_loop(db, tree, data_file, rx))?
+            let (db, tree, healthy) = (db.clone(), tree.clone(), healthy.clone());
+            thread::Builder::new()
+                .name("synod-store".into())
+                .spawn(move || Writer { db, tree, data_file, healthy, carry: Vec::new() }.run(rx))?
         };
-        Ok(Store { tree, tx: Some(tx), writer: Some(writer) })
+        Ok(Store { tree, tx: Some(tx), writer: Some(writer), healthy })
     }
 
-    /// Every stored entry.
-    pub fn load(&self) -> Result<Vec<PersistedEntry>, StoreError> {
-        let mut out = Vec::new();
+    /// Every stored entry and the change counter. An unreadable record stops start-up rather
+    /// than being dropped: a silently shrunken registry is worse than a clear error.
+    pub fn load(&self) -> Result<Restored, StoreError> {
+        let mut out = Restored::default();
         for item in self.tree.iter() {
             let (key, value) = item?;
-            match bincode::serde::decode_from_slice::<PersistedEntry, _>(&value, bincode::config::standard()) {
-                Ok((entry, _)) => out.push(entry),
-                Err(e) => tracing::error!(
-                    key = %String::from_utf8_lossy(&key),
-                    error = %e,
-                    "skipping unreadable registry record"
-                ),
+            if key.as_ref() == VERSION_KEY {
+                let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| StoreError::Corrupt("version".into()))?;
+                out.version = u64::from_be_bytes(bytes);
+                continue;
             }
+            let (entry, _) = bincode::serde::decode_from_slice::<PersistedEntry, _>(&value, bincode::config::standard())
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(&key))))?;
+            out.entries.push(entry);
         }
         Ok(out)
     }
 
-    /// Queues changes, in order; the receiver resolves once they are durable. Call this in
-    /// the same critical section as the apply that produced them so the store sees changes
-    /// in apply order.
-    pub fn submit(&self, changes: Vec<Change>) -> oneshot::Receiver<Result<(), String>> {
+    /// Whether the last write reached the disk. After a failure the writer keeps retrying the
+    /// failed records (so disk catches up with memory) and this reports false until one
+    /// succeeds.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Queues changes and the registry's change counter, in order; the receiver resolves once
+    /// they are durable. Call this in the same critical section as the apply that produced
+    /// them so the store sees changes in apply order.
+    pub fn submit(&self, changes: Vec<Change>, version: u64) -> oneshot::Receiver<Result<(), String>> {
         let (done, rx) = oneshot::channel();
-        let ops = changes
-            .into_iter()
-            .map(|(key, entry)| {
-                let value = entry.and_then(|e| {
-                    bincode::serde::encode_to_vec(&e, bincode::config::standard())
-                        .map_err(|err| tracing::error!(%key, error = %err, "cannot encode registry record"))
-                        .ok()
-                });
-                (encode_key(&key), value)
-            })
-            .collect();
+        let mut ops = Vec::with_capacity(changes.len() + 1);
+        for (key, entry) in changes {
+            let value = match entry.map(|e| encode(&key, &e)).transpose() {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = done.send(Err(e.to_string()));
+                    return rx;
+                }
+            };
+            ops.push((encode_key(&key), value));
+        }
+        ops.push((VERSION_KEY.to_vec(), Some(version.to_be_bytes().to_vec())));
         match &self.tx {
             Some(tx) => {
                 if let Err(mpsc::SendError(job)) = tx.send(Job { ops, done }) {
@@ -148,6 +183,15 @@ impl Drop for Store {
     }
 }
 
+fn encode(key: &InstanceKey, e: &PersistedEntry) -> Result<Vec<u8>, StoreError> {
+    let bytes = bincode::serde::encode_to_vec(e, bincode::config::standard())
+        .map_err(|err| StoreError::Corrupt(format!("{key}: cannot encode: {err}")))?;
+    if bytes.len() > MAX_RECORD {
+        return Err(StoreError::Corrupt(format!("{key}: record of {} bytes exceeds {MAX_RECORD}", bytes.len())));
+    }
+    Ok(bytes)
+}
+
 fn classify_open_error(dir: &Path, e: sled::Error) -> StoreError {
     let text = e.to_string();
     if text.contains("lock") || text.contains("WouldBlock") || text.contains("Resource temporarily unavailable") {
@@ -165,32 +209,79 @@ fn encode_key(key: &InstanceKey) -> Vec<u8> {
     k
 }
 
-fn writer_loop(db: sled::Db, tree: sled::Tree, data_file: File, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            jobs.push(more);
-        }
-        let mut batch = sled::Batch::default();
-        for job in &jobs {
-            for (key, value) in &job.ops {
-                match value {
-                    Some(v) => batch.insert(key.as_slice(), v.as_slice()),
-                    None => batch.remove(key.as_slice()),
+/// The writer thread: group commit.
+struct Writer {
+    db: sled::Db,
+    tree: sled::Tree,
+    data_file: File,
+    healthy: Arc<AtomicBool>,
+    /// Operations of batches that failed: their writers were told so, but memory already
+    /// holds the change, so they are written again (before newer ones) until they stick.
+    carry: Vec<Op>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        loop {
+            let first = if self.carry.is_empty() {
+                match rx.recv() {
+                    Ok(job) => Some(job),
+                    Err(_) => return,
                 }
+            } else {
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        let _ = self.write(std::iter::empty());
+                        return;
+                    }
+                }
+            };
+            let mut jobs: Vec<Job> = first.into_iter().collect();
+            while let Ok(more) = rx.try_recv() {
+                jobs.push(more);
+            }
+            let ops: Vec<Op> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.ops)).collect();
+            let result = self.write(ops.into_iter());
+            for job in jobs {
+                let _ = job.done.send(result.clone());
             }
         }
-        let result = tree
+    }
+
+    /// Writes the carried and the new operations as one batch and syncs.
+    fn write(&mut self, ops: impl Iterator<Item = Op>) -> Result<(), String> {
+        let mut all = std::mem::take(&mut self.carry);
+        all.extend(ops);
+        let mut batch = sled::Batch::default();
+        for (key, value) in &all {
+            match value {
+                Some(v) => batch.insert(key.as_slice(), v.as_slice()),
+                None => batch.remove(key.as_slice()),
+            }
+        }
+        let result = self
+            .tree
             .apply_batch(batch)
-            .and_then(|_| db.flush())
+            .and_then(|_| self.db.flush())
             .map_err(StoreError::from)
-            .and_then(|_| data_file.sync_data().map_err(StoreError::from))
+            .and_then(|_| self.data_file.sync_data().map_err(StoreError::from))
+            .map(|_| ())
             .map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "registry store write failed");
+        match &result {
+            Ok(()) => {
+                if !self.healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!("registry store writes succeed again");
+                }
+            }
+            Err(e) => {
+                if self.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "registry store write failed; retrying");
+                }
+                self.carry = all;
+            }
         }
-        for job in jobs {
-            let _ = job.done.send(result.clone());
-        }
+        result
     }
 }
