@@ -1,13 +1,14 @@
 //! Loopback HTTP benchmark of one `synod serve` node.
 //!
 //! `cargo bench --bench http_bench` starts the real synod binary on `127.0.0.1:0` with a fresh
-//! data directory, drives it with a lean keep-alive HTTP/1.1 client (one hyper connection per
-//! simulated client, closed loop: each connection waits for its response before sending the next
-//! request) and prints throughput and p50/p99 latency per workload:
+//! data directory, drives it over loopback with a lean keep-alive HTTP/1.1 load generator (one
+//! connection per simulated client, closed loop: each connection waits for its response before
+//! sending the next request) and prints throughput and p50/p99 latency per workload:
 //!
 //! * `ceiling`: a minimal axum GET handler in a separate process (this binary re-executed with
 //!   `SYNOD_BENCH_BASELINE=1`), driven by the same client at the same concurrency. Every other
-//!   workload is also shown as a ratio to it, so machine noise largely cancels out.
+//!   workload is also shown as a ratio to it: what this machine and load generator can do at all
+//!   in the same run.
 //! * `register`: `POST /eureka/apps/{APP}` with a ~1 KB JSON instance, distinct ids, expect 204.
 //! * `renew`: `PUT /eureka/apps/{APP}/{ID}` on registered instances, expect 200.
 //! * `fetch 1k` / `fetch 10k`: `GET /eureka/apps` (JSON, gzip) with that many instances.
@@ -19,9 +20,9 @@
 //! `SYNOD_BENCH_SERVER_LOG` (RUST_LOG for the server, `warn`), `SYNOD_BENCH_ONLY` (comma-separated
 //! workload names or prefixes, e.g. `ceiling,renew`; all by default).
 //!
-//! Without a `--bench` argument (as under `cargo test --all-targets`) it only runs a sub-second
-//! smoke of every workload so test runs stay fast. Nothing is asserted about timing: the output is
-//! a report.
+//! Without a `--bench` argument (as under `cargo test --all-targets`) it only runs a smoke of a
+//! couple of seconds (every workload, tiny registry, 0.2 s each) so test runs stay fast; it fails
+//! only on wrong answers. Nothing is asserted about timing: the output is a report.
 
 use std::error::Error;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -32,11 +33,6 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
@@ -83,7 +79,11 @@ fn main() {
     if !full {
         // The smoke exists to catch a broken bench or server, so wrong answers fail it.
         let bad: Vec<_> = report.rows.iter().filter(|r| r.errors > 0).collect();
-        assert!(bad.is_empty(), "smoke saw errors: {:?}", bad.iter().map(|r| (&r.name, &r.first_error)).collect::<Vec<_>>());
+        assert!(
+            bad.is_empty(),
+            "smoke saw errors: {:?}",
+            bad.iter().map(|r| (&r.name, &r.first_error)).collect::<Vec<_>>()
+        );
         println!("http_bench smoke: ok");
     }
 }
@@ -106,7 +106,7 @@ struct Config {
 impl Config {
     fn from_env() -> Config {
         Config {
-            conns: env_num("SYNOD_BENCH_CONNS", 64.0) as usize,
+            conns: (env_num("SYNOD_BENCH_CONNS", 64.0) as usize).max(1),
             warmup: Duration::from_secs_f64(env_num("SYNOD_BENCH_WARMUP_SECS", 1.0)),
             measure: Duration::from_secs_f64(env_num("SYNOD_BENCH_SECS", 5.0)),
             runs: (env_num("SYNOD_BENCH_RUNS", 3.0) as usize).max(1),
@@ -188,9 +188,15 @@ fn spawn_server(mut cmd: Command, banner: &'static str, data_dir: Option<tempfil
     });
     // Build the guard first so a timeout below still kills the child.
     let mut guard = ChildGuard { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), _data_dir: data_dir };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("child did not print `{banner}ADDR` within 60 s"));
+    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => addr,
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // Closed stdout almost always means it exited; give it a moment to be reapable.
+            std::thread::sleep(Duration::from_millis(200));
+            panic!("child closed stdout without printing `{banner}ADDR` (status: {:?})", guard.child.try_wait())
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("child did not print `{banner}ADDR` within 60 s"),
+    };
     guard.addr = addr.parse().unwrap_or_else(|e| panic!("bad address {addr:?} from child: {e}"));
     guard
 }
@@ -250,14 +256,165 @@ fn run_baseline_server() {
 // Load generator
 // ---------------------------------------------------------------------------------------------
 
-/// Builds the request a connection sends as its `seq`-th request.
-type MakeRequest = Arc<dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync>;
+/// One keep-alive HTTP/1.1 connection that speaks just enough of the protocol for these
+/// requests. On a small machine every cycle the client burns is taken from the server, so rather
+/// than a general-purpose client (a connection task, channels and header maps per request) the
+/// generator writes pre-encoded requests and parses only the response head: per request that
+/// leaves little beyond the one send and one receive syscall it cannot avoid.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read but not yet consumed; normally empty between responses.
+    buf: Vec<u8>,
+}
+
+/// What the generator needs to know about a response.
+struct Response {
+    status: u16,
+    /// Body bytes as they came over the wire (still compressed, chunk framing removed).
+    body_len: u64,
+    content_encoding: Option<String>,
+    /// The server will close the connection after this response.
+    close: bool,
+}
+
+/// Largest response head accepted; Eureka responses carry a handful of headers.
+const MAX_HEAD: usize = 16 * 1024;
+
+impl Conn {
+    async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        // Small requests must leave at once; Nagle would add delayed-ACK stalls to every one.
+        stream.set_nodelay(true)?;
+        Ok(Conn { stream, buf: Vec::with_capacity(64 * 1024) })
+    }
+
+    async fn send(&mut self, mut req: &[u8]) -> std::io::Result<()> {
+        while !req.is_empty() {
+            self.stream.writable().await?;
+            match self.stream.try_write(req) {
+                Ok(n) => req = &req[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends at least one byte from the socket to `buf`.
+    async fn fill(&mut self) -> std::io::Result<()> {
+        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+            self.buf.reserve(64 * 1024);
+        }
+        loop {
+            match self.stream.try_read_buf(&mut self.buf) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.stream.readable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Consumes `n` body bytes, copying them to `sink` when given.
+    async fn take(&mut self, mut n: usize, mut sink: Option<&mut Vec<u8>>) -> std::io::Result<()> {
+        while n > 0 {
+            if self.buf.is_empty() {
+                self.fill().await?;
+            }
+            let k = n.min(self.buf.len());
+            if let Some(s) = sink.as_deref_mut() {
+                s.extend_from_slice(&self.buf[..k]);
+            }
+            self.buf.drain(..k);
+            n -= k;
+        }
+        Ok(())
+    }
+
+    /// Consumes one CRLF-terminated line and returns it without the CRLF.
+    async fn line(&mut self) -> Result<String, BoxError> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Ok(line);
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err("chunk line too long".into());
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads one response, discarding the body unless `sink` is given.
+    async fn response(&mut self, mut sink: Option<&mut Vec<u8>>) -> Result<Response, BoxError> {
+        let (head_len, mut resp, length, chunked) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head_len) = parsed.parse(&self.buf)? {
+                let mut resp = Response {
+                    status: parsed.code.unwrap_or(0),
+                    body_len: 0,
+                    content_encoding: None,
+                    close: parsed.version == Some(0),
+                };
+                let (mut length, mut chunked) = (None, false);
+                for h in parsed.headers.iter() {
+                    let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        length = Some(value.parse::<usize>()?);
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        chunked = value.to_ascii_lowercase().contains("chunked");
+                    } else if h.name.eq_ignore_ascii_case("content-encoding") {
+                        resp.content_encoding = Some(value.to_string());
+                    } else if h.name.eq_ignore_ascii_case("connection") {
+                        resp.close = value.eq_ignore_ascii_case("close");
+                    }
+                }
+                break (head_len, resp, length, chunked);
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err("response head too long".into());
+            }
+            self.fill().await?;
+        };
+        self.buf.drain(..head_len);
+        if chunked {
+            loop {
+                let line = self.line().await?;
+                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)?;
+                if size == 0 {
+                    // Trailers, if any, end with an empty line.
+                    while !self.line().await?.is_empty() {}
+                    break;
+                }
+                self.take(size, sink.as_deref_mut()).await?;
+                self.take(2, None).await?;
+                resp.body_len += size as u64;
+            }
+        } else if let Some(n) = length {
+            self.take(n, sink).await?;
+            resp.body_len = n as u64;
+        } else if !(resp.status == 204 || resp.status == 304 || (100..200).contains(&resp.status)) {
+            return Err("response without length framing".into());
+        }
+        Ok(resp)
+    }
+
+    async fn exchange(&mut self, req: &[u8], sink: Option<&mut Vec<u8>>) -> Result<Response, BoxError> {
+        self.send(req).await?;
+        self.response(sink).await
+    }
+}
+
+/// Builds the request (fully encoded) a connection sends as its `seq`-th request.
+type MakeRequest = Arc<dyn Fn(usize, u64) -> Bytes + Send + Sync>;
 
 /// One kind of request and the status it must answer with.
 #[derive(Clone)]
 struct Workload {
     make: MakeRequest,
-    expect: StatusCode,
+    expect: u16,
 }
 
 /// What one connection saw.
@@ -286,47 +443,23 @@ struct RunResult {
     p99_ms: f64,
     errors: u64,
     bytes_per_resp: f64,
+    /// Server CPU time per measured request, in microseconds.
+    server_cpu_us: f64,
+    /// Load generator CPU time per measured request, in microseconds.
+    client_cpu_us: f64,
     first_error: Option<String>,
-}
-
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, BoxError> {
-    let stream = TcpStream::connect(addr).await?;
-    // Small requests must leave at once; Nagle would add delayed-ACK stalls to every one.
-    stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// Sends one request and reads the whole response body, counting its bytes as they came over
-/// the wire (still compressed) so the client spends no time decompressing.
-async fn exchange(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> Result<(StatusCode, u64), BoxError> {
-    sender.ready().await?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    let mut body = resp.into_body();
-    let mut n = 0u64;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            n += data.len() as u64;
-        }
-    }
-    Ok((status, n))
 }
 
 /// Closed loop on one keep-alive connection until `until`; only requests that start after
 /// `from` and finish before `until` are measured.
-async fn timed_conn(addr: SocketAddr, conn: usize, wl: Workload, from: Instant, until: Instant, capacity: usize) -> ConnStats {
-    let mut stats = ConnStats { latencies_us: Vec::with_capacity(capacity), ..ConnStats::default() };
-    let mut sender = None;
+async fn timed_conn(addr: SocketAddr, conn: usize, wl: Workload, from: Instant, until: Instant, stats: &mut ConnStats) {
+    let mut slot: Option<Conn> = None;
     let mut seq = 0u64;
     while Instant::now() < until {
-        let s = match &mut sender {
-            Some(s) => s,
-            None => match connect(addr).await {
-                Ok(s) => sender.insert(s),
+        let c = match &mut slot {
+            Some(c) => c,
+            None => match Conn::connect(addr).await {
+                Ok(c) => slot.insert(c),
                 Err(e) => {
                     stats.error(|| format!("connect: {e}"));
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -337,38 +470,63 @@ async fn timed_conn(addr: SocketAddr, conn: usize, wl: Workload, from: Instant, 
         let req = (wl.make)(conn, seq);
         seq += 1;
         let t0 = Instant::now();
-        let result = exchange(s, req).await;
+        let result = c.exchange(&req, None).await;
         let t1 = Instant::now();
         match result {
-            Ok((status, _)) if status != wl.expect => {
-                stats.error(|| format!("status {status}, expected {}", wl.expect));
-            }
-            Ok((_, n)) => {
-                if t0 >= from && t1 <= until {
+            Ok(resp) => {
+                if resp.close {
+                    slot = None;
+                }
+                if resp.status != wl.expect {
+                    stats.error(|| format!("status {}, expected {}", resp.status, wl.expect));
+                } else if t0 >= from && t1 <= until {
                     stats.ok += 1;
-                    stats.bytes += n;
+                    stats.bytes += resp.body_len;
                     stats.latencies_us.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
                 }
             }
             Err(e) => {
                 stats.error(|| format!("request: {e}"));
-                sender = None;
+                slot = None;
             }
         }
     }
-    stats
 }
 
-/// Runs `wl` on `conns` connections for warm-up plus the measured window.
-fn timed_run(rt: &Runtime, addr: SocketAddr, cfg: &Config, wl: &Workload) -> RunResult {
+/// How long after the end of a run a request may still be outstanding before the run gives up
+/// on it, so a wedged server cannot hang the bench.
+const STRAGGLER_GRACE: Duration = Duration::from_secs(10);
+
+/// Bound on setup steps (preloading, one-off fetches).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `wl` against `server` on `conns` connections for warm-up plus the measured window.
+fn timed_run(rt: &Runtime, server: &ChildGuard, cfg: &Config, wl: &Workload) -> RunResult {
+    let addr = server.addr;
+    let server_pid = server.child.id();
     rt.block_on(async {
         let from = Instant::now() + cfg.warmup;
         let until = from + cfg.measure;
         // Enough for ~200k req/s spread over all connections without regrowing in the loop.
         let capacity = ((200_000.0 * cfg.measure.as_secs_f64()) as usize / cfg.conns).min(1 << 20);
         let tasks: Vec<_> = (0..cfg.conns)
-            .map(|c| tokio::spawn(timed_conn(addr, c, wl.clone(), from, until, capacity)))
+            .map(|c| {
+                let wl = wl.clone();
+                tokio::spawn(async move {
+                    let mut stats = ConnStats { latencies_us: Vec::with_capacity(capacity), ..ConnStats::default() };
+                    let run = timed_conn(addr, c, wl, from, until, &mut stats);
+                    if tokio::time::timeout_at((until + STRAGGLER_GRACE).into(), run).await.is_err() {
+                        stats.error(|| format!("no response {STRAGGLER_GRACE:?} after the run ended"));
+                    }
+                    stats
+                })
+            })
             .collect();
+        // CPU time of both sides over exactly the measured window.
+        tokio::time::sleep_until(from.into()).await;
+        let cpu_from = (cpu_seconds("self"), cpu_seconds(&server_pid.to_string()));
+        tokio::time::sleep_until(until.into()).await;
+        let cpu_until = (cpu_seconds("self"), cpu_seconds(&server_pid.to_string()));
         let mut all = ConnStats::default();
         for t in tasks {
             let s = t.await.expect("load task panicked");
@@ -380,6 +538,10 @@ fn timed_run(rt: &Runtime, addr: SocketAddr, cfg: &Config, wl: &Workload) -> Run
                 all.first_error = s.first_error;
             }
         }
+        let per_req_us = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if all.ok > 0 => (b - a) * 1e6 / all.ok as f64,
+            _ => f64::NAN,
+        };
         let mut lat = all.latencies_us;
         RunResult {
             rps: all.ok as f64 / cfg.measure.as_secs_f64(),
@@ -387,9 +549,24 @@ fn timed_run(rt: &Runtime, addr: SocketAddr, cfg: &Config, wl: &Workload) -> Run
             p99_ms: percentile_ms(&mut lat, 0.99),
             errors: all.errors,
             bytes_per_resp: if all.ok == 0 { 0.0 } else { all.bytes as f64 / all.ok as f64 },
+            server_cpu_us: per_req_us(cpu_from.1, cpu_until.1),
+            client_cpu_us: per_req_us(cpu_from.0, cpu_until.0),
             first_error: all.first_error,
         }
     })
+}
+
+/// User plus system CPU time of a whole process (all threads) from `/proc/<pid>/stat`, or
+/// `None` where that file does not exist. The kernel reports it in USER_HZ ticks, which are
+/// 1/100 s on every mainstream Linux build.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it are plain numbers.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn percentile_ms(lat_us: &mut [u32], q: f64) -> f64 {
@@ -404,20 +581,23 @@ fn percentile_ms(lat_us: &mut [u32], q: f64) -> f64 {
 /// Sends requests `0..total` (request `i` built as `make(0, i)`) over `conns` connections and
 /// panics on any unexpected answer: used to put the registry into a known state.
 fn run_exactly(rt: &Runtime, addr: SocketAddr, conns: usize, total: u64, wl: &Workload) {
-    rt.block_on(async {
+    let work = async {
         let next = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> = (0..conns.min(total as usize).max(1))
             .map(|_| {
                 let (next, wl) = (next.clone(), wl.clone());
                 tokio::spawn(async move {
-                    let mut sender = connect(addr).await.expect("connect for preload");
+                    let mut conn = Conn::connect(addr).await.expect("connect for preload");
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= total {
                             break;
                         }
-                        let (status, _) = exchange(&mut sender, (wl.make)(0, i)).await.expect("preload request");
-                        assert_eq!(status, wl.expect, "preload request {i}");
+                        let resp = conn.exchange(&(wl.make)(0, i), None).await.expect("preload request");
+                        assert_eq!(resp.status, wl.expect, "preload request {i}");
+                        if resp.close {
+                            conn = Conn::connect(addr).await.expect("reconnect for preload");
+                        }
                     }
                 })
             })
@@ -425,18 +605,20 @@ fn run_exactly(rt: &Runtime, addr: SocketAddr, conns: usize, total: u64, wl: &Wo
         for t in tasks {
             t.await.expect("preload task panicked");
         }
-    });
+    };
+    rt.block_on(async { tokio::time::timeout(SETUP_TIMEOUT, work).await.expect("preload timed out") });
 }
 
-/// One request whose whole response is kept, for checking what the hot loop only counts.
-fn fetch_once(rt: &Runtime, addr: SocketAddr, req: Request<Full<Bytes>>) -> hyper::Response<Bytes> {
+/// One request whose whole body is kept, for checking what the hot loop only counts.
+fn fetch_once(rt: &Runtime, addr: SocketAddr, req: &[u8]) -> (Response, Vec<u8>) {
     rt.block_on(async {
-        let mut sender = connect(addr).await.expect("connect");
-        sender.ready().await.expect("ready");
-        let resp = sender.send_request(req).await.expect("request");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        hyper::Response::from_parts(parts, body)
+        let mut conn = Conn::connect(addr).await.expect("connect");
+        let mut body = Vec::new();
+        let resp = tokio::time::timeout(SETUP_TIMEOUT, conn.exchange(req, Some(&mut body)))
+            .await
+            .expect("one-off request timed out")
+            .expect("one-off request");
+        (resp, body)
     })
 }
 
@@ -444,9 +626,9 @@ fn fetch_once(rt: &Runtime, addr: SocketAddr, req: Request<Full<Bytes>>) -> hype
 // Eureka requests
 // ---------------------------------------------------------------------------------------------
 
-/// Header values and identity shared by every request to one server.
+/// Identity shared by every request to one server.
 struct Target {
-    host: HeaderValue,
+    host: String,
     /// `lastDirtyTimestamp` of every registered instance, echoed by renewals as real clients do.
     dirty_ms: u64,
 }
@@ -454,18 +636,24 @@ struct Target {
 impl Target {
     fn new(addr: SocketAddr) -> Target {
         let dirty_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as u64;
-        Target { host: HeaderValue::from_str(&addr.to_string()).expect("host header"), dirty_ms }
+        Target { host: addr.to_string(), dirty_ms }
     }
 
-    fn request(&self, method: Method, uri: &str, body: Bytes) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri.parse().expect("uri");
-        let h = req.headers_mut();
-        h.insert(HOST, self.host.clone());
-        h.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        h.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-        req
+    /// Encodes a request with the headers the Java Eureka client sends; a JSON body when given.
+    fn request(&self, method: &str, uri: &str, json_body: Option<&str>) -> Bytes {
+        let mut req = format!(
+            "{method} {uri} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\n",
+            self.host
+        );
+        match json_body {
+            Some(body) => {
+                req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len()));
+                req.push_str(body);
+            }
+            None if method == "GET" => req.push_str("\r\n"),
+            None => req.push_str("Content-Length: 0\r\n\r\n"),
+        }
+        req.into()
     }
 }
 
@@ -503,24 +691,22 @@ fn register_body(app: &str, id: &str, ip: &str, dirty_ms: u64) -> String {
 }
 
 /// Registers instance `n` of family `key`; every `(key, n)` is a distinct instance.
-fn register_request(t: &Target, key: &str, n: u64) -> Request<Full<Bytes>> {
+fn register_request(t: &Target, key: &str, n: u64) -> Bytes {
     let (app, id, ip) = instance_identity(key, n);
-    let mut req = t.request(Method::POST, &format!("/eureka/apps/{app}"), register_body(&app, &id, &ip, t.dirty_ms).into());
-    req.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    req
+    t.request("POST", &format!("/eureka/apps/{app}"), Some(&register_body(&app, &id, &ip, t.dirty_ms)))
 }
 
 /// Register workload: connection `c` registers ids of its own family, so no two requests (in
 /// any run, as `run` is part of the family) hit the same instance.
 fn register_workload(t: Arc<Target>, run: usize) -> Workload {
     let make: MakeRequest = Arc::new(move |c, seq| register_request(&t, &format!("r{run}c{c}"), seq));
-    Workload { make, expect: StatusCode::NO_CONTENT }
+    Workload { make, expect: 204 }
 }
 
 /// Preload workload: request `i` registers instance `offset + i` of the `pre` family.
 fn preload_workload(t: Arc<Target>, offset: u64) -> Workload {
     let make: MakeRequest = Arc::new(move |_, i| register_request(&t, "pre", offset + i));
-    Workload { make, expect: StatusCode::NO_CONTENT }
+    Workload { make, expect: 204 }
 }
 
 /// Renew workload over the first `count` preloaded instances, the way the Java client sends it.
@@ -528,37 +714,40 @@ fn renew_workload(t: Arc<Target>, count: u64, conns: usize) -> Workload {
     let make: MakeRequest = Arc::new(move |c, seq| {
         let n = (c as u64 + seq * conns as u64) % count;
         let (app, id, _) = instance_identity("pre", n);
-        let uri = format!("/eureka/apps/{app}/{id}?status=UP&lastDirtyTimestamp={}", t.dirty_ms);
-        t.request(Method::PUT, &uri, Bytes::new())
+        t.request("PUT", &format!("/eureka/apps/{app}/{id}?status=UP&lastDirtyTimestamp={}", t.dirty_ms), None)
     });
-    Workload { make, expect: StatusCode::OK }
+    Workload { make, expect: 200 }
 }
 
-fn get_workload(t: Arc<Target>, path: &'static str) -> Workload {
-    let make: MakeRequest = Arc::new(move |_, _| t.request(Method::GET, path, Bytes::new()));
-    Workload { make, expect: StatusCode::OK }
+fn get_workload(t: &Target, path: &str) -> Workload {
+    let req = t.request("GET", path, None);
+    let make: MakeRequest = Arc::new(move |_, _| req.clone());
+    Workload { make, expect: 200 }
 }
 
 /// Fetches `path` once and checks what the timed loop only counts: gzip on the wire and a JSON
 /// `applications` document. Returns a one-line description of what came back.
 fn verify_fetch(rt: &Runtime, addr: SocketAddr, t: &Target, path: &str) -> String {
-    let resp = fetch_once(rt, addr, t.request(Method::GET, path, Bytes::new()));
-    assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
-    let wire = resp.body().len();
-    let gzip = resp.headers().get(CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let (resp, wire) = fetch_once(rt, addr, &t.request("GET", path, None));
+    assert_eq!(resp.status, 200, "GET {path}");
+    let gzip = resp.content_encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
     let raw = if gzip {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&resp.body()[..]).read_to_end(&mut out).expect("gunzip");
+        flate2::read::GzDecoder::new(&wire[..]).read_to_end(&mut out).expect("gunzip");
         out
     } else {
-        resp.body().to_vec()
+        wire.clone()
     };
     let doc: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
     let apps = doc["applications"]["application"].as_array().cloned().unwrap_or_default();
     let instances: usize = apps.iter().map(|a| a["instance"].as_array().map_or(0, Vec::len)).sum();
     format!(
         "GET {path}: {} on the wire, {} as JSON, {} apps / {} instances",
-        if gzip { format!("gzip {}", human_bytes(wire as f64)) } else { format!("UNCOMPRESSED {}", human_bytes(wire as f64)) },
+        if gzip {
+            format!("gzip {}", human_bytes(wire.len() as f64))
+        } else {
+            format!("UNCOMPRESSED {}", human_bytes(wire.len() as f64))
+        },
         human_bytes(raw.len() as f64),
         apps.len(),
         instances
@@ -576,6 +765,8 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     bytes_per_resp: f64,
+    server_cpu_us: f64,
+    client_cpu_us: f64,
     errors: u64,
     per_run: Vec<f64>,
     first_error: Option<String>,
@@ -590,6 +781,8 @@ impl Row {
             p50_ms: med(&|r| r.p50_ms),
             p99_ms: med(&|r| r.p99_ms),
             bytes_per_resp: med(&|r| r.bytes_per_resp),
+            server_cpu_us: med(&|r| r.server_cpu_us),
+            client_cpu_us: med(&|r| r.client_cpu_us),
             errors: runs.iter().map(|r| r.errors).sum(),
             per_run: runs.iter().map(|r| r.rps).collect(),
             first_error: runs.into_iter().find_map(|r| r.first_error),
@@ -632,13 +825,13 @@ fn runs_of(name: &str, cfg: &Config, mut one: impl FnMut(usize) -> RunResult) ->
     Row::from_runs(name, runs)
 }
 
-/// Changes made just before the delta runs: about what a 1k-instance fleet sees in Eureka's
-/// 3-minute delta window during a rolling deploy.
+/// Changes made just before the delta runs: modest churn, 2% of a 1k-instance fleet within the
+/// delta window.
 const DELTA_CHANGES: u64 = 20;
 
 fn run_all(cfg: &Config) -> Report {
-    // One client thread is best on small machines: a current-thread runtime drives every
-    // connection without cross-thread wake-ups and leaves the other cores to the server.
+    // With a single client thread a current-thread runtime drives every connection without
+    // cross-thread wake-ups.
     let rt = if cfg.client_threads == 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
@@ -673,8 +866,8 @@ fn run_all(cfg: &Config) -> Report {
     if cfg.wants("ceiling") {
         eprintln!("http_bench: ceiling (minimal axum GET in a child process)");
         let baseline = start_baseline();
-        let wl = get_workload(Arc::new(Target::new(baseline.addr)), "/");
-        rows.push(runs_of("ceiling", cfg, |_| timed_run(&rt, baseline.addr, cfg, &wl)));
+        let wl = get_workload(&Target::new(baseline.addr), "/");
+        rows.push(runs_of("ceiling", cfg, |_| timed_run(&rt, &baseline, cfg, &wl)));
     }
 
     if cfg.wants("register") {
@@ -683,7 +876,7 @@ fn run_all(cfg: &Config) -> Report {
         rows.push(runs_of("register", cfg, |run| {
             let node = start_synod(cfg, &[]);
             let t = Arc::new(Target::new(node.addr));
-            timed_run(&rt, node.addr, cfg, &register_workload(t, run))
+            timed_run(&rt, &node, cfg, &register_workload(t, run))
         }));
     }
 
@@ -694,29 +887,32 @@ fn run_all(cfg: &Config) -> Report {
     if cfg.wants("renew") {
         eprintln!("http_bench: renew ({small} instances)");
         let wl = renew_workload(t.clone(), small, cfg.conns);
-        rows.push(runs_of("renew", cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+        rows.push(runs_of("renew", cfg, |_| timed_run(&rt, &node, cfg, &wl)));
     }
 
     if cfg.wants(&fetch_small) {
         eprintln!("http_bench: {fetch_small}");
         notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps"));
-        let wl = get_workload(t.clone(), "/eureka/apps");
-        rows.push(runs_of(&fetch_small, cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+        let wl = get_workload(&t, "/eureka/apps");
+        rows.push(runs_of(&fetch_small, cfg, |_| timed_run(&rt, &node, cfg, &wl)));
     }
 
     if cfg.wants(&delta) {
         let aged = preloaded_at + retention + Duration::from_millis(200);
         let now = Instant::now();
         if now < aged {
-            eprintln!("http_bench: waiting {:.1} s for the preload to leave the delta window", (aged - now).as_secs_f64());
+            eprintln!(
+                "http_bench: waiting {:.1} s for the preload to leave the delta window",
+                (aged - now).as_secs_f64()
+            );
             std::thread::sleep(aged - now);
         }
         // Re-registering existing instances puts them in the delta without changing the fleet.
         run_exactly(&rt, node.addr, cfg.conns, DELTA_CHANGES, &preload_workload(t.clone(), 0));
         eprintln!("http_bench: {delta} (changes in the delta window, {small} instances registered)");
         notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps/delta"));
-        let wl = get_workload(t.clone(), "/eureka/apps/delta");
-        rows.push(runs_of(&delta, cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+        let wl = get_workload(&t, "/eureka/apps/delta");
+        rows.push(runs_of(&delta, cfg, |_| timed_run(&rt, &node, cfg, &wl)));
     }
 
     if cfg.wants(&fetch_large) {
@@ -725,8 +921,8 @@ fn run_all(cfg: &Config) -> Report {
         notes.push(format!("read node: grew to {large} instances in {:.2} s", started.elapsed().as_secs_f64()));
         eprintln!("http_bench: {fetch_large}");
         notes.push(verify_fetch(&rt, node.addr, &t, "/eureka/apps"));
-        let wl = get_workload(t.clone(), "/eureka/apps");
-        rows.push(runs_of(&fetch_large, cfg, |_| timed_run(&rt, node.addr, cfg, &wl)));
+        let wl = get_workload(&t, "/eureka/apps");
+        rows.push(runs_of(&fetch_large, cfg, |_| timed_run(&rt, &node, cfg, &wl)));
     }
     drop(node);
 
@@ -740,7 +936,7 @@ fn register_body_len() -> usize {
 }
 
 fn count_label(n: u64) -> String {
-    if n >= 1000 && n % 1000 == 0 {
+    if n >= 1000 && n.is_multiple_of(1000) {
         format!("{}k", n / 1000)
     } else {
         n.to_string()
@@ -777,25 +973,29 @@ impl Report {
         println!("(server and load generator share the machine; register body {} B)", self.register_body_len);
         println!();
         println!(
-            "{:<11} {:>11} {:>9} {:>9} {:>8} {:>11} {:>11} {:>7}  per-run req/s",
-            "workload", "req/s", "p50 ms", "p99 ms", "×ceil", "resp size", "MiB/s", "errors"
+            "{:<10} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6}  per-run req/s",
+            "workload", "req/s", "x ceil", "p50 ms", "p99 ms", "srv us", "cli us", "resp size", "MiB/s", "errors"
         );
-        println!("{}", "-".repeat(100));
+        println!("{}", "-".repeat(108));
         for r in &self.rows {
             let per_run: Vec<String> = r.per_run.iter().map(|v| format!("{v:.0}")).collect();
             println!(
-                "{:<11} {:>11.0} {:>9.2} {:>9.2} {:>8.3} {:>11} {:>11.1} {:>7}  {}",
+                "{:<10} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>8.1} {:>8.1} {:>10} {:>8.1} {:>6}  {}",
                 r.name,
                 r.rps,
+                if ceiling > 0.0 { format!("{:.3}", r.rps / ceiling) } else { "-".into() },
                 r.p50_ms,
                 r.p99_ms,
-                r.rps / ceiling,
+                r.server_cpu_us,
+                r.client_cpu_us,
                 human_bytes(r.bytes_per_resp),
                 r.rps * r.bytes_per_resp / (1024.0 * 1024.0),
                 r.errors,
                 per_run.join(" / "),
             );
         }
+        println!("srv us / cli us: CPU time (user+sys) the server / load generator spent per measured request;");
+        println!("  steadier than req/s when the two share a small, noisy machine.");
         for r in self.rows.iter().filter(|r| r.errors > 0) {
             println!("  {}: first error: {}", r.name, r.first_error.as_deref().unwrap_or("?"));
         }
@@ -804,8 +1004,12 @@ impl Report {
             println!("  {n}");
         }
         println!();
+        if cfg.smoke {
+            println!("(smoke run: the numbers above mean nothing)");
+            return;
+        }
         println!("targets (reported, not asserted):");
-        if let Some(r) = self.row("renew") {
+        if let Some(r) = self.row("renew").filter(|_| ceiling > 0.0) {
             let ratio = r.rps / ceiling;
             println!(
                 "  renew >= {RENEW_TARGET_RATIO} x ceiling: {:.0} req/s = {ratio:.2} x ceiling  {}",
