@@ -77,7 +77,7 @@ impl Registry {
 
     /// Applies a command, then runs `after` under the same lock (backends use it to hand the
     /// changed records to the store in apply order).
-    pub fn apply<R>(&self, cmd: &Command, after: impl FnOnce(&RegistryState, &Applied) -> R) -> (Applied, R) {
+    pub fn apply<R>(&self, cmd: Command, after: impl FnOnce(&RegistryState, &Applied) -> R) -> (Applied, R) {
         let mut st = self.state.lock();
         let applied = st.apply(cmd);
         if !applied.changed.is_empty() {

@@ -65,6 +65,16 @@ pub struct PersistedEntry {
     pub metadata_override: BTreeMap<String, String>,
 }
 
+/// A borrowed [`PersistedEntry`]: serializes to the same bytes without cloning the instance.
+#[derive(Debug, Serialize)]
+pub struct PersistedRef<'a> {
+    pub info: &'a InstanceInfo,
+    pub registration_ts: u64,
+    pub service_up_ts: u64,
+    pub status_override: Option<Status>,
+    pub metadata_override: &'a BTreeMap<String, String>,
+}
+
 /// Result of [`RegistryState::apply`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
@@ -175,6 +185,17 @@ impl RegistryState {
         self.apps.values().flat_map(|m| m.iter())
     }
 
+    /// The durable record of an instance, borrowed.
+    pub fn persisted_ref(&self, key: &InstanceKey) -> Option<PersistedRef<'_>> {
+        self.get(key).map(|e| PersistedRef {
+            info: &e.info,
+            registration_ts: e.registration_ts,
+            service_up_ts: e.service_up_ts,
+            status_override: e.status_override,
+            metadata_override: &e.metadata_override,
+        })
+    }
+
     /// The durable record of an instance.
     pub fn persisted(&self, key: &InstanceKey) -> Option<PersistedEntry> {
         self.get(key).map(|e| PersistedEntry {
@@ -229,13 +250,13 @@ impl RegistryState {
     }
 
     /// Applies one command. Deterministic: depends only on the state and the command.
-    pub fn apply(&mut self, cmd: &Command) -> Applied {
+    pub fn apply(&mut self, cmd: Command) -> Applied {
         let now = cmd.now();
         self.delta.prune(now, self.config.delta_retention_ms);
         let applied = match cmd {
-            Command::Register { instance, from_peer, .. } => self.register((**instance).clone(), now, *from_peer),
-            Command::Cancel { key, .. } => match self.remove(key, now) {
-                true => changed(Outcome::Applied, vec![key.clone()]),
+            Command::Register { instance, from_peer, .. } => self.register(*instance, now, from_peer),
+            Command::Cancel { key, .. } => match self.remove(&key, now) {
+                true => changed(Outcome::Applied, vec![key]),
                 false => not_found(),
             },
             Command::Evict { keys, .. } => {
@@ -243,20 +264,20 @@ impl RegistryState {
                 // lease that expired.
                 let mut removed = Vec::new();
                 for k in keys {
-                    if self.get(k).is_some_and(|e| e.registration_ts <= now) && self.remove(k, now) {
-                        removed.push(k.clone());
+                    if self.get(&k).is_some_and(|e| e.registration_ts <= now) && self.remove(&k, now) {
+                        removed.push(k);
                     }
                 }
                 let n = removed.len();
                 changed(Outcome::Evicted(n), removed)
             }
             Command::SetStatusOverride { key, status, last_dirty, .. } => {
-                self.set_override(key, *status, *last_dirty, now)
+                self.set_override(&key, status, last_dirty, now)
             }
             Command::DeleteStatusOverride { key, status, last_dirty, .. } => {
-                self.delete_override(key, *status, *last_dirty, now)
+                self.delete_override(&key, status, last_dirty, now)
             }
-            Command::UpdateMetadata { key, entries, .. } => self.update_metadata(key, entries, now),
+            Command::UpdateMetadata { key, entries, .. } => self.update_metadata(&key, &entries, now),
         };
         if !applied.changed.is_empty() {
             self.version += 1;

@@ -47,7 +47,7 @@ fn instance(app: &str, id: &str) -> InstanceInfo {
 }
 
 fn register(st: &mut RegistryState, i: InstanceInfo, now: u64) {
-    let applied = st.apply(&Command::Register { instance: Box::new(i), now, from_peer: false });
+    let applied = st.apply(Command::Register { instance: Box::new(i), now, from_peer: false });
     assert_eq!(applied.outcome, Outcome::Applied);
 }
 
@@ -105,7 +105,7 @@ fn no_preservation() -> PreservationConfig {
 }
 
 fn reg_apply(r: &Registry, cmd: Command) -> Outcome {
-    r.apply(&cmd, |_, _| ()).0.outcome
+    r.apply(cmd, |_, _| ()).0.outcome
 }
 
 #[test]
@@ -216,7 +216,7 @@ fn override_rule_chain_through_apply() {
     // Operator sets OUT_OF_SERVICE.
     let cmd =
         Command::SetStatusOverride { key: key("a", "1"), status: Status::OutOfService, last_dirty: None, now: T0 + 1 };
-    assert_eq!(st.apply(&cmd).outcome, Outcome::Applied);
+    assert_eq!(st.apply(cmd).outcome, Outcome::Applied);
     assert_eq!(status_of(&st, "a", "1"), Status::OutOfService);
     // The client re-registers with UP (newer data): the override still wins.
     let mut again = instance("a", "1");
@@ -232,7 +232,7 @@ fn override_rule_chain_through_apply() {
     // Delete the override: status becomes UNKNOWN and the next heartbeat is told to re-register.
     let cmd =
         Command::DeleteStatusOverride { key: key("a", "1"), status: Status::Unknown, last_dirty: None, now: T0 + 4 };
-    assert_eq!(st.apply(&cmd).outcome, Outcome::Applied);
+    assert_eq!(st.apply(cmd).outcome, Outcome::Applied);
     assert_eq!(status_of(&st, "a", "1"), Status::Unknown);
     assert_eq!(st.renew(&key("a", "1"), T0 + 5, None), RenewOutcome::NotFound);
     // The re-registration wins even with an older timestamp, and comes back UP.
@@ -284,7 +284,7 @@ fn metadata_override_survives_reregistration() {
     let mut st = RegistryState::new(CoreConfig::default());
     register(&mut st, instance("a", "1"), T0);
     let entries = BTreeMap::from([("weight".to_string(), "5".to_string())]);
-    st.apply(&Command::UpdateMetadata { key: key("a", "1"), entries, now: T0 + 1 });
+    st.apply(Command::UpdateMetadata { key: key("a", "1"), entries, now: T0 + 1 });
     let mut again = instance("a", "1");
     again.last_dirty_timestamp = 200;
     again.metadata.insert("zone".into(), "z1".into());
@@ -304,7 +304,7 @@ fn commands_on_unknown_instances_change_nothing() {
         Command::DeleteStatusOverride { key: key("a", "x"), status: Status::Unknown, last_dirty: None, now: T0 },
         Command::UpdateMetadata { key: key("a", "x"), entries: BTreeMap::new(), now: T0 },
     ] {
-        let applied = st.apply(&cmd);
+        let applied = st.apply(cmd);
         assert_eq!(applied.outcome, Outcome::NotFound);
         assert!(applied.changed.is_empty());
     }
@@ -317,8 +317,8 @@ fn delta_shows_latest_action_per_instance_within_retention() {
     let mut st = RegistryState::new(CoreConfig { delta_retention_ms: 180_000 });
     register(&mut st, instance("a", "1"), T0);
     register(&mut st, instance("a", "2"), T0);
-    st.apply(&Command::SetStatusOverride { key: key("a", "2"), status: Status::Down, last_dirty: None, now: T0 + 10 });
-    st.apply(&Command::Cancel { key: key("a", "1"), now: T0 + 20 });
+    st.apply(Command::SetStatusOverride { key: key("a", "2"), status: Status::Down, last_dirty: None, now: T0 + 10 });
+    st.apply(Command::Cancel { key: key("a", "1"), now: T0 + 20 });
     let d = views::delta(&st, T0 + 30);
     assert_eq!(d.apps.len(), 1);
     let actions: Vec<_> =
@@ -364,11 +364,11 @@ fn replicas_applying_the_same_commands_agree() {
     let mut a = RegistryState::new(CoreConfig::default());
     let mut b = RegistryState::new(CoreConfig::default());
     for c in &cmds {
-        a.apply(c);
+        a.apply(c.clone());
     }
     // b also sees renewals, which must not affect registry contents, hash or delta.
     for c in &cmds {
-        b.apply(c);
+        b.apply(c.clone());
         b.renew(&key("app1", "1"), c.now(), None);
     }
     let render = |st: &RegistryState| {
@@ -389,7 +389,7 @@ fn replicas_applying_the_same_commands_agree() {
 fn restored_instances_get_a_fresh_lease() {
     let mut st = RegistryState::new(CoreConfig::default());
     register(&mut st, instance("a", "1"), T0);
-    st.apply(&Command::SetStatusOverride {
+    st.apply(Command::SetStatusOverride {
         key: key("a", "1"),
         status: Status::OutOfService,
         last_dirty: None,

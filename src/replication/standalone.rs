@@ -35,11 +35,11 @@ impl Replicator for Standalone {
 
     fn submit(&self, cmd: Command) -> BoxFuture<'_, Result<Outcome, ReplicationError>> {
         Box::pin(async move {
-            let (applied, durable) = self.registry.apply(&cmd, |st, applied| {
+            let (applied, durable) = self.registry.apply(cmd, |st, applied| {
                 if applied.changed.is_empty() {
                     return None;
                 }
-                let changes = applied.changed.iter().map(|k| (k.clone(), st.persisted(k))).collect();
+                let changes = applied.changed.iter().map(|k| (k, st.persisted_ref(k))).collect();
                 Some(self.store.submit(changes, st.version()))
             });
             if let Some(durable) = durable {
