@@ -54,6 +54,8 @@ impl Node {
                 registry: self.registry.clone(),
                 replicator: self.replicator.clone(),
                 node_id: self.config.node_id,
+                peers: self.config.peers.iter().map(|p| (p.id, p.url.clone())).collect(),
+                started: std::time::Instant::now(),
             },
             self.config.max_body_size,
         )

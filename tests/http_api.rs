@@ -507,3 +507,25 @@ async fn expired_instances_are_evicted_when_preservation_allows() {
     }
     assert_eq!(get_json(&c, &s.url("apps/A")).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn dashboard_shows_numbers_and_instances() {
+    let s = InProcess::start().await;
+    let c = client();
+    let (_, page) = get_text(&c, &format!("{}/", s.base)).await;
+    assert!(page.contains("No instances available"));
+    let mut body = py_instance("shop<script>", "10.0.0.1", 80);
+    body["instance"]["app"] = json!("SHOP<SCRIPT>");
+    register(&c, &s, "shop%3Cscript%3E", &body).await;
+    register(&c, &s, "b", &py_instance("b", "10.0.0.2", 80)).await;
+    c.put(s.url("apps/B/10.0.0.2:b:80/status?value=OUT_OF_SERVICE")).send().await.unwrap();
+    let r = c.get(format!("{}/", s.base)).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Renews threshold"));
+    assert!(page.contains("Lease expiration enabled"));
+    assert!(page.contains("OUT_OF_SERVICE (1)"));
+    assert!(page.contains("href=\"http://10.0.0.2:80/info\""));
+    assert!(page.contains("SHOP&lt;SCRIPT&gt;") && !page.contains("<SCRIPT>"), "names are escaped");
+    assert!(page.contains("EMERGENCY"), "two instances, no renewals yet: below the threshold");
+}

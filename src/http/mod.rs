@@ -3,6 +3,7 @@
 //! [`Registry`]; they never look at which backend is running.
 
 pub mod admin;
+pub mod dashboard;
 pub mod eureka;
 pub mod path;
 pub mod respond;
@@ -24,12 +25,17 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub replicator: Arc<dyn Replicator>,
     pub node_id: u64,
+    /// Cluster members as (id, URL), for the dashboard.
+    pub peers: Vec<(u64, String)>,
+    /// When this node started serving.
+    pub started: std::time::Instant,
 }
 
 /// Builds the server's router.
 pub fn router(state: AppState, max_body_size: usize) -> Router {
     let backend_routes = state.replicator.routes();
     Router::new()
+        .route("/", get(dashboard::page))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/v1/status", get(admin::status))
