@@ -56,6 +56,7 @@ impl Node {
                 node_id: self.config.node_id,
                 peers: self.config.peers.iter().map(|p| (p.id, p.url.clone())).collect(),
                 started: std::time::Instant::now(),
+                max_body_size: self.config.max_body_size,
             },
             self.config.max_body_size,
         )

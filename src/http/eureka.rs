@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::path::segments;
@@ -22,34 +22,36 @@ use crate::core::views;
 use crate::replication::ReplicationError;
 
 /// Routes every `/eureka/…` request by its decoded path segments.
-pub async fn dispatch(
-    State(s): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+///
+/// The request is taken whole (not through extractors) so headers are not copied and a body
+/// is only read by the one resource that has one.
+pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
     let rest = uri.path().strip_prefix("/eureka").unwrap_or("");
     let segs = match segments(rest) {
         Ok(segs) => segs,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let seg: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let seg: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
     let query = Query::parse(uri.query());
-    match (&method, seg.as_slice()) {
-        (&Method::GET, ["apps"]) => cached(&s, ViewKind::Apps, &headers),
-        (&Method::GET, ["apps", "delta"]) => cached(&s, ViewKind::Delta, &headers),
-        (&Method::GET, ["apps", app]) => cached(&s, ViewKind::App(app.to_ascii_uppercase()), &headers),
-        (&Method::POST, ["apps", app]) => register(&s, app, &headers, &body).await,
-        (&Method::GET, ["apps", app, id]) => get_instance(&s, Some(app), id, &headers),
+    match (method, seg.as_slice()) {
+        (&Method::GET, ["apps"]) => cached(&s, ViewKind::Apps, headers),
+        (&Method::GET, ["apps", "delta"]) => cached(&s, ViewKind::Delta, headers),
+        (&Method::GET, ["apps", app]) => cached(&s, ViewKind::App(app.to_ascii_uppercase()), headers),
+        (&Method::POST, ["apps", app]) => match read_body(body, s.max_body_size).await {
+            Ok(bytes) => register(&s, app, headers, &bytes).await,
+            Err(r) => r.into_response(),
+        },
+        (&Method::GET, ["apps", app, id]) => get_instance(&s, Some(app), id, headers),
         (&Method::PUT, ["apps", app, id]) => renew(&s, InstanceKey::new(app, id), &query).await,
         (&Method::DELETE, ["apps", app, id]) => cancel(&s, InstanceKey::new(app, id)).await,
         (&Method::PUT, ["apps", app, id, "status"]) => set_status(&s, InstanceKey::new(app, id), &query).await,
         (&Method::DELETE, ["apps", app, id, "status"]) => delete_status(&s, InstanceKey::new(app, id), &query).await,
         (&Method::PUT, ["apps", app, id, "metadata"]) => metadata(&s, InstanceKey::new(app, id), &query).await,
-        (&Method::GET, ["instances", id]) => get_instance(&s, None, id, &headers),
-        (&Method::GET, ["vips", vip]) => cached(&s, ViewKind::Vip(vip.to_string()), &headers),
-        (&Method::GET, ["svips", svip]) => cached(&s, ViewKind::Svip(svip.to_string()), &headers),
+        (&Method::GET, ["instances", id]) => get_instance(&s, None, id, headers),
+        (&Method::GET, ["vips", vip]) => cached(&s, ViewKind::Vip(vip.to_string()), headers),
+        (&Method::GET, ["svips", svip]) => cached(&s, ViewKind::Svip(svip.to_string()), headers),
         (&Method::GET, ["serverinfo", "statusoverrides"]) => status_overrides(&s),
         (_, ["apps"] | ["apps", _] | ["apps", _, _] | ["apps", _, _, "status" | "metadata"])
         | (_, ["instances" | "vips" | "svips", _] | ["serverinfo", "statusoverrides"]) => {
@@ -57,6 +59,20 @@ pub async fn dispatch(
         }
         _ => error(StatusCode::NOT_FOUND, format!("no Eureka resource at {}", uri.path())),
     }
+}
+
+/// Reads a request body up to `limit` bytes (after any request decompression).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Reject> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // http-body's limit error is the only one whose chain mentions the limit.
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|src| src.downcast_ref::<http_body_util::LengthLimitError>().is_some());
+        if too_large {
+            Reject(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {limit} bytes"))
+        } else {
+            Reject::bad_request(format!("cannot read request body: {e}"))
+        }
+    })
 }
 
 /// Query parameters, first value winning for repeated keys (as Eureka's metadata PUT).

@@ -29,6 +29,8 @@ pub struct AppState {
     pub peers: Vec<(u64, String)>,
     /// When this node started serving.
     pub started: std::time::Instant,
+    /// Largest accepted request body.
+    pub max_body_size: usize,
 }
 
 /// Builds the server's router.

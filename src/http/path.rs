@@ -2,6 +2,8 @@
 //! repeated slashes ignored and every segment percent-decoded (py-eureka-client sends ids as
 //! `127.0.0.1%3Aapp%3A8080`, eureka-js-client sends them literally).
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 
 use crate::core::limits::{is_xml_safe, MAX_NAME};
@@ -19,18 +21,19 @@ pub enum PathError {
 
 /// Splits the part of the path after `/eureka` into decoded segments, dropping empty ones and
 /// a leading version segment (`v2`, or `v1`).
-pub fn segments(rest: &str) -> Result<Vec<String>, PathError> {
-    let mut out = Vec::new();
+pub fn segments(rest: &str) -> Result<Vec<Cow<'_, str>>, PathError> {
+    let mut out = Vec::with_capacity(5);
     for raw in rest.split('/').filter(|s| !s.is_empty()) {
         out.push(decode(raw)?);
     }
-    if out.len() > 1 && matches!(out[0].as_str(), "v2" | "v1") {
+    if out.len() > 1 && matches!(out[0].as_ref(), "v2" | "v1") {
         out.remove(0);
     }
     Ok(out)
 }
 
-fn decode(raw: &str) -> Result<String, PathError> {
+/// Decodes one segment; borrows it when it holds no escapes (the common case).
+fn decode(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let bad = || PathError::BadEncoding(raw.to_string());
     // percent_decode passes malformed escapes through unchanged; reject them instead.
     let bytes = raw.as_bytes();
@@ -42,7 +45,7 @@ fn decode(raw: &str) -> Result<String, PathError> {
             }
         }
     }
-    let decoded = percent_decode_str(raw).decode_utf8().map(|s| s.into_owned()).map_err(|_| bad())?;
+    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| bad())?;
     if decoded.len() > MAX_NAME {
         return Err(PathError::TooLong);
     }
