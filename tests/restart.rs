@@ -181,6 +181,11 @@ async fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
         let present: std::collections::HashSet<String> =
             instances(&after).iter().map(|i| i["instanceId"].as_str().unwrap().to_string()).collect();
         let lost: Vec<_> = acked.iter().filter(|id| !present.contains(*id)).collect();
-        assert!(lost.is_empty(), "round {round}: {} acknowledged registrations lost, e.g. {:?}", lost.len(), lost.first());
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} acknowledged registrations lost, e.g. {:?}",
+            lost.len(),
+            lost.first()
+        );
     }
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::limits::*;
-use crate::core::limits::{check_metadata, is_xml_safe};
 use super::DecodeError;
+use crate::core::limits::{check_metadata, is_xml_safe};
 use crate::core::model::{DataCenterInfo, DataCenterKind, InstanceInfo, LeaseTerms, Port, Status};
 
 type Obj = Map<String, Value>;

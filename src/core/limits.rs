@@ -26,9 +26,8 @@ pub const MAX_DIRTY_AHEAD_MS: u64 = 24 * 3600 * 1000;
 /// and carriage return, and no non-characters U+FFFE/U+FFFF. One stored string that breaks
 /// this would make every XML registry response unparseable.
 pub fn is_xml_safe(s: &str) -> bool {
-    !s.chars().any(|c| {
-        matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}')
-    })
+    !s.chars()
+        .any(|c| matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}'))
 }
 
 /// Checks a whole metadata map against the limits; the error is a one-line reason.

@@ -113,7 +113,10 @@ fn eviction_is_capped_at_fifteen_percent_and_random() {
     let clock = Arc::new(ManualClock::new(T0));
     let r = registry(clock.clone(), no_preservation());
     for n in 0..100 {
-        reg_apply(&r, Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false });
+        reg_apply(
+            &r,
+            Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false },
+        );
     }
     clock.advance(200_000);
     let Some(Command::Evict { keys, now }) = r.plan_eviction(60_000) else { panic!("nothing to evict") };
@@ -147,7 +150,10 @@ fn self_preservation_maths() {
     let r = registry(clock.clone(), PreservationConfig::default());
     // Ten instances at 30 s (2/min each) and one at 10 s (6/min): expected 26, threshold 22.
     for n in 0..10 {
-        reg_apply(&r, Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false });
+        reg_apply(
+            &r,
+            Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false },
+        );
     }
     let mut fast = instance("b", "fast");
     fast.lease = LeaseTerms { renewal_interval_secs: 10, duration_secs: 30 };
@@ -174,7 +180,10 @@ fn self_preservation_suspends_eviction() {
     let clock = Arc::new(ManualClock::new(T0));
     let r = registry(clock.clone(), PreservationConfig::default());
     for n in 0..10 {
-        reg_apply(&r, Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false });
+        reg_apply(
+            &r,
+            Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false },
+        );
     }
     clock.advance(100_000);
     // Every lease expired and nobody renews: a partition, not a mass death.
@@ -188,7 +197,10 @@ fn self_preservation_is_bounded_by_the_silence_window() {
     let pres = PreservationConfig { window_ms: 15 * 60_000, ..Default::default() };
     let r = registry(clock.clone(), pres);
     for n in 0..10 {
-        reg_apply(&r, Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false });
+        reg_apply(
+            &r,
+            Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false },
+        );
     }
     clock.set(T0 + 15 * 60_000);
     assert!(r.preservation().active, "silent for exactly the window: still protected");

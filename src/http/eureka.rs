@@ -162,11 +162,7 @@ fn get_instance(s: &AppState, app: Option<&str>, id: &str, headers: &HeaderMap) 
 }
 
 /// Decodes a registration body as JSON or XML according to its Content-Type.
-fn decode_registration(
-    headers: &HeaderMap,
-    body: &[u8],
-    now: u64,
-) -> Result<InstanceInfo, Reject> {
+fn decode_registration(headers: &HeaderMap, body: &[u8], now: u64) -> Result<InstanceInfo, Reject> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -260,10 +256,8 @@ async fn set_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
 
 async fn delete_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
     let now = s.registry.now();
-    let parsed = q
-        .get("value")
-        .map_or(Ok(Status::Unknown), parse_status)
-        .and_then(|status| Ok((status, q.stored_dirty(now)?)));
+    let parsed =
+        q.get("value").map_or(Ok(Status::Unknown), parse_status).and_then(|status| Ok((status, q.stored_dirty(now)?)));
     match parsed {
         Ok((status, last_dirty)) => {
             submit_for_instance(s, Command::DeleteStatusOverride { key, status, last_dirty, now }).await

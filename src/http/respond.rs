@@ -27,9 +27,8 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
         |item| {
             let mut parts = item.split(';').map(str::trim);
             let coding = parts.next().unwrap_or("").to_ascii_lowercase();
-            let refused = parts.any(|p| {
-                p.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
-            });
+            let refused = parts
+                .any(|p| p.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()).is_some_and(|q| q <= 0.0));
             (coding == "gzip" || coding == "x-gzip" || coding == "*") && !refused
         },
     )

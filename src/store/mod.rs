@@ -132,8 +132,9 @@ impl Store {
                 out.version = u64::from_be_bytes(bytes);
                 continue;
             }
-            let (entry, _) = bincode::serde::decode_from_slice::<PersistedEntry, _>(&value, bincode::config::standard())
-                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(&key))))?;
+            let (entry, _) =
+                bincode::serde::decode_from_slice::<PersistedEntry, _>(&value, bincode::config::standard())
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(&key))))?;
             out.entries.push(entry);
         }
         Ok(out)
