@@ -12,6 +12,9 @@ use axum::response::Html;
 use super::AppState;
 use crate::core::model::Status;
 
+/// app → status → [(instance id, status page URL)].
+type Groups = BTreeMap<String, BTreeMap<Status, Vec<(String, Option<String>)>>>;
+
 fn esc(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
 }
@@ -29,9 +32,8 @@ fn uptime(secs: u64) -> String {
 /// `GET /`.
 pub async fn page(State(s): State<AppState>) -> Html<String> {
     let p = s.registry.preservation();
-    // (app, status) → [(id, status page url)]
-    let groups: BTreeMap<String, BTreeMap<Status, Vec<(String, Option<String>)>>> = s.registry.read(|st| {
-        let mut g: BTreeMap<String, BTreeMap<Status, Vec<(String, Option<String>)>>> = BTreeMap::new();
+    let groups: Groups = s.registry.read(|st| {
+        let mut g = Groups::new();
         for (app, instances) in st.apps() {
             for (id, e) in instances {
                 g.entry(app.clone())
