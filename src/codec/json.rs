@@ -129,7 +129,9 @@ struct JLease {
     service_up_timestamp: u64,
 }
 
-struct JInstance<'a>(&'a InstanceView);
+/// An instance in the legacy JSON shape without the `{"instance": …}` wrapper, as embedded in
+/// applications and in peer replication batches.
+pub struct JInstance<'a>(pub &'a InstanceView);
 
 impl Serialize for JInstance<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -104,6 +104,16 @@ fn no_preservation() -> PreservationConfig {
     PreservationConfig { enabled: false, ..Default::default() }
 }
 
+/// Registers `n` instances of application A at T0.
+fn register_fleet(r: &Registry, n: usize) {
+    for i in 0..n {
+        reg_apply(
+            r,
+            Command::Register { instance: Box::new(instance("a", &i.to_string())), now: T0, from_peer: false },
+        );
+    }
+}
+
 fn reg_apply(r: &Registry, cmd: Command) -> Outcome {
     r.apply(cmd, |_, _| ()).0.outcome
 }
@@ -112,12 +122,7 @@ fn reg_apply(r: &Registry, cmd: Command) -> Outcome {
 fn eviction_is_capped_at_fifteen_percent_and_random() {
     let clock = Arc::new(ManualClock::new(T0));
     let r = registry(clock.clone(), no_preservation());
-    for n in 0..100 {
-        reg_apply(
-            &r,
-            Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false },
-        );
-    }
+    register_fleet(&r, 100);
     clock.advance(200_000);
     let Some(Command::Evict { keys, now }) = r.plan_eviction(60_000) else { panic!("nothing to evict") };
     assert_eq!(keys.len(), 15);
@@ -149,12 +154,7 @@ fn self_preservation_maths() {
     let clock = Arc::new(ManualClock::new(T0));
     let r = registry(clock.clone(), PreservationConfig::default());
     // Ten instances at 30 s (2/min each) and one at 10 s (6/min): expected 26, threshold 22.
-    for n in 0..10 {
-        reg_apply(
-            &r,
-            Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false },
-        );
-    }
+    register_fleet(&r, 10);
     let mut fast = instance("b", "fast");
     fast.lease = LeaseTerms { renewal_interval_secs: 10, duration_secs: 30 };
     reg_apply(&r, Command::Register { instance: Box::new(fast), now: T0, from_peer: false });
@@ -179,12 +179,7 @@ fn self_preservation_maths() {
 fn self_preservation_suspends_eviction() {
     let clock = Arc::new(ManualClock::new(T0));
     let r = registry(clock.clone(), PreservationConfig::default());
-    for n in 0..10 {
-        reg_apply(
-            &r,
-            Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false },
-        );
-    }
+    register_fleet(&r, 10);
     clock.advance(100_000);
     // Every lease expired and nobody renews: a partition, not a mass death.
     assert!(r.preservation().active);
@@ -196,12 +191,7 @@ fn self_preservation_is_bounded_by_the_silence_window() {
     let clock = Arc::new(ManualClock::new(T0));
     let pres = PreservationConfig { window_ms: 15 * 60_000, ..Default::default() };
     let r = registry(clock.clone(), pres);
-    for n in 0..10 {
-        reg_apply(
-            &r,
-            Command::Register { instance: Box::new(instance("a", &n.to_string())), now: T0, from_peer: false },
-        );
-    }
+    register_fleet(&r, 10);
     clock.set(T0 + 15 * 60_000);
     assert!(r.preservation().active, "silent for exactly the window: still protected");
     clock.set(T0 + 15 * 60_000 + 1);

@@ -6,6 +6,7 @@
 //!   [`crate::store::Store`] before acknowledging; renewals touch the local lease table; this
 //!   node always runs eviction.
 
+pub mod p2p;
 pub mod standalone;
 
 use std::future::Future;

@@ -1,0 +1,199 @@
+//! Eureka's peer replication batch format, `POST {base}/peerreplication/batch/`
+//! (spec §9.4), spoken by synod's p2p backend and by Netflix Eureka servers.
+//!
+//! Request: `{"replicationList": [{"appName", "id", "lastDirtyTimestamp", "status",
+//! "overriddenStatus", "instanceInfo", "action"}, …]}`; response:
+//! `{"responseList": [{"statusCode", "responseEntity"?}, …]}`, one entry per item, in order.
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::codec::json::JInstance;
+use crate::codec::{decode, json, DecodeError};
+use crate::core::model::{InstanceInfo, Status};
+use crate::core::views::InstanceView;
+
+/// What a replicated item does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Heartbeat,
+    Register,
+    Cancel,
+    StatusUpdate,
+    DeleteStatusOverride,
+}
+
+impl Action {
+    /// Wire name (exact case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Heartbeat => "Heartbeat",
+            Action::Register => "Register",
+            Action::Cancel => "Cancel",
+            Action::StatusUpdate => "StatusUpdate",
+            Action::DeleteStatusOverride => "DeleteStatusOverride",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "Heartbeat" => Action::Heartbeat,
+            "Register" => Action::Register,
+            "Cancel" => Action::Cancel,
+            "StatusUpdate" => Action::StatusUpdate,
+            "DeleteStatusOverride" => Action::DeleteStatusOverride,
+            _ => return None,
+        })
+    }
+}
+
+/// One replicated change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub action: Action,
+    /// Upper case.
+    pub app: String,
+    pub id: String,
+    pub last_dirty_timestamp: Option<u64>,
+    pub status: Option<Status>,
+    pub overridden_status: Option<Status>,
+    /// Present for `Register`.
+    pub instance: Option<Box<InstanceInfo>>,
+}
+
+/// The whole body is unusable (not JSON, or no `replicationList` array): answer 400 and apply
+/// nothing.
+pub fn decode_batch(body: &[u8], now: u64) -> Result<Vec<Result<Item, DecodeError>>, DecodeError> {
+    let root = json::parse(body)?;
+    let list = root
+        .get("replicationList")
+        .and_then(Value::as_array)
+        .ok_or_else(|| DecodeError::new("body must be an object with a \"replicationList\" array"))?;
+    Ok(list.iter().map(|v| decode_item(v, now)).collect())
+}
+
+fn decode_item(v: &Value, now: u64) -> Result<Item, DecodeError> {
+    let o = v.as_object().ok_or_else(|| DecodeError::new("replication item must be an object"))?;
+    let text = |key: &str| o.get(key).and_then(Value::as_str).map(str::to_string);
+    let action = text("action").as_deref().and_then(Action::parse).ok_or_else(|| {
+        DecodeError::new("action must be Heartbeat, Register, Cancel, StatusUpdate or DeleteStatusOverride")
+    })?;
+    let status = |key: &str| -> Result<Option<Status>, DecodeError> {
+        match text(key) {
+            None => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|e| DecodeError::new(format!("{key}: {e}"))),
+        }
+    };
+    let last_dirty_timestamp = match o.get("lastDirtyTimestamp") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            Some(n.as_u64().ok_or_else(|| DecodeError::new("lastDirtyTimestamp must be a number"))?)
+        }
+        Some(Value::String(s)) => {
+            Some(s.trim().parse().map_err(|_| DecodeError::new("lastDirtyTimestamp must be a number"))?)
+        }
+        Some(_) => return Err(DecodeError::new("lastDirtyTimestamp must be a number")),
+    };
+    let instance = match o.get("instanceInfo") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(Box::new(decode::instance(v, now)?)),
+    };
+    let (app, id) = match &instance {
+        // A Register names its instance in the body; appName/id may be absent there.
+        Some(i) => (i.app.clone(), i.instance_id.clone()),
+        None => (
+            text("appName").map(|a| a.to_ascii_uppercase()).ok_or_else(|| DecodeError::new("missing appName"))?,
+            text("id").ok_or_else(|| DecodeError::new("missing id"))?,
+        ),
+    };
+    if action == Action::Register && instance.is_none() {
+        return Err(DecodeError::new("Register needs instanceInfo"));
+    }
+    Ok(Item {
+        action,
+        app,
+        id,
+        last_dirty_timestamp,
+        status: status("status")?,
+        overridden_status: status("overriddenStatus")?,
+        instance,
+    })
+}
+
+/// Encodes a batch request; `Register` items carry the instance view.
+pub fn encode_batch(items: &[(Item, Option<InstanceView>)]) -> Vec<u8> {
+    struct Wire<'a>(&'a Item, Option<&'a InstanceView>);
+    impl Serialize for Wire<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let (i, view) = (self.0, self.1);
+            let mut m = s.serialize_map(None)?;
+            m.serialize_entry("appName", &i.app)?;
+            m.serialize_entry("id", &i.id)?;
+            if let Some(t) = i.last_dirty_timestamp {
+                m.serialize_entry("lastDirtyTimestamp", &t)?;
+            }
+            if let Some(st) = i.status {
+                m.serialize_entry("status", st.as_str())?;
+            }
+            if let Some(o) = i.overridden_status {
+                m.serialize_entry("overriddenStatus", o.as_str())?;
+            }
+            if let Some(v) = view {
+                m.serialize_entry("instanceInfo", &JInstance(v))?;
+            }
+            m.serialize_entry("action", i.action.as_str())?;
+            m.end()
+        }
+    }
+    let list: Vec<Wire> = items.iter().map(|(i, v)| Wire(i, v.as_ref())).collect();
+    serde_json::to_vec(&serde_json::json!({ "replicationList": list })).unwrap_or_default()
+}
+
+/// One item's result.
+#[derive(Debug, Clone)]
+pub struct ItemResult {
+    pub status_code: u16,
+    /// The receiver's newer copy, sent with a 409 on a heartbeat.
+    pub entity: Option<InstanceView>,
+}
+
+/// Encodes a batch response.
+pub fn encode_results(results: &[ItemResult]) -> Vec<u8> {
+    struct Wire<'a>(&'a ItemResult);
+    impl Serialize for Wire<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(None)?;
+            m.serialize_entry("statusCode", &self.0.status_code)?;
+            if let Some(v) = &self.0.entity {
+                m.serialize_entry("responseEntity", &JInstance(v))?;
+            }
+            m.end()
+        }
+    }
+    let list: Vec<Wire> = results.iter().map(Wire).collect();
+    serde_json::to_vec(&serde_json::json!({ "responseList": list })).unwrap_or_default()
+}
+
+/// A decoded batch response: per item, its status and any entity.
+pub fn decode_results(body: &[u8], now: u64) -> Result<Vec<(u16, Option<InstanceInfo>)>, DecodeError> {
+    let root = json::parse(body)?;
+    let list = root
+        .get("responseList")
+        .and_then(Value::as_array)
+        .ok_or_else(|| DecodeError::new("body must be an object with a \"responseList\" array"))?;
+    list.iter()
+        .map(|r| {
+            let code = r
+                .get("statusCode")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .ok_or_else(|| DecodeError::new("statusCode must be a number"))?;
+            let entity = match r.get("responseEntity") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(decode::instance(v, now)?),
+            };
+            Ok((code, entity))
+        })
+        .collect()
+}

@@ -1,0 +1,127 @@
+//! Wire-format tests of the peer replication batch protocol.
+
+use serde_json::{json, Value};
+
+use super::protocol::*;
+use crate::codec::decode;
+use crate::core::model::Status;
+use crate::core::views::InstanceView;
+
+const NOW: u64 = 1_718_000_000_000;
+
+fn instance_json() -> Value {
+    json!({"instanceId": "10.0.0.5:orders:8080", "hostName": "10.0.0.5", "app": "ORDERS", "ipAddr": "10.0.0.5",
+        "status": "UP", "overriddenStatus": "UNKNOWN", "port": {"$": 8080, "@enabled": "true"},
+        "securePort": {"$": 443, "@enabled": "false"}, "countryId": 1,
+        "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"},
+        "leaseInfo": {"renewalIntervalInSecs": 30, "durationInSecs": 90}, "metadata": {"management.port": "8080"},
+        "vipAddress": "orders", "isCoordinatingDiscoveryServer": "false",
+        "lastUpdatedTimestamp": "1718000000500", "lastDirtyTimestamp": "1717999998000", "actionType": "ADDED"})
+}
+
+/// The example batch of the spec (§9.4), as a Netflix Eureka peer sends it.
+fn eureka_batch() -> Value {
+    json!({"replicationList": [
+        {"appName": "ORDERS", "id": "10.0.0.5:orders:8080", "lastDirtyTimestamp": 1717999998000u64, "status": "UP",
+         "instanceInfo": instance_json(), "action": "Register"},
+        {"appName": "ORDERS", "id": "10.0.0.6:orders:8080", "lastDirtyTimestamp": 1718000299000u64,
+         "overriddenStatus": "OUT_OF_SERVICE", "status": "OUT_OF_SERVICE", "action": "Heartbeat"},
+        {"appName": "BILLING", "id": "i-0abc123", "action": "Cancel"},
+        {"appName": "ORDERS", "id": "10.0.0.6:orders:8080", "lastDirtyTimestamp": 1718000299000u64,
+         "status": "OUT_OF_SERVICE", "action": "StatusUpdate"},
+        {"appName": "orders", "id": "10.0.0.6:orders:8080", "lastDirtyTimestamp": "1718000299000",
+         "status": "UNKNOWN", "action": "DeleteStatusOverride"}
+    ]})
+}
+
+#[test]
+fn decodes_eurekas_batch() {
+    let items = decode_batch(eureka_batch().to_string().as_bytes(), NOW).unwrap();
+    let items: Vec<Item> = items.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        items.iter().map(|i| i.action).collect::<Vec<_>>(),
+        vec![Action::Register, Action::Heartbeat, Action::Cancel, Action::StatusUpdate, Action::DeleteStatusOverride]
+    );
+    let reg = items[0].instance.as_ref().unwrap();
+    assert_eq!((reg.app.as_str(), reg.instance_id.as_str()), ("ORDERS", "10.0.0.5:orders:8080"));
+    assert_eq!(reg.last_dirty_timestamp, 1_717_999_998_000);
+    assert_eq!(items[1].overridden_status, Some(Status::OutOfService));
+    assert_eq!(items[1].last_dirty_timestamp, Some(1_718_000_299_000));
+    assert_eq!((items[2].app.as_str(), items[2].id.as_str()), ("BILLING", "i-0abc123"));
+    assert_eq!(items[4].app, "ORDERS", "app names are upper-cased");
+    assert_eq!(items[4].last_dirty_timestamp, Some(1_718_000_299_000), "string timestamps are accepted");
+}
+
+#[test]
+fn malformed_batches_are_rejected_whole() {
+    for body in ["", "{", "[]", "{\"replicationList\": 5}", "{\"other\": []}"] {
+        assert!(decode_batch(body.as_bytes(), 0).is_err(), "{body}");
+    }
+}
+
+#[test]
+fn invalid_items_fail_alone() {
+    let body = json!({"replicationList": [
+        {"appName": "A", "id": "1", "action": "Cancel"},
+        {"appName": "A", "id": "1", "action": "Explode"},
+        {"appName": "A", "action": "Cancel"},
+        {"appName": "A", "id": "1", "action": "Register"},
+        {"appName": "A", "id": "1", "status": "SIDEWAYS", "action": "StatusUpdate"},
+        {"appName": "A", "id": "1", "lastDirtyTimestamp": "soon", "action": "Heartbeat"},
+        7
+    ]});
+    let items = decode_batch(body.to_string().as_bytes(), 0).unwrap();
+    assert_eq!(items.len(), 7);
+    assert!(items[0].is_ok());
+    assert!(items[1..].iter().all(Result::is_err));
+}
+
+#[test]
+fn batches_round_trip() {
+    let info = decode::instance(&instance_json(), NOW).unwrap();
+    let view = InstanceView { info: std::sync::Arc::new(info.clone()), stamps: Default::default() };
+    let items = vec![
+        (
+            Item {
+                action: Action::Register,
+                app: "ORDERS".into(),
+                id: info.instance_id.clone(),
+                last_dirty_timestamp: Some(info.last_dirty_timestamp),
+                status: Some(Status::Up),
+                overridden_status: None,
+                instance: None,
+            },
+            Some(view.clone()),
+        ),
+        (
+            Item {
+                action: Action::Heartbeat,
+                app: "ORDERS".into(),
+                id: "x".into(),
+                last_dirty_timestamp: Some(5),
+                status: Some(Status::Up),
+                overridden_status: Some(Status::OutOfService),
+                instance: None,
+            },
+            None,
+        ),
+    ];
+    let wire: Value = serde_json::from_slice(&encode_batch(&items)).unwrap();
+    assert_eq!(wire["replicationList"][0]["action"], "Register");
+    assert_eq!(wire["replicationList"][0]["lastDirtyTimestamp"], 1_717_999_998_000u64, "a JSON number, as Java's Long");
+    assert_eq!(wire["replicationList"][0]["instanceInfo"]["port"], json!({"$": 8080, "@enabled": "true"}));
+    let back = decode_batch(&encode_batch(&items), NOW).unwrap();
+    let back: Vec<Item> = back.into_iter().map(Result::unwrap).collect();
+    assert_eq!(back[0].instance.as_deref(), Some(&info));
+    assert_eq!(back[1], items[1].0);
+
+    let results =
+        vec![ItemResult { status_code: 200, entity: None }, ItemResult { status_code: 409, entity: Some(view) }];
+    let wire: Value = serde_json::from_slice(&encode_results(&results)).unwrap();
+    assert_eq!(wire["responseList"][0], json!({"statusCode": 200}));
+    assert_eq!(wire["responseList"][1]["responseEntity"]["instanceId"], "10.0.0.5:orders:8080");
+    let decoded = decode_results(&encode_results(&results), NOW).unwrap();
+    assert_eq!(decoded[0], (200, None));
+    assert_eq!(decoded[1].0, 409);
+    assert_eq!(decoded[1].1.as_ref().map(|i| i.instance_id.as_str()), Some("10.0.0.5:orders:8080"));
+}
