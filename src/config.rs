@@ -311,11 +311,15 @@ impl ServeArgs {
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
             return Err(err("log", format!("{log:?} is not a log filter")));
         }
-        if replication != ReplicationMode::None {
-            return Err(err(
-                "replication",
-                format!("{} is not available yet in this version; use none", replication.as_str()),
-            ));
+        match replication {
+            ReplicationMode::None => {}
+            ReplicationMode::P2p if peers.len() < 2 => {
+                return Err(err("peer", "p2p needs every member (this node included) as --peer ID=URL, at least two"));
+            }
+            ReplicationMode::P2p => {}
+            ReplicationMode::Raft => {
+                return Err(err("replication", "raft is not available yet in this version; use none or p2p"));
+            }
         }
         Ok(Config {
             listen,

@@ -14,8 +14,9 @@ use crate::core::preservation::PreservationConfig;
 use crate::core::registry::Registry;
 use crate::core::state::CoreConfig;
 use crate::http::{router, AppState};
+use crate::replication::p2p::P2p;
 use crate::replication::standalone::Standalone;
-use crate::replication::Replicator;
+use crate::replication::{Origin, Replicator};
 use crate::store::Store;
 
 /// A running node's parts.
@@ -41,6 +42,10 @@ impl Node {
             ReplicationMode::None => {
                 let store = Store::open(&config.data_dir.join("registry"))?;
                 Arc::new(Standalone::start(registry.clone(), store)?)
+            }
+            ReplicationMode::P2p => {
+                let store = Store::open(&config.data_dir.join("registry"))?;
+                Arc::new(P2p::start(registry.clone(), store, config.node_id, &config.peers)?)
             }
             other => anyhow::bail!("replication {} is not available yet", other.as_str()),
         };
@@ -77,7 +82,7 @@ impl Node {
                     continue;
                 }
                 let Some(cmd) = registry.plan_eviction(interval.as_millis() as u64) else { continue };
-                match replicator.submit(cmd).await {
+                match replicator.submit(cmd, Origin::Client).await {
                     Ok(outcome) => tracing::info!(?outcome, "evicted expired leases"),
                     Err(e) => tracing::warn!(error = %e, "eviction not applied"),
                 }

@@ -34,6 +34,8 @@ pub struct StatusBody {
     pub applications: usize,
     pub registry_version: u64,
     pub self_preservation: PreservationStatus,
+    /// Links to the other nodes (p2p).
+    pub peers: Vec<crate::replication::p2p::peer::PeerStatus>,
 }
 
 /// `GET /v1/status`: node, registry and self-preservation numbers.
@@ -47,6 +49,7 @@ pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
         applications,
         registry_version,
         self_preservation: s.registry.preservation(),
+        peers: s.replicator.peers(),
     })
 }
 

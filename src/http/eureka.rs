@@ -19,7 +19,7 @@ use crate::core::model::{InstanceInfo, InstanceKey, Status};
 use crate::core::registry::{Format, ViewKind};
 use crate::core::state::RenewOutcome;
 use crate::core::views;
-use crate::replication::ReplicationError;
+use crate::replication::{Origin, ReplicationError};
 
 /// Routes every `/eureka/…` request by its decoded path segments.
 ///
@@ -35,20 +35,21 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
     };
     let seg: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
     let query = Query::parse(uri.query());
+    let o = origin(headers);
     match (method, seg.as_slice()) {
         (&Method::GET, ["apps"]) => cached(&s, ViewKind::Apps, headers),
         (&Method::GET, ["apps", "delta"]) => cached(&s, ViewKind::Delta, headers),
         (&Method::GET, ["apps", app]) => cached(&s, ViewKind::App(app.to_ascii_uppercase()), headers),
         (&Method::POST, ["apps", app]) => match read_body(body, s.max_body_size).await {
-            Ok(bytes) => register(&s, app, headers, &bytes).await,
+            Ok(bytes) => register(&s, app, headers, &bytes, o).await,
             Err(r) => r.into_response(),
         },
         (&Method::GET, ["apps", app, id]) => get_instance(&s, Some(app), id, headers),
-        (&Method::PUT, ["apps", app, id]) => renew(&s, InstanceKey::new(app, id), &query).await,
-        (&Method::DELETE, ["apps", app, id]) => cancel(&s, InstanceKey::new(app, id)).await,
-        (&Method::PUT, ["apps", app, id, "status"]) => set_status(&s, InstanceKey::new(app, id), &query).await,
-        (&Method::DELETE, ["apps", app, id, "status"]) => delete_status(&s, InstanceKey::new(app, id), &query).await,
-        (&Method::PUT, ["apps", app, id, "metadata"]) => metadata(&s, InstanceKey::new(app, id), &query).await,
+        (&Method::PUT, ["apps", app, id]) => renew(&s, InstanceKey::new(app, id), &query, headers, o).await,
+        (&Method::DELETE, ["apps", app, id]) => cancel(&s, InstanceKey::new(app, id), o).await,
+        (&Method::PUT, ["apps", app, id, "status"]) => set_status(&s, InstanceKey::new(app, id), &query, o).await,
+        (&Method::DELETE, ["apps", app, id, "status"]) => delete_status(&s, InstanceKey::new(app, id), &query, o).await,
+        (&Method::PUT, ["apps", app, id, "metadata"]) => metadata(&s, InstanceKey::new(app, id), &query, o).await,
         (&Method::GET, ["instances", id]) => get_instance(&s, None, id, headers),
         (&Method::GET, ["vips", vip]) => cached(&s, ViewKind::Vip(vip.to_string()), headers),
         (&Method::GET, ["svips", svip]) => cached(&s, ViewKind::Svip(svip.to_string()), headers),
@@ -181,7 +182,15 @@ fn decode_registration(headers: &HeaderMap, body: &[u8], now: u64) -> Result<Ins
     tree.and_then(|t| decode::registration(&t, now)).map_err(Reject::bad_request)
 }
 
-async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+/// Eureka's replication header: a peer's call is applied but not replicated onward.
+fn origin(headers: &HeaderMap) -> Origin {
+    match headers.get("x-netflix-discovery-replication").map(|v| v.as_bytes()) {
+        Some(b"true") => Origin::Peer,
+        _ => Origin::Client,
+    }
+}
+
+async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: &[u8], origin: Origin) -> Response {
     let now = s.registry.now();
     let instance = match decode_registration(headers, body, now) {
         Ok(i) => i,
@@ -194,18 +203,27 @@ async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: &[u8]
             format!("Mismatched appName, expecting {expected} but was {}", instance.app),
         );
     }
-    match s.replicator.submit(Command::Register { instance: Box::new(instance), now, from_peer: false }).await {
+    let from_peer = origin == Origin::Peer;
+    match s.replicator.submit(Command::Register { instance: Box::new(instance), now, from_peer }, origin).await {
         Ok(_) => empty(StatusCode::NO_CONTENT),
         Err(e) => unavailable(e),
     }
 }
 
-async fn renew(s: &AppState, key: InstanceKey, q: &Query) -> Response {
+async fn renew(s: &AppState, key: InstanceKey, q: &Query, headers: &HeaderMap, origin: Origin) -> Response {
     let last_dirty = match q.last_dirty() {
         Ok(d) => d,
         Err(reject) => return reject.into_response(),
     };
-    match s.replicator.renew(key, last_dirty).await {
+    match s.replicator.renew(key.clone(), last_dirty, origin).await {
+        // A peer holding older data gets this node's copy with a 409, so it can adopt it.
+        Ok(RenewOutcome::ServerNewer) if origin == Origin::Peer => {
+            let mut resp = get_instance(s, Some(&key.app), &key.id, headers);
+            if resp.status() == StatusCode::OK {
+                *resp.status_mut() = StatusCode::CONFLICT;
+            }
+            resp
+        }
         Ok(RenewOutcome::Renewed | RenewOutcome::ServerNewer) => empty(StatusCode::OK),
         Ok(RenewOutcome::NotFound | RenewOutcome::ClientNewer) => empty(StatusCode::NOT_FOUND),
         Err(e) => unavailable(e),
@@ -214,8 +232,8 @@ async fn renew(s: &AppState, key: InstanceKey, q: &Query) -> Response {
 
 /// Submits a command addressed to one instance: 200 when applied, 404 when unknown, both
 /// with empty bodies.
-async fn submit_for_instance(s: &AppState, cmd: Command) -> Response {
-    match s.replicator.submit(cmd).await {
+async fn submit_for_instance(s: &AppState, cmd: Command, origin: Origin) -> Response {
+    match s.replicator.submit(cmd, origin).await {
         Ok(Outcome::NotFound) => empty(StatusCode::NOT_FOUND),
         Ok(Outcome::Rejected) => error(
             StatusCode::BAD_REQUEST,
@@ -230,16 +248,16 @@ async fn submit_for_instance(s: &AppState, cmd: Command) -> Response {
     }
 }
 
-async fn cancel(s: &AppState, key: InstanceKey) -> Response {
+async fn cancel(s: &AppState, key: InstanceKey, origin: Origin) -> Response {
     let now = s.registry.now();
-    submit_for_instance(s, Command::Cancel { key, now }).await
+    submit_for_instance(s, Command::Cancel { key, now }, origin).await
 }
 
 fn parse_status(value: &str) -> Result<Status, Reject> {
     value.parse::<Status>().map_err(Reject::bad_request)
 }
 
-async fn set_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
+async fn set_status(s: &AppState, key: InstanceKey, q: &Query, origin: Origin) -> Response {
     let now = s.registry.now();
     let parsed = q
         .get("value")
@@ -248,25 +266,25 @@ async fn set_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
         .and_then(|status| Ok((status, q.stored_dirty(now)?)));
     match parsed {
         Ok((status, last_dirty)) => {
-            submit_for_instance(s, Command::SetStatusOverride { key, status, last_dirty, now }).await
+            submit_for_instance(s, Command::SetStatusOverride { key, status, last_dirty, now }, origin).await
         }
         Err(r) => r.into_response(),
     }
 }
 
-async fn delete_status(s: &AppState, key: InstanceKey, q: &Query) -> Response {
+async fn delete_status(s: &AppState, key: InstanceKey, q: &Query, origin: Origin) -> Response {
     let now = s.registry.now();
     let parsed =
         q.get("value").map_or(Ok(Status::Unknown), parse_status).and_then(|status| Ok((status, q.stored_dirty(now)?)));
     match parsed {
         Ok((status, last_dirty)) => {
-            submit_for_instance(s, Command::DeleteStatusOverride { key, status, last_dirty, now }).await
+            submit_for_instance(s, Command::DeleteStatusOverride { key, status, last_dirty, now }, origin).await
         }
         Err(r) => r.into_response(),
     }
 }
 
-async fn metadata(s: &AppState, key: InstanceKey, q: &Query) -> Response {
+async fn metadata(s: &AppState, key: InstanceKey, q: &Query, origin: Origin) -> Response {
     let mut entries = BTreeMap::new();
     // `@class` is Java's empty-map marker, never a real key (registration drops it too).
     for (k, v) in q.0.iter().filter(|(k, _)| k != "@class") {
@@ -279,7 +297,7 @@ async fn metadata(s: &AppState, key: InstanceKey, q: &Query) -> Response {
         return error(StatusCode::BAD_REQUEST, e);
     }
     let now = s.registry.now();
-    submit_for_instance(s, Command::UpdateMetadata { key, entries, now }).await
+    submit_for_instance(s, Command::UpdateMetadata { key, entries, now }, origin).await
 }
 
 /// `GET serverinfo/statusoverrides`: instance id → override, as JSON.

@@ -6,6 +6,7 @@
 //!   [`crate::store::Store`] before acknowledging; renewals touch the local lease table; this
 //!   node always runs eviction.
 
+pub mod local;
 pub mod p2p;
 pub mod standalone;
 
@@ -32,6 +33,17 @@ pub enum ReplicationError {
     Unavailable(String),
 }
 
+/// Where a request comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A registry client (or an operator).
+    Client,
+    /// Another registry node replicating to this one (Eureka's
+    /// `x-netflix-discovery-replication: true`, or the batch endpoint): applied, never
+    /// replicated further.
+    Peer,
+}
+
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
@@ -47,6 +59,8 @@ pub enum Consistency {
 pub enum Role {
     /// Single node, no replication.
     Standalone,
+    /// One of several equal p2p nodes.
+    Peer,
 }
 
 impl Role {
@@ -54,6 +68,7 @@ impl Role {
     pub fn as_str(&self) -> &'static str {
         match self {
             Role::Standalone => "standalone",
+            Role::Peer => "peer",
         }
     }
 }
@@ -65,11 +80,15 @@ pub trait Replicator: Send + Sync + 'static {
 
     /// Submits a registry change; resolves once it is applied and as durable as the backend
     /// promises (acknowledged writes survive a crash).
-    fn submit(&self, cmd: Command) -> BoxFuture<'_, Result<Outcome, ReplicationError>>;
+    fn submit(&self, cmd: Command, origin: Origin) -> BoxFuture<'_, Result<Outcome, ReplicationError>>;
 
     /// Renews a lease.
-    fn renew(&self, key: InstanceKey, last_dirty: Option<u64>)
-        -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>>;
+    fn renew(
+        &self,
+        key: InstanceKey,
+        last_dirty: Option<u64>,
+        origin: Origin,
+    ) -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>>;
 
     /// Resolves once the local registry reflects every write acknowledged before the call
     /// (for [`Consistency::Linearizable`]); `Local` returns at once.
@@ -83,6 +102,11 @@ pub trait Replicator: Send + Sync + 'static {
 
     /// This node's role.
     fn role(&self) -> Role;
+
+    /// Health of the links to the other nodes (empty for a single node).
+    fn peers(&self) -> Vec<p2p::peer::PeerStatus> {
+        Vec::new()
+    }
 
     /// Backend-specific HTTP routes (peer replication, raft RPCs), merged into the server.
     fn routes(&self) -> axum::Router {

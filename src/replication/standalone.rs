@@ -1,6 +1,5 @@
-//! `--replication none`: one node whose registry is persisted in a local [`Store`]. A write
-//! is applied in memory, handed to the store under the registry lock (so the store sees
-//! writes in apply order) and acknowledged once the store's group commit made it durable.
+//! `--replication none`: one node whose registry is persisted in a local [`Store`]; a write
+//! is acknowledged once it is durable (see [`LocalNode`]).
 
 use std::sync::Arc;
 
@@ -10,21 +9,18 @@ use crate::core::registry::Registry;
 use crate::core::state::RenewOutcome;
 use crate::store::Store;
 
-use super::{BoxFuture, Consistency, ReplicationError, Replicator, Role};
+use super::local::LocalNode;
+use super::{BoxFuture, Consistency, Origin, ReplicationError, Replicator, Role};
 
 /// The single-node backend.
 pub struct Standalone {
-    registry: Arc<Registry>,
-    store: Store,
+    local: LocalNode,
 }
 
 impl Standalone {
     /// Restores the registry from `store` and wraps both.
     pub fn start(registry: Arc<Registry>, store: Store) -> Result<Self, crate::store::StoreError> {
-        let restored = store.load()?;
-        tracing::info!(instances = restored.entries.len(), version = restored.version, "registry restored from disk");
-        registry.restore(restored.entries, restored.version);
-        Ok(Standalone { registry, store })
+        Ok(Standalone { local: LocalNode::restore(registry, store)? })
     }
 }
 
@@ -33,32 +29,17 @@ impl Replicator for Standalone {
         "none"
     }
 
-    fn submit(&self, cmd: Command) -> BoxFuture<'_, Result<Outcome, ReplicationError>> {
-        Box::pin(async move {
-            let (applied, durable) = self.registry.apply(cmd, |st, applied| {
-                if applied.changed.is_empty() {
-                    return None;
-                }
-                let changes = applied.changed.iter().map(|k| (k, st.persisted_ref(k))).collect();
-                Some(self.store.submit(changes, st.version()))
-            });
-            if let Some(durable) = durable {
-                match durable.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(ReplicationError::Storage(e)),
-                    Err(_) => return Err(ReplicationError::Storage("store writer stopped".into())),
-                }
-            }
-            Ok(applied.outcome)
-        })
+    fn submit(&self, cmd: Command, _origin: Origin) -> BoxFuture<'_, Result<Outcome, ReplicationError>> {
+        Box::pin(self.local.apply(cmd))
     }
 
     fn renew(
         &self,
         key: InstanceKey,
         last_dirty: Option<u64>,
+        _origin: Origin,
     ) -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>> {
-        Box::pin(async move { Ok(self.registry.renew(&key, last_dirty)) })
+        Box::pin(async move { Ok(self.local.registry.renew(&key, last_dirty)) })
     }
 
     fn read_barrier(&self, _level: Consistency) -> BoxFuture<'_, Result<(), ReplicationError>> {
@@ -72,7 +53,7 @@ impl Replicator for Standalone {
 
     fn is_ready(&self) -> bool {
         // Not ready while the disk refuses writes: nothing could be acknowledged.
-        self.store.is_healthy()
+        self.local.is_healthy()
     }
 
     fn role(&self) -> Role {

@@ -98,12 +98,21 @@ impl InProcess {
 
     /// Starts a standalone node, letting `tweak` adjust the config first.
     pub async fn start_with(tweak: impl FnOnce(&mut synod::config::Config)) -> InProcess {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, tweak).await
+    }
+
+    /// Starts a node serving on an already bound listener (cluster tests bind every node's
+    /// port first, so each config can list all members).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        tweak: impl FnOnce(&mut synod::config::Config),
+    ) -> InProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = synod::config::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
         tweak(&mut config);
         let node =
             synod::server::Node::open(config, std::sync::Arc::new(synod::core::clock::SystemClock)).expect("open node");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let registry = node.registry.clone();
         let router = node.router();

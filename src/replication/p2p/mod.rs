@@ -1,11 +1,152 @@
 //! `--replication p2p`: Eureka-style peer-to-peer replication (AP). Every node accepts
-//! writes, applies them locally and replicates them to its peers in batches over Eureka's
-//! peer replication endpoint.
+//! writes, applies them locally (durably, in its own store), and replicates them to every
+//! peer in batches over Eureka's peer replication endpoint; items received from a peer are
+//! applied but never forwarded (a full mesh, one hop). Evictions are not replicated: each
+//! node evicts on its own numbers, counting direct and replicated renewals alike.
 //!
-//! In progress: the wire protocol ([`protocol`]) is in place; the backend (per-peer
-//! coalescing queues, the batch endpoint, anti-entropy, start-up sync) follows.
+//! Peers are known by node id and URL (`--peer ID=URL`), so several nodes on one host
+//! replicate to each other, which Eureka's host-name self-detection prevents.
+//!
+//! A renew on this node: [`P2p::renew`] renews the local lease and queues a `Heartbeat` for
+//! every peer; a peer's heartbeat arrives through [`receiver::batch`].
 
+pub mod peer;
 pub mod protocol;
+pub mod queue;
+pub mod receiver;
 
 #[cfg(test)]
 mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::post;
+use axum::Router;
+
+use crate::config::Peer;
+use crate::core::command::{Command, Outcome};
+use crate::core::model::InstanceKey;
+use crate::core::registry::Registry;
+use crate::core::state::RenewOutcome;
+use crate::store::{Store, StoreError};
+
+use super::local::LocalNode;
+use super::{BoxFuture, Consistency, Origin, ReplicationError, Replicator, Role};
+use peer::{PeerLink, PeerStatus};
+use protocol::Action;
+
+/// State shared by the backend, its sender tasks and the batch endpoint.
+pub struct P2pShared {
+    pub local: Arc<LocalNode>,
+    pub peers: Vec<Arc<PeerLink>>,
+}
+
+/// The p2p backend.
+pub struct P2p {
+    shared: Arc<P2pShared>,
+}
+
+impl P2p {
+    /// Restores this node's registry from its store and starts one sender per peer
+    /// (`members` lists every node, this one included). Must run inside a tokio runtime.
+    pub fn start(registry: Arc<Registry>, store: Store, self_id: u64, members: &[Peer]) -> Result<Self, StoreError> {
+        let local = Arc::new(LocalNode::restore(registry, store)?);
+        let peers: Vec<Arc<PeerLink>> =
+            members.iter().filter(|p| p.id != self_id).map(|p| Arc::new(PeerLink::new(p.id, p.url.clone()))).collect();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| StoreError::Io(std::io::Error::other(format!("cannot build the peer HTTP client: {e}"))))?;
+        for p in &peers {
+            tokio::spawn(p.clone().run(local.clone(), client.clone(), self_id));
+        }
+        tracing::info!(self_id, peers = peers.len(), "p2p replication started");
+        Ok(P2p { shared: Arc::new(P2pShared { local, peers }) })
+    }
+
+    fn replicate(&self, action: Action, key: &InstanceKey) {
+        for p in &self.shared.peers {
+            p.enqueue(action, key.clone());
+        }
+    }
+}
+
+/// What a locally accepted command tells the peers. Evictions tell them nothing.
+fn replicated(cmd: &Command) -> Option<(Action, InstanceKey)> {
+    match cmd {
+        Command::Register { instance, .. } => {
+            Some((Action::Register, InstanceKey { app: instance.app.clone(), id: instance.instance_id.clone() }))
+        }
+        Command::Cancel { key, .. } => Some((Action::Cancel, key.clone())),
+        Command::SetStatusOverride { key, .. } => Some((Action::StatusUpdate, key.clone())),
+        Command::DeleteStatusOverride { key, .. } => Some((Action::DeleteStatusOverride, key.clone())),
+        // Metadata travels as a register carrying the whole current instance, as in Eureka.
+        Command::UpdateMetadata { key, .. } => Some((Action::Register, key.clone())),
+        Command::Evict { .. } => None,
+    }
+}
+
+impl Replicator for P2p {
+    fn name(&self) -> &'static str {
+        "p2p"
+    }
+
+    fn submit(&self, cmd: Command, origin: Origin) -> BoxFuture<'_, Result<Outcome, ReplicationError>> {
+        Box::pin(async move {
+            let target = if origin == Origin::Client { replicated(&cmd) } else { None };
+            let outcome = self.shared.local.apply(cmd).await?;
+            if let (Some((action, key)), Outcome::Applied) = (target, outcome) {
+                self.replicate(action, &key);
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn renew(
+        &self,
+        key: InstanceKey,
+        last_dirty: Option<u64>,
+        origin: Origin,
+    ) -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>> {
+        Box::pin(async move {
+            let outcome = self.shared.local.registry.renew(&key, last_dirty);
+            if origin == Origin::Client && matches!(outcome, RenewOutcome::Renewed | RenewOutcome::ServerNewer) {
+                self.replicate(Action::Heartbeat, &key);
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn read_barrier(&self, _level: Consistency) -> BoxFuture<'_, Result<(), ReplicationError>> {
+        // AP: every read is local; there is no cluster-wide order to wait for.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn may_evict(&self) -> bool {
+        true
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.local.is_healthy()
+    }
+
+    fn role(&self) -> Role {
+        Role::Peer
+    }
+
+    fn peers(&self) -> Vec<PeerStatus> {
+        self.shared.peers.iter().map(|p| p.status()).collect()
+    }
+
+    fn routes(&self) -> Router {
+        Router::new()
+            .route("/eureka/peerreplication/batch", post(receiver::batch))
+            .route("/eureka/peerreplication/batch/", post(receiver::batch))
+            .route("/eureka/v2/peerreplication/batch", post(receiver::batch))
+            .route("/eureka/v2/peerreplication/batch/", post(receiver::batch))
+            .with_state(self.shared.clone())
+    }
+}

@@ -15,7 +15,7 @@ use crate::core::model::{InstanceInfo, Status};
 use crate::core::views::InstanceView;
 
 /// What a replicated item does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Heartbeat,
     Register,

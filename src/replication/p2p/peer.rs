@@ -1,0 +1,221 @@
+//! One peer: its queue, its health figures, and the task that sends it batches.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use super::protocol::{self, Action, Item};
+use super::queue::{PeerQueue, Pending};
+use crate::core::command::Command;
+use crate::core::model::InstanceKey;
+use crate::core::views::{self, InstanceView};
+use crate::replication::local::LocalNode;
+
+/// Most items in one batch (Eureka's batch size).
+const BATCH_SIZE: usize = 250;
+/// How long the first item of a batch may wait for others to join it. Short, so a change is
+/// visible on the peers well within a second (Eureka waits up to 500 ms, then its caches add
+/// tens of seconds).
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
+/// Most pending items per peer before the backlog is dropped for a resync.
+const QUEUE_CAPACITY: usize = 100_000;
+/// Retry pauses after a failed batch grow up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Health of the link to one peer, as shown in `/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub id: u64,
+    pub url: String,
+    pub reachable: bool,
+    pub queue_depth: usize,
+    /// Wall-clock milliseconds of the last batch the peer accepted (0: none yet).
+    pub last_success_ms: u64,
+    pub needs_resync: bool,
+}
+
+/// The link to one peer.
+pub struct PeerLink {
+    pub id: u64,
+    /// The peer's base URL (e.g. `http://10.0.0.2:8761`).
+    pub url: String,
+    queue: Mutex<PeerQueue>,
+    wake: Notify,
+    reachable: AtomicBool,
+    last_success_ms: AtomicU64,
+}
+
+impl PeerLink {
+    /// A link with an empty queue.
+    pub fn new(id: u64, url: String) -> Self {
+        PeerLink {
+            id,
+            url,
+            queue: Mutex::new(PeerQueue::new(QUEUE_CAPACITY)),
+            wake: Notify::new(),
+            reachable: AtomicBool::new(false),
+            last_success_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues an action for this peer.
+    pub fn enqueue(&self, action: Action, key: InstanceKey) {
+        self.queue.lock().push(action, key);
+        self.wake.notify_one();
+    }
+
+    /// Current health figures.
+    pub fn status(&self) -> PeerStatus {
+        let q = self.queue.lock();
+        PeerStatus {
+            id: self.id,
+            url: self.url.clone(),
+            reachable: self.reachable.load(Ordering::Relaxed),
+            queue_depth: q.len(),
+            last_success_ms: self.last_success_ms.load(Ordering::Relaxed),
+            needs_resync: q.needs_resync,
+        }
+    }
+
+    fn batch_url(&self) -> String {
+        format!("{}/eureka/peerreplication/batch/", self.url)
+    }
+
+    /// Sends batches to the peer for as long as the node runs.
+    pub async fn run(self: Arc<Self>, local: Arc<LocalNode>, client: reqwest::Client, self_id: u64) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if self.queue.lock().is_empty() {
+                self.wake.notified().await;
+                continue;
+            }
+            tokio::time::sleep(BATCH_WINDOW).await;
+            let pending = self.queue.lock().take(BATCH_SIZE);
+            let items = build_items(&local, &pending);
+            if items.is_empty() {
+                continue;
+            }
+            match self.send(&client, &items, self_id, &local).await {
+                Ok(results) => {
+                    self.reachable.store(true, Ordering::Relaxed);
+                    self.last_success_ms.store(local.registry.now(), Ordering::Relaxed);
+                    backoff = Duration::from_millis(100);
+                    self.handle_results(&local, &items, results).await;
+                }
+                Err(SendError::Retry(why)) => {
+                    if self.reachable.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(peer = self.id, url = %self.url, error = %why, "peer unreachable; retrying");
+                    }
+                    self.queue.lock().requeue_front(pending);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(SendError::Drop(why)) => {
+                    tracing::error!(peer = self.id, error = %why, items = items.len(), "peer rejected a batch; dropped");
+                }
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        items: &[(Item, Option<InstanceView>)],
+        self_id: u64,
+        local: &LocalNode,
+    ) -> Result<Vec<(u16, Option<crate::core::model::InstanceInfo>)>, SendError> {
+        let resp = client
+            .post(self.batch_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header(NODE_ID_HEADER, self_id.to_string())
+            .body(protocol::encode_batch(items))
+            .send()
+            .await
+            .map_err(|e| SendError::Retry(e.to_string()))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| SendError::Retry(e.to_string()))?;
+        if status.is_server_error() {
+            return Err(SendError::Retry(format!("HTTP {status}")));
+        }
+        if !status.is_success() {
+            return Err(SendError::Drop(format!("HTTP {status}: {}", String::from_utf8_lossy(&body))));
+        }
+        let results = protocol::decode_results(&body, local.registry.now()).map_err(|e| SendError::Drop(e.0))?;
+        if results.len() != items.len() {
+            return Err(SendError::Drop(format!("{} results for {} items", results.len(), items.len())));
+        }
+        Ok(results)
+    }
+
+    /// Reacts to per-item results as Eureka's sender does: a heartbeat the peer could not
+    /// apply (404) becomes a register of our copy; a 409 carries the peer's newer copy,
+    /// which this node adopts (without replicating it back).
+    async fn handle_results(
+        &self,
+        local: &LocalNode,
+        items: &[(Item, Option<InstanceView>)],
+        results: Vec<(u16, Option<crate::core::model::InstanceInfo>)>,
+    ) {
+        for ((item, _), (code, entity)) in items.iter().zip(results) {
+            match (item.action, code, entity) {
+                (_, 200..=299, _) => {}
+                (Action::Heartbeat, 404, _) => {
+                    self.enqueue(Action::Register, InstanceKey { app: item.app.clone(), id: item.id.clone() })
+                }
+                (Action::Heartbeat, 409, Some(newer)) => {
+                    let now = local.registry.now();
+                    let cmd = Command::Register { instance: Box::new(newer), now, from_peer: true };
+                    if let Err(e) = local.apply(cmd).await {
+                        tracing::warn!(peer = self.id, error = %e, "could not adopt the peer's newer copy");
+                    }
+                }
+                (action, code, _) => {
+                    tracing::debug!(peer = self.id, ?action, code, app = %item.app, id = %item.id, "peer did not apply item")
+                }
+            }
+        }
+    }
+}
+
+/// Header carrying the sender's node id on replication requests.
+pub const NODE_ID_HEADER: &str = "x-synod-node-id";
+
+enum SendError {
+    /// Transport failure or 5xx: keep the items and try again later.
+    Retry(String),
+    /// The peer refused the batch itself: retrying would fail the same way.
+    Drop(String),
+}
+
+/// Reads the current state of each pending instance into wire items; instances that are
+/// gone by now are skipped (their cancel is queued behind).
+fn build_items(local: &LocalNode, pending: &[Pending]) -> Vec<(Item, Option<InstanceView>)> {
+    local.registry.read(|st| {
+        pending
+            .iter()
+            .filter_map(|p| {
+                let base = |status, dirty, overridden| Item {
+                    action: p.action,
+                    app: p.key.app.clone(),
+                    id: p.key.id.clone(),
+                    last_dirty_timestamp: dirty,
+                    status,
+                    overridden_status: overridden,
+                    instance: None,
+                };
+                if p.action == Action::Cancel {
+                    return Some((base(None, None, None), None));
+                }
+                let e = st.get(&p.key)?;
+                let item = base(Some(e.info.status), Some(e.info.last_dirty_timestamp), e.status_override);
+                let view = (p.action == Action::Register).then(|| views::instance(e));
+                Some((item, view))
+            })
+            .collect()
+    })
+}
