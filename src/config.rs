@@ -94,6 +94,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_RENEWAL_THRESHOLD_UPDATE_INTERVAL", value_name = "DURATION")]
     pub renewal_threshold_update_interval: Option<String>,
 
+    /// p2p: how long a starting node waits for its peers' registries before serving its own
+    /// as complete [default: 30s].
+    #[arg(long, env = "SYNOD_PEER_SYNC_WAIT", value_name = "DURATION")]
+    pub peer_sync_wait: Option<String>,
+
     /// How long changes stay in `GET apps/delta` [default: 3m].
     #[arg(long, env = "SYNOD_DELTA_RETENTION", value_name = "DURATION")]
     pub delta_retention: Option<String>,
@@ -122,6 +127,7 @@ struct FileConfig {
     self_preservation: Option<toml::Value>,
     renewal_threshold_update_interval: Option<toml::Value>,
     delta_retention: Option<toml::Value>,
+    peer_sync_wait: Option<toml::Value>,
     max_body_size: Option<toml::Value>,
     log: Option<String>,
 }
@@ -146,6 +152,7 @@ pub struct Config {
     pub self_preservation: bool,
     pub renewal_threshold_update_interval: Duration,
     pub delta_retention: Duration,
+    pub peer_sync_wait: Duration,
     pub max_body_size: usize,
     pub log: String,
 }
@@ -163,6 +170,7 @@ impl Default for Config {
             self_preservation: true,
             renewal_threshold_update_interval: Duration::from_secs(15 * 60),
             delta_retention: Duration::from_secs(180),
+            peer_sync_wait: Duration::from_secs(30),
             max_body_size: 256 * 1024,
             log: "info".into(),
         }
@@ -281,6 +289,7 @@ impl ServeArgs {
         )?;
         let delta_retention =
             duration("delta-retention", self.delta_retention, file.delta_retention, d.delta_retention)?;
+        let peer_sync_wait = duration("peer-sync-wait", self.peer_sync_wait, file.peer_sync_wait, d.peer_sync_wait)?;
         let renewal_percent_threshold =
             match self.renewal_percent_threshold.or(file_text(file.renewal_percent_threshold)) {
                 Some(s) => {
@@ -332,6 +341,7 @@ impl ServeArgs {
             self_preservation,
             renewal_threshold_update_interval,
             delta_retention,
+            peer_sync_wait,
             max_body_size,
             log,
         })

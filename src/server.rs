@@ -45,7 +45,7 @@ impl Node {
             }
             ReplicationMode::P2p => {
                 let store = Store::open(&config.data_dir.join("registry"))?;
-                Arc::new(P2p::start(registry.clone(), store, config.node_id, &config.peers)?)
+                Arc::new(P2p::start(registry.clone(), store, config.node_id, &config.peers, config.peer_sync_wait)?)
             }
             other => anyhow::bail!("replication {} is not available yet", other.as_str()),
         };

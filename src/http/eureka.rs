@@ -19,7 +19,7 @@ use crate::core::model::{InstanceInfo, InstanceKey, Status};
 use crate::core::registry::{Format, ViewKind};
 use crate::core::state::RenewOutcome;
 use crate::core::views;
-use crate::replication::{Origin, ReplicationError};
+use crate::replication::{Origin, ReplicationError, COMPLETE_HEADER};
 
 /// Routes every `/eureka/…` request by its decoded path segments.
 ///
@@ -37,9 +37,9 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
     let query = Query::parse(uri.query());
     let o = origin(headers);
     match (method, seg.as_slice()) {
-        (&Method::GET, ["apps"]) => cached(&s, ViewKind::Apps, headers),
-        (&Method::GET, ["apps", "delta"]) => cached(&s, ViewKind::Delta, headers),
-        (&Method::GET, ["apps", app]) => cached(&s, ViewKind::App(app.to_ascii_uppercase()), headers),
+        (&Method::GET, ["apps"]) => registry_read(&s, ViewKind::Apps, headers, o),
+        (&Method::GET, ["apps", "delta"]) => registry_read(&s, ViewKind::Delta, headers, o),
+        (&Method::GET, ["apps", app]) => registry_read(&s, ViewKind::App(app.to_ascii_uppercase()), headers, o),
         (&Method::POST, ["apps", app]) => match read_body(body, s.max_body_size).await {
             Ok(bytes) => register(&s, app, headers, &bytes, o).await,
             Err(r) => r.into_response(),
@@ -51,8 +51,8 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         (&Method::DELETE, ["apps", app, id, "status"]) => delete_status(&s, InstanceKey::new(app, id), &query, o).await,
         (&Method::PUT, ["apps", app, id, "metadata"]) => metadata(&s, InstanceKey::new(app, id), &query, o).await,
         (&Method::GET, ["instances", id]) => get_instance(&s, None, id, headers),
-        (&Method::GET, ["vips", vip]) => cached(&s, ViewKind::Vip(vip.to_string()), headers),
-        (&Method::GET, ["svips", svip]) => cached(&s, ViewKind::Svip(svip.to_string()), headers),
+        (&Method::GET, ["vips", vip]) => registry_read(&s, ViewKind::Vip(vip.to_string()), headers, o),
+        (&Method::GET, ["svips", svip]) => registry_read(&s, ViewKind::Svip(svip.to_string()), headers, o),
         (&Method::GET, ["serverinfo", "statusoverrides"]) => status_overrides(&s),
         (_, ["apps"] | ["apps", _] | ["apps", _, _] | ["apps", _, _, "status" | "metadata"])
         | (_, ["instances" | "vips" | "svips", _] | ["serverinfo", "statusoverrides"]) => {
@@ -111,6 +111,22 @@ impl Query {
 fn unavailable(e: ReplicationError) -> Response {
     tracing::warn!(error = %e, "write not acknowledged");
     error(StatusCode::SERVICE_UNAVAILABLE, e)
+}
+
+/// A registry read. While the backend says the local registry is not complete yet (a p2p
+/// node still pulling from its peers), clients get 503 rather than a partial registry that
+/// would make them drop live instances; peers are answered, with a header saying so.
+fn registry_read(s: &AppState, kind: ViewKind, headers: &HeaderMap, origin: Origin) -> Response {
+    let complete = s.replicator.registry_complete();
+    if !complete && origin == Origin::Client {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "registry is still being synced from peers; retry shortly");
+    }
+    let mut resp = cached(s, kind, headers);
+    if origin == Origin::Peer {
+        let flag = if complete { "true" } else { "false" };
+        resp.headers_mut().insert(COMPLETE_HEADER, axum::http::HeaderValue::from_static(flag));
+    }
+    resp
 }
 
 /// Full registry, delta, one app, or a VIP: served from the response cache.

@@ -19,6 +19,10 @@ use crate::core::command::{Command, Outcome};
 use crate::core::model::InstanceKey;
 use crate::core::state::RenewOutcome;
 
+/// Response header on registry reads by a peer: whether this node's registry is complete
+/// (see [`Replicator::registry_complete`]).
+pub const COMPLETE_HEADER: &str = "x-synod-registry-complete";
+
 /// A boxed, sendable future (the trait is used as a trait object).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -99,6 +103,13 @@ pub trait Replicator: Send + Sync + 'static {
 
     /// Whether this node is ready to serve.
     fn is_ready(&self) -> bool;
+
+    /// Whether the local registry may be served to clients as complete (false while a p2p
+    /// node is still pulling its peers' registries at start-up: an empty or partial registry
+    /// would make clients drop instances that exist).
+    fn registry_complete(&self) -> bool {
+        true
+    }
 
     /// This node's role.
     fn role(&self) -> Role;

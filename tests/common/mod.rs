@@ -2,6 +2,8 @@
 //! ephemeral loopback port with its own temporary data directory, and stop it on drop.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,13 +22,17 @@ impl ServerProcess {
     /// Starts the synod binary with `serve --listen 127.0.0.1:0 --data-dir DIR` plus `extra`
     /// arguments and waits (bounded) until it reports its bound address on stdout.
     pub fn start(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::spawn(data_dir, &args)
+    }
+
+    fn spawn(data_dir: &Path, args: &[&str]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
             .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "synod=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -50,6 +56,14 @@ impl ServerProcess {
             }
         };
         ServerProcess { child, addr, data_dir: data_dir.to_path_buf() }
+    }
+
+    /// Starts the synod binary listening on a given `addr` (cluster members need each
+    /// other's addresses before they start) with `extra` arguments.
+    pub fn start_at(addr: &str, data_dir: &Path, extra: &[&str]) -> ServerProcess {
+        let mut args = vec!["--listen", addr];
+        args.extend_from_slice(extra);
+        Self::spawn(data_dir, &args)
     }
 
     /// Base URL of the Eureka API, e.g. `http://127.0.0.1:1234/eureka`.

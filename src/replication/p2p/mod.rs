@@ -14,10 +14,12 @@ pub mod peer;
 pub mod protocol;
 pub mod queue;
 pub mod receiver;
+pub mod sync;
 
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +42,8 @@ use protocol::Action;
 pub struct P2pShared {
     pub local: Arc<LocalNode>,
     pub peers: Vec<Arc<PeerLink>>,
+    /// Set once the start-up sync finished; until then the registry is not served as complete.
+    pub complete: AtomicBool,
 }
 
 /// The p2p backend.
@@ -50,7 +54,13 @@ pub struct P2p {
 impl P2p {
     /// Restores this node's registry from its store and starts one sender per peer
     /// (`members` lists every node, this one included). Must run inside a tokio runtime.
-    pub fn start(registry: Arc<Registry>, store: Store, self_id: u64, members: &[Peer]) -> Result<Self, StoreError> {
+    pub fn start(
+        registry: Arc<Registry>,
+        store: Store,
+        self_id: u64,
+        members: &[Peer],
+        sync_wait: Duration,
+    ) -> Result<Self, StoreError> {
         let local = Arc::new(LocalNode::restore(registry, store)?);
         let peers: Vec<Arc<PeerLink>> =
             members.iter().filter(|p| p.id != self_id).map(|p| Arc::new(PeerLink::new(p.id, p.url.clone()))).collect();
@@ -64,7 +74,9 @@ impl P2p {
             tokio::spawn(p.clone().run(local.clone(), client.clone(), self_id));
         }
         tracing::info!(self_id, peers = peers.len(), "p2p replication started");
-        Ok(P2p { shared: Arc::new(P2pShared { local, peers }) })
+        let shared = Arc::new(P2pShared { local, peers, complete: AtomicBool::new(false) });
+        tokio::spawn(sync::initial(shared.clone(), client, sync_wait));
+        Ok(P2p { shared })
     }
 
     fn replicate(&self, action: Action, key: &InstanceKey) {
@@ -130,7 +142,11 @@ impl Replicator for P2p {
     }
 
     fn is_ready(&self) -> bool {
-        self.shared.local.is_healthy()
+        self.shared.local.is_healthy() && self.registry_complete()
+    }
+
+    fn registry_complete(&self) -> bool {
+        self.shared.complete.load(Ordering::Acquire)
     }
 
     fn role(&self) -> Role {
