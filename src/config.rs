@@ -99,6 +99,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_PEER_SYNC_WAIT", value_name = "DURATION")]
     pub peer_sync_wait: Option<String>,
 
+    /// p2p: how often each node compares registry digests with every peer and pulls what
+    /// differs [default: 30s].
+    #[arg(long, env = "SYNOD_ANTI_ENTROPY_INTERVAL", value_name = "DURATION")]
+    pub anti_entropy_interval: Option<String>,
+
     /// How long changes stay in `GET apps/delta` [default: 3m].
     #[arg(long, env = "SYNOD_DELTA_RETENTION", value_name = "DURATION")]
     pub delta_retention: Option<String>,
@@ -128,6 +133,7 @@ struct FileConfig {
     renewal_threshold_update_interval: Option<toml::Value>,
     delta_retention: Option<toml::Value>,
     peer_sync_wait: Option<toml::Value>,
+    anti_entropy_interval: Option<toml::Value>,
     max_body_size: Option<toml::Value>,
     log: Option<String>,
 }
@@ -153,6 +159,7 @@ pub struct Config {
     pub renewal_threshold_update_interval: Duration,
     pub delta_retention: Duration,
     pub peer_sync_wait: Duration,
+    pub anti_entropy_interval: Duration,
     pub max_body_size: usize,
     pub log: String,
 }
@@ -171,6 +178,7 @@ impl Default for Config {
             renewal_threshold_update_interval: Duration::from_secs(15 * 60),
             delta_retention: Duration::from_secs(180),
             peer_sync_wait: Duration::from_secs(30),
+            anti_entropy_interval: Duration::from_secs(30),
             max_body_size: 256 * 1024,
             log: "info".into(),
         }
@@ -290,6 +298,12 @@ impl ServeArgs {
         let delta_retention =
             duration("delta-retention", self.delta_retention, file.delta_retention, d.delta_retention)?;
         let peer_sync_wait = duration("peer-sync-wait", self.peer_sync_wait, file.peer_sync_wait, d.peer_sync_wait)?;
+        let anti_entropy_interval = duration(
+            "anti-entropy-interval",
+            self.anti_entropy_interval,
+            file.anti_entropy_interval,
+            d.anti_entropy_interval,
+        )?;
         let renewal_percent_threshold =
             match self.renewal_percent_threshold.or(file_text(file.renewal_percent_threshold)) {
                 Some(s) => {
@@ -342,6 +356,7 @@ impl ServeArgs {
             renewal_threshold_update_interval,
             delta_retention,
             peer_sync_wait,
+            anti_entropy_interval,
             max_body_size,
             log,
         })

@@ -45,7 +45,14 @@ impl Node {
             }
             ReplicationMode::P2p => {
                 let store = Store::open(&config.data_dir.join("registry"))?;
-                Arc::new(P2p::start(registry.clone(), store, config.node_id, &config.peers, config.peer_sync_wait)?)
+                Arc::new(P2p::start(
+                    registry.clone(),
+                    store,
+                    config.node_id,
+                    &config.peers,
+                    config.peer_sync_wait,
+                    config.anti_entropy_interval,
+                )?)
             }
             other => anyhow::bail!("replication {} is not available yet", other.as_str()),
         };

@@ -11,6 +11,10 @@ use serde_json::{json, Value};
 use synod::config::{Peer, ReplicationMode};
 
 async fn cluster(n: u64) -> Vec<InProcess> {
+    cluster_with(n, |_| {}).await
+}
+
+async fn cluster_with(n: u64, tweak: impl Fn(&mut synod::config::Config)) -> Vec<InProcess> {
     let mut listeners = Vec::new();
     for _ in 0..n {
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -28,6 +32,7 @@ async fn cluster(n: u64) -> Vec<InProcess> {
                 c.replication = ReplicationMode::P2p;
                 c.node_id = i as u64 + 1;
                 c.peers = peers;
+                tweak(c);
             })
             .await,
         );
@@ -179,4 +184,43 @@ async fn batch_endpoint_formats() {
     }
     let (_, v) = get_json(&c, &node.url("apps/MIXED/10.0.0.3:mixed:80")).await;
     assert_eq!(v["instance"]["status"], "DOWN");
+}
+
+#[tokio::test]
+async fn anti_entropy_repairs_what_replication_missed() {
+    let nodes = cluster_with(3, |c| c.anti_entropy_interval = Duration::from_millis(200)).await;
+    let c = Client::new();
+    // Registered on node 2 as if replicated: no batch ever carries it, no heartbeat either.
+    let r = c
+        .post(nodes[1].url("apps/quiet"))
+        .header("x-netflix-discovery-replication", "true")
+        .json(&py_instance("quiet", "10.0.0.7", 80))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let inst = "apps/QUIET/10.0.0.7:quiet:80";
+    wait_all(&c, &nodes, inst, |st, _| st == StatusCode::OK).await;
+
+    // Cancelled on node 1 alone: its tombstone removes the copies elsewhere, and the copies
+    // elsewhere do not bring it back to node 1.
+    let r = c.delete(nodes[0].url(inst)).header("x-netflix-discovery-replication", "true").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    wait_all(&c, &nodes, inst, |st, _| st == StatusCode::NOT_FOUND).await;
+
+    // Digests agree everywhere afterwards, as /v1/status shows.
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, v) = get_json(&c, &format!("{}/v1/status", n.base)).await;
+            let peers = v["peers"].as_array().cloned().unwrap_or_default();
+            if peers.len() == 2 && peers.iter().all(|p| p["digests_agree"] == true) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "digests never agreed: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get_json(&c, &nodes[0].url(inst)).await.0, StatusCode::NOT_FOUND, "not resurrected");
 }

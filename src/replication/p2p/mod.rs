@@ -10,6 +10,7 @@
 //! A renew on this node: [`P2p::renew`] renews the local lease and queues a `Heartbeat` for
 //! every peer; a peer's heartbeat arrives through [`receiver::batch`].
 
+pub mod antientropy;
 pub mod peer;
 pub mod protocol;
 pub mod queue;
@@ -23,7 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::post;
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::Json;
 use axum::Router;
 
 use crate::config::Peer;
@@ -60,6 +63,7 @@ impl P2p {
         self_id: u64,
         members: &[Peer],
         sync_wait: Duration,
+        anti_entropy_interval: Duration,
     ) -> Result<Self, StoreError> {
         let local = Arc::new(LocalNode::restore(registry, store)?);
         let peers: Vec<Arc<PeerLink>> =
@@ -75,7 +79,8 @@ impl P2p {
         }
         tracing::info!(self_id, peers = peers.len(), "p2p replication started");
         let shared = Arc::new(P2pShared { local, peers, complete: AtomicBool::new(false) });
-        tokio::spawn(sync::initial(shared.clone(), client, sync_wait));
+        tokio::spawn(sync::initial(shared.clone(), client.clone(), sync_wait));
+        tokio::spawn(antientropy::run(shared.clone(), client, anti_entropy_interval, self_id));
         Ok(P2p { shared })
     }
 
@@ -84,6 +89,12 @@ impl P2p {
             p.enqueue(action, key.clone());
         }
     }
+}
+
+/// `GET /v1/p2p/digest`: this node's registry digest, for the peers' anti-entropy.
+async fn digest(State(shared): State<Arc<P2pShared>>) -> Json<antientropy::Digest> {
+    let reg = &shared.local.registry;
+    Json(reg.read(|st| antientropy::digest(st, reg.now())))
 }
 
 /// What a locally accepted command tells the peers. Evictions tell them nothing.
@@ -163,6 +174,7 @@ impl Replicator for P2p {
             .route("/eureka/peerreplication/batch/", post(receiver::batch))
             .route("/eureka/v2/peerreplication/batch", post(receiver::batch))
             .route("/eureka/v2/peerreplication/batch/", post(receiver::batch))
+            .route("/v1/p2p/digest", get(digest))
             .with_state(self.shared.clone())
     }
 }

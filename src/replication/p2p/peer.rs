@@ -36,6 +36,10 @@ pub struct PeerStatus {
     /// Wall-clock milliseconds of the last batch the peer accepted (0: none yet).
     pub last_success_ms: u64,
     pub needs_resync: bool,
+    /// Whether the registry digests agreed at the last anti-entropy round (none yet: null).
+    pub digests_agree: Option<bool>,
+    /// Wall-clock milliseconds of the last anti-entropy round (0: none yet).
+    pub last_anti_entropy_ms: u64,
 }
 
 /// The link to one peer.
@@ -47,6 +51,8 @@ pub struct PeerLink {
     wake: Notify,
     reachable: AtomicBool,
     last_success_ms: AtomicU64,
+    /// Last anti-entropy round: (digests agreed, when).
+    anti_entropy: Mutex<Option<(bool, u64)>>,
 }
 
 impl PeerLink {
@@ -59,6 +65,16 @@ impl PeerLink {
             wake: Notify::new(),
             reachable: AtomicBool::new(false),
             last_success_ms: AtomicU64::new(0),
+            anti_entropy: Mutex::new(None),
+        }
+    }
+
+    /// Records an anti-entropy round. Agreement also settles a dropped backlog: the peer has
+    /// everything this node has.
+    pub fn record_anti_entropy(&self, agreed: bool, now: u64) {
+        *self.anti_entropy.lock() = Some((agreed, now));
+        if agreed {
+            self.queue.lock().needs_resync = false;
         }
     }
 
@@ -71,7 +87,10 @@ impl PeerLink {
     /// Current health figures.
     pub fn status(&self) -> PeerStatus {
         let q = self.queue.lock();
+        let ae = *self.anti_entropy.lock();
         PeerStatus {
+            digests_agree: ae.map(|(agreed, _)| agreed),
+            last_anti_entropy_ms: ae.map_or(0, |(_, at)| at),
             id: self.id,
             url: self.url.clone(),
             reachable: self.reachable.load(Ordering::Relaxed),
