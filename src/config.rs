@@ -227,7 +227,9 @@ fn parse_duration(option: &'static str, s: &str) -> Result<Duration, ConfigError
 fn parse_peer(s: &str) -> Result<Peer, ConfigError> {
     let (id, url) = s.split_once('=').ok_or_else(|| err("peer", format!("{s:?} is not ID=URL")))?;
     let id = id.trim().parse::<u64>().map_err(|_| err("peer", format!("{s:?}: id must be a positive integer")))?;
-    let url = url.trim().trim_end_matches('/').to_string();
+    // Eureka users write service URLs ending in /eureka or /eureka/v2; a peer is its root.
+    let url = url.trim().trim_end_matches('/');
+    let url = url.strip_suffix("/eureka/v2").or_else(|| url.strip_suffix("/eureka")).unwrap_or(url).to_string();
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
         return Err(err("peer", format!("{s:?}: URL must start with http:// or https://")));
     }
@@ -422,6 +424,13 @@ mod tests {
         let e = bad(ServeArgs { listen: Some("nowhere".into()), ..Default::default() });
         assert!(e.contains("--listen"), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn peer_urls_are_roots() {
+        for spec in ["2=http://10.0.0.2:8761", "2=http://10.0.0.2:8761/", "2=http://10.0.0.2:8761/eureka/v2/"] {
+            assert_eq!(parse_peer(spec).unwrap(), Peer { id: 2, url: "http://10.0.0.2:8761".into() }, "{spec}");
+        }
     }
 
     #[test]
