@@ -224,3 +224,29 @@ async fn anti_entropy_repairs_what_replication_missed() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(get_json(&c, &nodes[0].url(inst)).await.0, StatusCode::NOT_FOUND, "not resurrected");
 }
+
+#[tokio::test]
+async fn renewals_on_one_node_keep_the_instance_alive_everywhere() {
+    let nodes = cluster_with(3, |c| {
+        c.eviction_interval = Duration::from_millis(200);
+        c.self_preservation = false;
+    })
+    .await;
+    let c = Client::new();
+    let mut body = py_instance("short", "10.0.0.8", 80);
+    body["instance"]["leaseInfo"] = json!({"renewalIntervalInSecs": 1, "durationInSecs": 2});
+    assert_eq!(c.post(nodes[0].url("apps/short")).json(&body).send().await.unwrap().status(), 204);
+    let inst = "apps/SHORT/10.0.0.8:short:80";
+    wait_all(&c, &nodes, inst, |st, _| st == StatusCode::OK).await;
+    // Renew only through node 2 for twice the lease duration: every node keeps it.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert_eq!(c.put(nodes[1].url(inst)).send().await.unwrap().status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(get_json(&c, &n.url(inst)).await.0, StatusCode::OK, "node {} evicted a renewed instance", i + 1);
+    }
+    // Once renewals stop, every node evicts it on its own.
+    wait_all(&c, &nodes, inst, |st, _| st == StatusCode::NOT_FOUND).await;
+}
