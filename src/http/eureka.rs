@@ -3,6 +3,7 @@
 //! Where a renew is handled: [`renew`] here calls `Replicator::renew`, which in every backend
 //! ends in `RegistryState::renew` (core/state.rs) on the node(s) holding the lease.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use axum::body::{Body, Bytes};
@@ -77,20 +78,25 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Reject> {
 }
 
 /// Query parameters, first value winning for repeated keys (as Eureka's metadata PUT).
-struct Query(Vec<(String, String)>);
+/// Parsed lazily: a heartbeat's query is scanned without building a map.
+struct Query<'a>(&'a str);
 
-impl Query {
-    fn parse(q: Option<&str>) -> Query {
-        Query(form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned().collect())
+impl<'a> Query<'a> {
+    fn parse(q: Option<&'a str>) -> Query<'a> {
+        Query(q.unwrap_or(""))
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    fn pairs(&self) -> form_urlencoded::Parse<'a> {
+        form_urlencoded::parse(self.0.as_bytes())
+    }
+
+    fn get(&self, key: &str) -> Option<Cow<'a, str>> {
+        self.pairs().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     /// `lastDirtyTimestamp`, which must be a decimal number of milliseconds when present.
     fn last_dirty(&self) -> Result<Option<u64>, Reject> {
-        match self.get("lastDirtyTimestamp").map(str::trim) {
+        match self.get("lastDirtyTimestamp").as_deref().map(str::trim) {
             None | Some("") => Ok(None),
             Some(v) => v
                 .parse::<u64>()
@@ -226,12 +232,12 @@ async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: &[u8]
     }
 }
 
-async fn renew(s: &AppState, key: InstanceKey, q: &Query, headers: &HeaderMap, origin: Origin) -> Response {
+async fn renew(s: &AppState, key: InstanceKey, q: &Query<'_>, headers: &HeaderMap, origin: Origin) -> Response {
     let last_dirty = match q.last_dirty() {
         Ok(d) => d,
         Err(reject) => return reject.into_response(),
     };
-    match s.replicator.renew(key.clone(), last_dirty, origin).await {
+    match s.replicator.renew(&key, last_dirty, origin).await {
         // A peer holding older data gets this node's copy with a 409, so it can adopt it.
         Ok(RenewOutcome::ServerNewer) if origin == Origin::Peer => {
             let mut resp = get_instance(s, Some(&key.app), &key.id, headers);
@@ -273,12 +279,12 @@ fn parse_status(value: &str) -> Result<Status, Reject> {
     value.parse::<Status>().map_err(Reject::bad_request)
 }
 
-async fn set_status(s: &AppState, key: InstanceKey, q: &Query, origin: Origin) -> Response {
+async fn set_status(s: &AppState, key: InstanceKey, q: &Query<'_>, origin: Origin) -> Response {
     let now = s.registry.now();
     let parsed = q
         .get("value")
         .ok_or_else(|| Reject::bad_request("missing query parameter value (the status to set)"))
-        .and_then(parse_status)
+        .and_then(|v| parse_status(&v))
         .and_then(|status| Ok((status, q.stored_dirty(now)?)));
     match parsed {
         Ok((status, last_dirty)) => {
@@ -288,10 +294,12 @@ async fn set_status(s: &AppState, key: InstanceKey, q: &Query, origin: Origin) -
     }
 }
 
-async fn delete_status(s: &AppState, key: InstanceKey, q: &Query, origin: Origin) -> Response {
+async fn delete_status(s: &AppState, key: InstanceKey, q: &Query<'_>, origin: Origin) -> Response {
     let now = s.registry.now();
-    let parsed =
-        q.get("value").map_or(Ok(Status::Unknown), parse_status).and_then(|status| Ok((status, q.stored_dirty(now)?)));
+    let parsed = q
+        .get("value")
+        .map_or(Ok(Status::Unknown), |v| parse_status(&v))
+        .and_then(|status| Ok((status, q.stored_dirty(now)?)));
     match parsed {
         Ok((status, last_dirty)) => {
             submit_for_instance(s, Command::DeleteStatusOverride { key, status, last_dirty, now }, origin).await
@@ -300,14 +308,14 @@ async fn delete_status(s: &AppState, key: InstanceKey, q: &Query, origin: Origin
     }
 }
 
-async fn metadata(s: &AppState, key: InstanceKey, q: &Query, origin: Origin) -> Response {
+async fn metadata(s: &AppState, key: InstanceKey, q: &Query<'_>, origin: Origin) -> Response {
     let mut entries = BTreeMap::new();
     // `@class` is Java's empty-map marker, never a real key (registration drops it too).
-    for (k, v) in q.0.iter().filter(|(k, _)| k != "@class") {
-        if let Err(e) = decode::check_metadata_entry(k, v, "metadata") {
+    for (k, v) in q.pairs().filter(|(k, _)| k != "@class") {
+        if let Err(e) = decode::check_metadata_entry(&k, &v, "metadata") {
             return error(StatusCode::BAD_REQUEST, e);
         }
-        entries.entry(k.clone()).or_insert_with(|| v.clone());
+        entries.entry(k.into_owned()).or_insert_with(|| v.into_owned());
     }
     if let Err(e) = codec::limits::check_metadata(&entries) {
         return error(StatusCode::BAD_REQUEST, e);

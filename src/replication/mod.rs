@@ -87,12 +87,12 @@ pub trait Replicator: Send + Sync + 'static {
     fn submit(&self, cmd: Command, origin: Origin) -> BoxFuture<'_, Result<Outcome, ReplicationError>>;
 
     /// Renews a lease.
-    fn renew(
-        &self,
-        key: InstanceKey,
+    fn renew<'a>(
+        &'a self,
+        key: &'a InstanceKey,
         last_dirty: Option<u64>,
         origin: Origin,
-    ) -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>>;
+    ) -> BoxFuture<'a, Result<RenewOutcome, ReplicationError>>;
 
     /// Resolves once the local registry reflects every write acknowledged before the call
     /// (for [`Consistency::Linearizable`]); `Local` returns at once.

@@ -33,13 +33,13 @@ impl Replicator for Standalone {
         Box::pin(self.local.apply(cmd))
     }
 
-    fn renew(
-        &self,
-        key: InstanceKey,
+    fn renew<'a>(
+        &'a self,
+        key: &'a InstanceKey,
         last_dirty: Option<u64>,
         _origin: Origin,
-    ) -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>> {
-        Box::pin(async move { Ok(self.local.registry.renew(&key, last_dirty)) })
+    ) -> BoxFuture<'a, Result<RenewOutcome, ReplicationError>> {
+        Box::pin(async move { Ok(self.local.registry.renew(key, last_dirty)) })
     }
 
     fn read_barrier(&self, _level: Consistency) -> BoxFuture<'_, Result<(), ReplicationError>> {

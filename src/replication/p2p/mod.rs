@@ -128,16 +128,16 @@ impl Replicator for P2p {
         })
     }
 
-    fn renew(
-        &self,
-        key: InstanceKey,
+    fn renew<'a>(
+        &'a self,
+        key: &'a InstanceKey,
         last_dirty: Option<u64>,
         origin: Origin,
-    ) -> BoxFuture<'_, Result<RenewOutcome, ReplicationError>> {
+    ) -> BoxFuture<'a, Result<RenewOutcome, ReplicationError>> {
         Box::pin(async move {
-            let outcome = self.shared.local.registry.renew(&key, last_dirty);
+            let outcome = self.shared.local.registry.renew(key, last_dirty);
             if origin == Origin::Client && matches!(outcome, RenewOutcome::Renewed | RenewOutcome::ServerNewer) {
-                self.replicate(Action::Heartbeat, &key);
+                self.replicate(Action::Heartbeat, key);
             }
             Ok(outcome)
         })
