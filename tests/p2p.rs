@@ -250,3 +250,33 @@ async fn renewals_on_one_node_keep_the_instance_alive_everywhere() {
     // Once renewals stop, every node evicts it on its own.
     wait_all(&c, &nodes, inst, |st, _| st == StatusCode::NOT_FOUND).await;
 }
+
+#[tokio::test]
+async fn full_batches_of_large_instances_replicate() {
+    // 300 registrations of ~2 KB each make batches far larger than one request body may be.
+    let nodes = cluster(2).await;
+    let c = Client::new();
+    let mut tasks = Vec::new();
+    for n in 0..300u32 {
+        let c = c.clone();
+        let url = nodes[0].url("apps/bulk");
+        tasks.push(tokio::spawn(async move {
+            let mut body = py_instance("bulk", &format!("10.1.{}.{}", n / 250, n % 250), 80);
+            body["instance"]["metadata"]["padding"] = json!("x".repeat(1500));
+            assert_eq!(c.post(url).json(&body).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = get_json(&c, &nodes[1].url("apps/BULK")).await;
+        let n = v["application"]["instance"].as_array().map_or(0, Vec::len);
+        if n == 300 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {n} of 300 instances replicated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -14,7 +14,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
 use axum::Router;
 use tower_http::decompression::RequestDecompressionLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::core::registry::Registry;
 use crate::replication::Replicator;
@@ -52,5 +52,9 @@ pub fn router(state: AppState, max_body_size: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_size))
         // Request spans and response status at debug level (`--log synod=debug,tower_http=debug`),
         // which also covers rejections produced by axum itself (e.g. 413).
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            // 5xx answers are expected states here (503 while syncing or while the disk
+            // refuses writes) and are logged where they arise; keep tower-http's at debug.
+            TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
 }

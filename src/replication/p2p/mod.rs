@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::Json;
 use axum::Router;
@@ -40,6 +40,9 @@ use super::local::LocalNode;
 use super::{BoxFuture, Consistency, Origin, ReplicationError, Replicator, Role};
 use peer::{PeerLink, PeerStatus};
 use protocol::Action;
+
+/// Largest accepted replication batch body: 250 items of at most ~100 KiB each fit.
+const BATCH_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// State shared by the backend, its sender tasks and the batch endpoint.
 pub struct P2pShared {
@@ -175,6 +178,9 @@ impl Replicator for P2p {
             .route("/eureka/v2/peerreplication/batch", post(receiver::batch))
             .route("/eureka/v2/peerreplication/batch/", post(receiver::batch))
             .route("/v1/p2p/digest", get(digest))
+            // A batch carries up to 250 whole instances, far more than one registration, so
+            // it gets its own body limit (the inner limit wins over the server-wide one).
+            .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT))
             .with_state(self.shared.clone())
     }
 }
