@@ -202,7 +202,7 @@ fn main() {
     let samples = env_num("SYNOD_BENCH_SAMPLES", 200);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
-        let nodes = start_cluster();
+        let mut nodes = start_cluster();
         let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
         let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(256).build().expect("client");
         for b in &bases {
@@ -266,5 +266,32 @@ fn main() {
             p99,
             if p99 < 200.0 { "PASS" } else { "MISS" }
         );
+
+        // Replication cost per renew with a dead peer: its backlog must not make renewals
+        // dearer (the queue keeps one pending heartbeat per instance, however many arrive).
+        let renew_one = Workload { write: false, app: "renewed", spread: false, preloaded: preload };
+        let cost = |nodes: &[Node], cpu0: f64, rate: f64| {
+            let cpu1: f64 = nodes[..2].iter().map(Node::cpu_secs).sum();
+            (cpu1 - cpu0) * 1e6 / (rate * secs as f64).max(1.0)
+        };
+        let cpu0: f64 = nodes[..2].iter().map(Node::cpu_secs).sum();
+        let (rate, _) = load(&client, &bases, conns, secs, renew_one).await;
+        let healthy = cost(&nodes, cpu0, rate);
+        nodes.pop();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut rounds = Vec::new();
+        for _ in 0..3 {
+            let cpu0: f64 = nodes[..2].iter().map(Node::cpu_secs).sum();
+            let (rate, _) = load(&client, &bases, conns, secs, renew_one).await;
+            rounds.push((rate, cost(&nodes, cpu0, rate)));
+        }
+        println!(
+            "
+renew via node 1, CPU µs per renew on nodes 1+2:"
+        );
+        println!("  all peers up                 {healthy:.1}");
+        for (i, (rate, c)) in rounds.iter().enumerate() {
+            println!("  node 3 down, round {}        {c:.1}  ({rate:.0} req/s, backlog growing)", i + 1);
+        }
     });
 }
