@@ -104,6 +104,30 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_ANTI_ENTROPY_INTERVAL", value_name = "DURATION")]
     pub anti_entropy_interval: Option<String>,
 
+    /// raft: how often the leader sends heartbeats; also the deadline of one append RPC
+    /// [default: 250ms].
+    #[arg(long, env = "SYNOD_RAFT_HEARTBEAT", value_name = "DURATION")]
+    pub raft_heartbeat: Option<String>,
+
+    /// raft: a follower that hears no leader for a random time between this and twice this
+    /// starts an election [default: 1500ms].
+    #[arg(long, env = "SYNOD_RAFT_ELECTION_TIMEOUT", value_name = "DURATION")]
+    pub raft_election_timeout: Option<String>,
+
+    /// raft: deadline for sending one snapshot chunk to a lagging node [default: 10s].
+    #[arg(long, env = "SYNOD_RAFT_SNAPSHOT_TIMEOUT", value_name = "DURATION")]
+    pub raft_snapshot_timeout: Option<String>,
+
+    /// raft: build a snapshot (and drop the log behind it) every this many log entries
+    /// [default: 10000].
+    #[arg(long, env = "SYNOD_RAFT_SNAPSHOT_EVERY", value_name = "ENTRIES")]
+    pub raft_snapshot_every: Option<String>,
+
+    /// raft: this node joins an existing cluster (added with `synod cluster add`) and never
+    /// initializes one itself [default: false].
+    #[arg(long, env = "SYNOD_RAFT_JOIN", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub raft_join: Option<String>,
+
     /// How long changes stay in `GET apps/delta` [default: 3m].
     #[arg(long, env = "SYNOD_DELTA_RETENTION", value_name = "DURATION")]
     pub delta_retention: Option<String>,
@@ -134,6 +158,11 @@ struct FileConfig {
     delta_retention: Option<toml::Value>,
     peer_sync_wait: Option<toml::Value>,
     anti_entropy_interval: Option<toml::Value>,
+    raft_heartbeat: Option<toml::Value>,
+    raft_election_timeout: Option<toml::Value>,
+    raft_snapshot_timeout: Option<toml::Value>,
+    raft_snapshot_every: Option<toml::Value>,
+    raft_join: Option<toml::Value>,
     max_body_size: Option<toml::Value>,
     log: Option<String>,
 }
@@ -143,6 +172,29 @@ struct FileConfig {
 pub struct Peer {
     pub id: u64,
     pub url: String,
+}
+
+/// Raft timing and log settings.
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    pub heartbeat: Duration,
+    /// Lower bound of the election timeout; the upper bound is twice this.
+    pub election_timeout: Duration,
+    pub snapshot_timeout: Duration,
+    pub snapshot_every: u64,
+    pub join: bool,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat: Duration::from_millis(250),
+            election_timeout: Duration::from_millis(1500),
+            snapshot_timeout: Duration::from_secs(10),
+            snapshot_every: 10_000,
+            join: false,
+        }
+    }
 }
 
 /// Validated settings of a node.
@@ -160,6 +212,7 @@ pub struct Config {
     pub delta_retention: Duration,
     pub peer_sync_wait: Duration,
     pub anti_entropy_interval: Duration,
+    pub raft: RaftTuning,
     pub max_body_size: usize,
     pub log: String,
 }
@@ -179,6 +232,7 @@ impl Default for Config {
             delta_retention: Duration::from_secs(180),
             peer_sync_wait: Duration::from_secs(30),
             anti_entropy_interval: Duration::from_secs(30),
+            raft: RaftTuning::default(),
             max_body_size: 256 * 1024,
             log: "info".into(),
         }
@@ -222,6 +276,14 @@ fn parse_duration(option: &'static str, s: &str) -> Result<Duration, ConfigError
         return Err(err(option, "must be at most 7 days"));
     }
     Ok(d)
+}
+
+fn parse_bool(option: &'static str, s: &str) -> Result<bool, ConfigError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Ok(true),
+        "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err(err(option, format!("{s:?} must be true or false"))),
+    }
 }
 
 fn parse_peer(s: &str) -> Result<Peer, ConfigError> {
@@ -306,6 +368,34 @@ impl ServeArgs {
             file.anti_entropy_interval,
             d.anti_entropy_interval,
         )?;
+        let raft = RaftTuning {
+            heartbeat: duration("raft-heartbeat", self.raft_heartbeat, file.raft_heartbeat, d.raft.heartbeat)?,
+            election_timeout: duration(
+                "raft-election-timeout",
+                self.raft_election_timeout,
+                file.raft_election_timeout,
+                d.raft.election_timeout,
+            )?,
+            snapshot_timeout: duration(
+                "raft-snapshot-timeout",
+                self.raft_snapshot_timeout,
+                file.raft_snapshot_timeout,
+                d.raft.snapshot_timeout,
+            )?,
+            snapshot_every: match self.raft_snapshot_every.or(file_text(file.raft_snapshot_every)) {
+                Some(s) => s.trim().parse::<u64>().ok().filter(|n| (10..=10_000_000).contains(n)).ok_or_else(|| {
+                    err("raft-snapshot-every", format!("{s:?} must be a number of entries from 10 to 10000000"))
+                })?,
+                None => d.raft.snapshot_every,
+            },
+            join: match self.raft_join.or(file_text(file.raft_join)) {
+                Some(s) => parse_bool("raft-join", &s)?,
+                None => d.raft.join,
+            },
+        };
+        if raft.election_timeout <= raft.heartbeat * 2 {
+            return Err(err("raft-election-timeout", "must be more than twice --raft-heartbeat"));
+        }
         let renewal_percent_threshold =
             match self.renewal_percent_threshold.or(file_text(file.renewal_percent_threshold)) {
                 Some(s) => {
@@ -316,11 +406,7 @@ impl ServeArgs {
                 None => d.renewal_percent_threshold,
             };
         let self_preservation = match self.self_preservation.or(file_text(file.self_preservation)) {
-            Some(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "on" | "yes" | "1" => true,
-                "false" | "off" | "no" | "0" => false,
-                _ => return Err(err("self-preservation", format!("{s:?} must be true or false"))),
-            },
+            Some(s) => parse_bool("self-preservation", &s)?,
             None => d.self_preservation,
         };
         let max_body_size = match self.max_body_size.or(file_text(file.max_body_size)) {
@@ -342,9 +428,7 @@ impl ServeArgs {
                 return Err(err("peer", "p2p needs every member (this node included) as --peer ID=URL, at least two"));
             }
             ReplicationMode::P2p => {}
-            ReplicationMode::Raft => {
-                return Err(err("replication", "raft is not available yet in this version; use none or p2p"));
-            }
+            ReplicationMode::Raft => {}
         }
         Ok(Config {
             listen,
@@ -359,6 +443,7 @@ impl ServeArgs {
             delta_retention,
             peer_sync_wait,
             anti_entropy_interval,
+            raft,
             max_body_size,
             log,
         })

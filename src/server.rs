@@ -8,13 +8,14 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ReplicationMode};
+use crate::config::{Config, Peer, ReplicationMode};
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::preservation::PreservationConfig;
 use crate::core::registry::Registry;
 use crate::core::state::CoreConfig;
 use crate::http::{router, AppState};
 use crate::replication::p2p::P2p;
+use crate::replication::raft::RaftBackend;
 use crate::replication::standalone::Standalone;
 use crate::replication::{Origin, Replicator};
 use crate::store::Store;
@@ -27,8 +28,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens the data dir, restores the registry and starts the backend.
-    pub fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node> {
+    /// Opens the data dir, restores the registry and starts the backend. `config.listen`
+    /// must be the bound address (a single raft node names itself by it).
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node> {
         let registry = Arc::new(Registry::new(
             CoreConfig { delta_retention_ms: config.delta_retention.as_millis() as u64 },
             PreservationConfig {
@@ -54,7 +56,22 @@ impl Node {
                     config.anti_entropy_interval,
                 )?)
             }
-            other => anyhow::bail!("replication {} is not available yet", other.as_str()),
+            ReplicationMode::Raft => {
+                let mut members = config.peers.clone();
+                if members.is_empty() {
+                    members.push(Peer { id: config.node_id, url: format!("http://{}", config.listen) });
+                }
+                Arc::new(
+                    RaftBackend::start(
+                        registry.clone(),
+                        &config.data_dir.join("raft"),
+                        config.node_id,
+                        members,
+                        config.raft.clone(),
+                    )
+                    .await?,
+                )
+            }
         };
         Ok(Node { registry, replicator, config })
     }
@@ -105,10 +122,11 @@ impl Node {
 }
 
 /// Runs a node until Ctrl-C / SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-    let node = Node::open(config, Arc::new(SystemClock))?;
+    config.listen = listener.local_addr()?;
+    let node = Node::open(config, Arc::new(SystemClock)).await?;
     let eviction = node.spawn_eviction();
     let addr = listener.local_addr()?;
     tracing::info!(%addr, replication = node.replicator.name(), data_dir = %node.config.data_dir.display(), "synod started");

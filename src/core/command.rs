@@ -46,6 +46,21 @@ impl Command {
         }
     }
 
+    /// Restamps the command (a raft leader stamps what it proposes with its own clock, so the
+    /// log's timestamps come from one clock per term).
+    pub fn set_now(&mut self, t: u64) {
+        match self {
+            Command::Register { now, .. }
+            | Command::Cancel { now, .. }
+            | Command::SetStatusOverride { now, .. }
+            | Command::DeleteStatusOverride { now, .. }
+            | Command::UpdateMetadata { now, .. } => *now = t,
+            // An eviction's time is the decision's: it removes only registrations older
+            // than it.
+            Command::Evict { .. } => {}
+        }
+    }
+
     /// Short name for logs.
     pub fn kind(&self) -> &'static str {
         match self {

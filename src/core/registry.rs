@@ -75,6 +75,22 @@ impl Registry {
         self.cache.invalidate();
     }
 
+    /// Replaces the whole registry (installing a replicated snapshot); see
+    /// [`RegistryState::replace`]. `after` runs under the same lock.
+    pub fn replace(&self, entries: Vec<PersistedEntry>, version: u64, after: impl FnOnce()) {
+        let now = self.now();
+        let mut st = self.state.lock();
+        st.replace(entries, version, now);
+        self.cache.invalidate();
+        after();
+    }
+
+    /// Grants every instance a fresh lease from now.
+    pub fn refresh_leases(&self) {
+        let now = self.now();
+        self.state.lock().refresh_leases(now);
+    }
+
     /// Applies a command, then runs `after` under the same lock (backends use it to hand the
     /// changed records to the store in apply order).
     pub fn apply<R>(&self, cmd: Command, after: impl FnOnce(&RegistryState, &Applied) -> R) -> (Applied, R) {
@@ -91,6 +107,13 @@ impl Registry {
     pub fn renew(&self, key: &InstanceKey, last_dirty: Option<u64>) -> RenewOutcome {
         let now = self.now();
         self.state.lock().renew(key, now, last_dirty)
+    }
+
+    /// Heartbeat received `age_ms` ago (relayed by another node). Counts for
+    /// self-preservation like a direct one.
+    pub fn renew_aged(&self, key: &InstanceKey, age_ms: u64) -> RenewOutcome {
+        let at = self.now().saturating_sub(age_ms);
+        self.state.lock().renew(key, at, None)
     }
 
     /// Runs `f` on the state.

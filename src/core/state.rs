@@ -33,6 +33,17 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The durable record, borrowed.
+    pub fn persisted_ref(&self) -> PersistedRef<'_> {
+        PersistedRef {
+            info: &self.info,
+            registration_ts: self.registration_ts,
+            service_up_ts: self.service_up_ts,
+            status_override: self.status_override,
+            metadata_override: &self.metadata_override,
+        }
+    }
+
     /// Lease timestamps as written into `leaseInfo`.
     pub fn stamps(&self) -> LeaseStamps {
         LeaseStamps {
@@ -187,13 +198,34 @@ impl RegistryState {
 
     /// The durable record of an instance, borrowed.
     pub fn persisted_ref(&self, key: &InstanceKey) -> Option<PersistedRef<'_>> {
-        self.get(key).map(|e| PersistedRef {
-            info: &e.info,
-            registration_ts: e.registration_ts,
-            service_up_ts: e.service_up_ts,
-            status_override: e.status_override,
-            metadata_override: &e.metadata_override,
-        })
+        self.get(key).map(Entry::persisted_ref)
+    }
+
+    /// A copy of every entry (instances are shared, not cloned), for a snapshot encoded
+    /// outside the registry lock.
+    pub fn snapshot_entries(&self) -> Vec<Entry> {
+        self.entries().map(|(_, e)| e.clone()).collect()
+    }
+
+    /// Replaces the whole registry with `entries` (a replicated snapshot): every instance gets
+    /// a fresh lease from `now`; the delta queue starts empty (clients reconcile through the
+    /// hash code) and the change counter becomes `version`.
+    pub fn replace(&mut self, entries: impl IntoIterator<Item = PersistedEntry>, version: u64, now: u64) {
+        self.apps.clear();
+        self.count = 0;
+        self.delta = DeltaQueue::default();
+        self.version = version;
+        self.restore(entries, version, now);
+    }
+
+    /// Grants every instance a fresh lease from `now` (a new lease owner takes over: it has
+    /// not seen the renewals that went to its predecessor).
+    pub fn refresh_leases(&mut self, now: u64) {
+        for m in self.apps.values_mut() {
+            for e in m.values_mut() {
+                e.last_renewal_ts = e.last_renewal_ts.max(now);
+            }
+        }
     }
 
     /// The durable record of an instance.
@@ -264,7 +296,7 @@ impl RegistryState {
                 // lease that expired.
                 let mut removed = Vec::new();
                 for k in keys {
-                    if self.get(&k).is_some_and(|e| e.registration_ts <= now) && self.remove(&k, now) {
+                    if self.get(&k).is_some_and(|e| e.registration_ts < now) && self.remove(&k, now) {
                         removed.push(k);
                     }
                 }

@@ -36,6 +36,9 @@ pub struct StatusBody {
     pub self_preservation: PreservationStatus,
     /// Links to the other nodes (p2p).
     pub peers: Vec<crate::replication::p2p::peer::PeerStatus>,
+    /// Backend figures (raft: leader, leader_url, term, commit/applied index, members).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<serde_json::Value>,
 }
 
 /// `GET /v1/status`: node, registry and self-preservation numbers.
@@ -50,6 +53,7 @@ pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
         registry_version,
         self_preservation: s.registry.preservation(),
         peers: s.replicator.peers(),
+        cluster: s.replicator.cluster_status(),
     })
 }
 

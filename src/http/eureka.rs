@@ -20,7 +20,9 @@ use crate::core::model::{InstanceInfo, InstanceKey, Status};
 use crate::core::registry::{Format, ViewKind};
 use crate::core::state::RenewOutcome;
 use crate::core::views;
-use crate::replication::{Origin, ReplicationError, COMPLETE_HEADER};
+use crate::replication::{
+    Consistency, Origin, ReplicationError, APPLIED_INDEX_HEADER, COMPLETE_HEADER, CONSISTENCY_HEADER,
+};
 
 /// Routes every `/eureka/…` request by its decoded path segments.
 ///
@@ -37,7 +39,23 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
     let seg: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
     let query = Query::parse(uri.query());
     let o = origin(headers);
-    match (method, seg.as_slice()) {
+    // Reads: optionally linearizable, and stamped with the applied position read before the
+    // view is built (the view reflects at least that much).
+    let applied = if method == Method::GET {
+        match query.consistency(headers) {
+            Ok(Consistency::Local) => {}
+            Ok(Consistency::Linearizable) => {
+                if let Err(e) = s.replicator.read_barrier(Consistency::Linearizable).await {
+                    return error(StatusCode::SERVICE_UNAVAILABLE, e);
+                }
+            }
+            Err(r) => return r.into_response(),
+        }
+        s.replicator.applied_index()
+    } else {
+        None
+    };
+    let mut resp = match (method, seg.as_slice()) {
         (&Method::GET, ["apps"]) => registry_read(&s, ViewKind::Apps, headers, o),
         (&Method::GET, ["apps", "delta"]) => registry_read(&s, ViewKind::Delta, headers, o),
         (&Method::GET, ["apps", app]) => registry_read(&s, ViewKind::App(app.to_ascii_uppercase()), headers, o),
@@ -60,7 +78,11 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
             error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not supported on {}", uri.path()))
         }
         _ => error(StatusCode::NOT_FOUND, format!("no Eureka resource at {}", uri.path())),
+    };
+    if let Some(index) = applied {
+        resp.headers_mut().insert(APPLIED_INDEX_HEADER, axum::http::HeaderValue::from(index));
     }
+    resp
 }
 
 /// Reads a request body up to `limit` bytes (after any request decompression).
@@ -92,6 +114,19 @@ impl<'a> Query<'a> {
 
     fn get(&self, key: &str) -> Option<Cow<'a, str>> {
         self.pairs().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Requested read consistency: `?consistency=` or the [`CONSISTENCY_HEADER`] header,
+    /// `local` (default) or `linearizable`.
+    fn consistency(&self, headers: &HeaderMap) -> Result<Consistency, Reject> {
+        let q = self.get("consistency");
+        let h = headers.get(CONSISTENCY_HEADER).and_then(|v| v.to_str().ok());
+        match q.as_deref().or(h).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(Consistency::Local),
+            Some(v) if v.is_empty() || v == "local" => Ok(Consistency::Local),
+            Some(v) if v == "linearizable" => Ok(Consistency::Linearizable),
+            Some(v) => Err(Reject::bad_request(format!("consistency {v:?} must be local or linearizable"))),
+        }
     }
 
     /// `lastDirtyTimestamp`, which must be a decimal number of milliseconds when present.

@@ -5,9 +5,14 @@
 //! - `none` ([`standalone`]): applies commands locally and makes them durable in the
 //!   [`crate::store::Store`] before acknowledging; renewals touch the local lease table; this
 //!   node always runs eviction.
+//! - `p2p` ([`p2p`]): every node applies and persists locally, replicates to its peers in
+//!   batches, counts replicated renewals and evicts on its own numbers.
+//! - `raft` ([`raft`]): commands go through the raft log before they are acknowledged; the
+//!   leader owns the lease table, relayed renewals and eviction.
 
 pub mod local;
 pub mod p2p;
+pub mod raft;
 pub mod standalone;
 
 use std::future::Future;
@@ -22,6 +27,13 @@ use crate::core::state::RenewOutcome;
 /// Response header on registry reads by a peer: whether this node's registry is complete
 /// (see [`Replicator::registry_complete`]).
 pub const COMPLETE_HEADER: &str = "x-synod-registry-complete";
+
+/// Response header on registry reads: the applied log position (raft).
+pub const APPLIED_INDEX_HEADER: &str = "x-synod-applied-index";
+
+/// Request header asking for a linearizable read (`linearizable`); the query parameter
+/// `consistency=linearizable` does the same.
+pub const CONSISTENCY_HEADER: &str = "x-synod-consistency";
 
 /// A boxed, sendable future (the trait is used as a trait object).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -65,6 +77,16 @@ pub enum Role {
     Standalone,
     /// One of several equal p2p nodes.
     Peer,
+    /// Raft leader.
+    Leader,
+    /// Raft follower.
+    Follower,
+    /// Raft candidate (an election is under way).
+    Candidate,
+    /// Raft learner (receives the log, does not vote).
+    Learner,
+    /// Raft stopped (a storage failure stops the node).
+    Stopped,
 }
 
 impl Role {
@@ -73,6 +95,11 @@ impl Role {
         match self {
             Role::Standalone => "standalone",
             Role::Peer => "peer",
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Stopped => "stopped",
         }
     }
 }
@@ -117,6 +144,17 @@ pub trait Replicator: Send + Sync + 'static {
     /// Health of the links to the other nodes (empty for a single node).
     fn peers(&self) -> Vec<p2p::peer::PeerStatus> {
         Vec::new()
+    }
+
+    /// Position of the last change applied here, when the backend has one (raft: the log
+    /// index), sent as [`APPLIED_INDEX_HEADER`] on reads.
+    fn applied_index(&self) -> Option<u64> {
+        None
+    }
+
+    /// Backend figures merged into `/v1/status` (raft: leader, term, indexes, members).
+    fn cluster_status(&self) -> Option<serde_json::Value> {
+        None
     }
 
     /// Backend-specific HTTP routes (peer replication, raft RPCs), merged into the server.

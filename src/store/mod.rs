@@ -77,17 +77,47 @@ pub struct Store {
 }
 
 const FORMAT_KEY: &[u8] = b"format";
-const FORMAT: &[u8] = b"1";
 
-impl Store {
-    /// Opens (or creates) the store under `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+/// A sled database plus a handle on its log file, for syncs that survive power loss.
+pub struct SyncedDb {
+    pub db: sled::Db,
+    /// sled keeps every tree in this one file; `fdatasync` on it after sled's own flush makes
+    /// everything flushed so far durable against power loss.
+    pub data_file: File,
+}
+
+impl SyncedDb {
+    /// Opens (or creates) a sled database in `dir`; a directory locked by another process is
+    /// reported as [`StoreError::Locked`]. The files created on first start are synced, with
+    /// the directory, so they are themselves durable.
+    pub fn open(dir: &Path) -> Result<SyncedDb, StoreError> {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .open()
             .map_err(|e| classify_open_error(dir, e))?;
+        let data_file = File::open(dir.join("db"))?;
+        db.flush()?;
+        data_file.sync_all()?;
+        File::open(dir)?.sync_all()?;
+        Ok(SyncedDb { db, data_file })
+    }
+
+    /// Flushes sled's buffers and syncs its log file: everything written before is durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.data_file.sync_data()?;
+        Ok(())
+    }
+}
+const FORMAT: &[u8] = b"1";
+
+impl Store {
+    /// Opens (or creates) the store under `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let synced = SyncedDb::open(dir)?;
+        let db = synced.db.clone();
         let meta = db.open_tree("meta")?;
         match meta.get(FORMAT_KEY)? {
             None => {
@@ -103,20 +133,13 @@ impl Store {
             }
         }
         let tree = db.open_tree("instances")?;
-        // sled keeps all trees in one log file; syncing it after sled's own flush makes a
-        // batch durable against power loss too. The directory is synced once so the files
-        // created on first start are themselves durable.
-        let data_file = File::open(dir.join("db"))?;
-        db.flush()?;
-        data_file.sync_all()?;
-        File::open(dir)?.sync_all()?;
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = {
-            let (db, tree, healthy) = (db.clone(), tree.clone(), healthy.clone());
+            let (tree, healthy) = (tree.clone(), healthy.clone());
             thread::Builder::new()
                 .name("synod-store".into())
-                .spawn(move || Writer { db, tree, data_file, healthy, carry: Vec::new(), last_batch: 0 }.run(rx))?
+                .spawn(move || Writer { synced, tree, healthy, carry: Vec::new(), last_batch: 0 }.run(rx))?
         };
         Ok(Store { tree, tx: Some(tx), writer: Some(writer), healthy })
     }
@@ -216,9 +239,8 @@ fn encode_key(key: &InstanceKey) -> Vec<u8> {
 
 /// The writer thread: group commit.
 struct Writer {
-    db: sled::Db,
+    synced: SyncedDb,
     tree: sled::Tree,
-    data_file: File,
     healthy: Arc<AtomicBool>,
     /// Operations of batches that failed: their writers were told so, but memory already
     /// holds the change, so they are written again (before newer ones) until they stick.
@@ -278,9 +300,8 @@ impl Writer {
         let result = self
             .tree
             .apply_batch(batch)
-            .and_then(|_| self.db.flush())
             .map_err(StoreError::from)
-            .and_then(|_| self.data_file.sync_data().map_err(StoreError::from))
+            .and_then(|_| self.synced.sync())
             .map(|_| ())
             .map_err(|e| e.to_string());
         match &result {

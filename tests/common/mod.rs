@@ -123,10 +123,15 @@ impl InProcess {
         tweak: impl FnOnce(&mut synod::config::Config),
     ) -> InProcess {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = synod::config::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let mut config = synod::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            listen: listener.local_addr().expect("addr"),
+            ..Default::default()
+        };
         tweak(&mut config);
-        let node =
-            synod::server::Node::open(config, std::sync::Arc::new(synod::core::clock::SystemClock)).expect("open node");
+        let node = synod::server::Node::open(config, std::sync::Arc::new(synod::core::clock::SystemClock))
+            .await
+            .expect("open node");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let registry = node.registry.clone();
         let router = node.router();

@@ -1,0 +1,84 @@
+//! Cluster formation without an extra step.
+//!
+//! A node that has never been part of a cluster (empty log, no vote) asks every other
+//! configured member whether it already belongs to an initialized cluster. If one does,
+//! this node waits for the leader to replicate to it (it was started late, or is being
+//! added). Otherwise it initializes the cluster with the configured member list. Several
+//! nodes doing so at once is safe because they all use the same list (openraft: identical
+//! initial memberships elect one leader); a peer that reports a different list stops
+//! initialization with an error instead of risking two clusters. A restarted node has a
+//! log and a vote, so it never initializes again. `--raft-join` skips initialization.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+
+use super::member_map;
+use super::routes::InitState;
+use super::RaftShared;
+
+/// Starts the formation task.
+pub fn spawn(shared: Arc<RaftShared>) {
+    tokio::spawn(async move {
+        if let Err(e) = form(&shared).await {
+            tracing::error!(error = %e, "raft cluster formation stopped");
+        }
+    });
+}
+
+async fn form(shared: &RaftShared) -> anyhow::Result<()> {
+    if shared.raft.is_initialized().await? {
+        return Ok(());
+    }
+    if shared.tuning.join {
+        tracing::info!("raft: waiting to be added to a cluster (--raft-join)");
+        return Ok(());
+    }
+    let mine: Vec<(u64, String)> = shared.configured.iter().map(|p| (p.id, p.url.clone())).collect();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let mut mismatch = None;
+        let mut existing = None;
+        for p in shared.configured.iter().filter(|p| p.id != shared.id) {
+            let resp =
+                shared.client.get(format!("{}/v1/raft/init", p.url)).timeout(Duration::from_secs(1)).send().await;
+            let Ok(resp) = resp else { continue };
+            let Ok(state) = resp.json::<InitState>().await else { continue };
+            if state.initialized {
+                existing = Some(p.id);
+                break;
+            }
+            let mut theirs = state.configured.clone();
+            theirs.sort();
+            let mut ours = mine.clone();
+            ours.sort();
+            if theirs != ours {
+                mismatch = Some((p.id, theirs));
+            }
+        }
+        if let Some(peer) = existing {
+            tracing::info!(peer, "raft: a cluster already exists; waiting for its leader to replicate to this node");
+            return Ok(());
+        }
+        if let Some((peer, theirs)) = mismatch {
+            tracing::error!(
+                peer,
+                ?theirs,
+                ours = ?mine,
+                "raft: member lists differ between nodes; not initializing (start every node with the same --peer list)"
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+            continue;
+        }
+        return match shared.raft.initialize(member_map(&shared.configured)).await {
+            Ok(()) => {
+                tracing::info!(members = shared.configured.len(), "raft: cluster initialized");
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+    }
+}

@@ -1,0 +1,290 @@
+//! `--replication raft`: the registry as a replicated state machine over an openraft log kept
+//! in sled (CP). Every registry command is committed through the log before it is
+//! acknowledged; every node applies the same commands in the same order to its own
+//! [`Registry`], so all nodes reach the same registry, delta queue and hash code.
+//!
+//! Where things happen:
+//! - a write on any node: [`proposer`] batches it and proposes it on the leader, forwarding
+//!   the batch over HTTP when this node follows ([`routes`] `/v1/raft/forward`);
+//! - a renew on any node: [`lease`] answers from the local copy and relays the renewal to the
+//!   leader, which alone holds the authoritative lease table and evicts;
+//! - raft RPCs and the cluster admin API: [`routes`]; the log and the snapshot store:
+//!   [`log_store`], [`state_machine`]; cluster formation: [`init`].
+
+pub mod init;
+pub mod lease;
+pub mod log_store;
+pub mod network;
+pub mod proposer;
+pub mod routes;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::{Config as OpenraftConfig, ServerState, SnapshotPolicy};
+use serde::Serialize;
+
+use crate::config::{Peer, RaftTuning};
+use crate::core::command::{Command, Outcome};
+use crate::core::model::InstanceKey;
+use crate::core::registry::Registry;
+use crate::core::state::RenewOutcome;
+use crate::store::SyncedDb;
+
+use super::{BoxFuture, Consistency, Origin, ReplicationError, Replicator, Role};
+use lease::Leases;
+use log_store::LogStore;
+use network::Network;
+use proposer::Proposer;
+use state_machine::StateMachine;
+use types::{Member, NodeId, Raft};
+
+/// Everything the backend's tasks and routes share.
+pub struct RaftShared {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub registry: Arc<Registry>,
+    pub sm: StateMachine,
+    pub tuning: RaftTuning,
+    /// For forwarded writes, relayed renewals, read indexes and admin calls (kept apart from
+    /// the raft RPC pool so client traffic never delays heartbeats).
+    pub client: reqwest::Client,
+    /// The member list this node was started with.
+    pub configured: Vec<Peer>,
+    pub leases: Leases,
+    pub proposer: Proposer,
+}
+
+impl RaftShared {
+    /// Longest election timeout: after this long without a leader a new one should exist.
+    pub fn election_max(&self) -> Duration {
+        self.tuning.election_timeout * 2
+    }
+
+    /// How long a write may wait for a leader and a commit before it is refused with 503.
+    pub fn write_timeout(&self) -> Duration {
+        self.election_max() * 2 + self.tuning.heartbeat * 4
+    }
+
+    /// The leader as this node currently sees it, if one is known and was heard from recently
+    /// (a follower cut off from its leader reports none instead of a stale one).
+    pub fn live_leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        if leader == self.id {
+            let fresh = m.state == ServerState::Leader
+                && m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.election_max().as_millis() as u64);
+            // A single voter acknowledges itself.
+            let alone = m.membership_config.membership().voter_ids().count() == 1;
+            return (m.state == ServerState::Leader && (fresh || alone)).then(|| (leader, self.url_of(leader)));
+        }
+        if !self.leases.heard_from_leader_within(self.election_max()) {
+            return None;
+        }
+        Some((leader, self.url_of(leader)))
+    }
+
+    /// The URL a member is reachable at, from the replicated membership (else the start-up
+    /// list).
+    pub fn url_of(&self, id: NodeId) -> String {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        if let Some(node) = m.membership().get_node(&id) {
+            return node.url.clone();
+        }
+        self.configured.iter().find(|p| p.id == id).map(|p| p.url.clone()).unwrap_or_default()
+    }
+
+    /// Cluster figures for `/v1/status` and `/v1/cluster`.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberStatus { id: *id, url: node.url.clone(), voter: voters.contains(id) })
+            .collect();
+        let leader = m.current_leader;
+        ClusterStatus {
+            state: format!("{:?}", m.state).to_ascii_lowercase(),
+            leader,
+            leader_url: leader.map(|l| self.url_of(l)),
+            term: m.current_term,
+            commit_index: m.last_applied.map(|l| l.index),
+            applied_index: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            members,
+            lease_owner: self.leases.is_promoted(&self.raft),
+            accepts_writes: self.live_leader().is_some(),
+        }
+    }
+}
+
+/// One member in `/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub url: String,
+    /// Voter (counts for the quorum) or learner.
+    pub voter: bool,
+}
+
+/// Raft figures in `/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub leader_url: Option<String>,
+    pub term: u64,
+    /// Highest index known committed here (this node applies as soon as it learns of a
+    /// commit, so it is the applied index).
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub members: Vec<MemberStatus>,
+    /// This node is the leader and owns the lease table (after its promotion).
+    pub lease_owner: bool,
+    /// A write sent here now would find a leader.
+    pub accepts_writes: bool,
+}
+
+/// The raft backend.
+pub struct RaftBackend {
+    shared: Arc<RaftShared>,
+}
+
+impl RaftBackend {
+    /// Opens the log and snapshot store under `dir`, rebuilds the registry from the last
+    /// snapshot, starts raft and the backend's tasks, and initializes the cluster if this is
+    /// its first start (see [`init`]). `members` lists every node, this one included.
+    pub async fn start(
+        registry: Arc<Registry>,
+        dir: &std::path::Path,
+        id: NodeId,
+        members: Vec<Peer>,
+        tuning: RaftTuning,
+    ) -> anyhow::Result<RaftBackend> {
+        let db = Arc::new(SyncedDb::open(dir)?);
+        let log = LogStore::open(db.clone())?;
+        let sm = StateMachine::open(db, registry.clone())?;
+        let election_ms = tuning.election_timeout.as_millis() as u64;
+        let config = OpenraftConfig {
+            cluster_name: "synod".into(),
+            heartbeat_interval: tuning.heartbeat.as_millis() as u64,
+            election_timeout_min: election_ms,
+            election_timeout_max: election_ms * 2,
+            install_snapshot_timeout: tuning.snapshot_timeout.as_millis() as u64,
+            max_payload_entries: 64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            purge_batch_size: 256,
+            replication_lag_threshold: tuning.snapshot_every * 2,
+            ..Default::default()
+        }
+        .validate()?;
+        let raft = Raft::new(id, Arc::new(config), Network::new(id), log, sm.clone()).await?;
+        let client =
+            reqwest::Client::builder().no_proxy().tcp_nodelay(true).connect_timeout(Duration::from_secs(1)).build()?;
+        let shared = Arc::new(RaftShared {
+            id,
+            raft,
+            registry,
+            sm,
+            tuning,
+            client,
+            configured: members,
+            leases: Leases::new(),
+            proposer: Proposer::new(),
+        });
+        proposer::spawn(shared.clone());
+        lease::spawn(shared.clone());
+        init::spawn(shared.clone());
+        Ok(RaftBackend { shared })
+    }
+
+    /// The shared state (tests and the admin API).
+    pub fn shared(&self) -> &Arc<RaftShared> {
+        &self.shared
+    }
+
+    /// Stops raft (tests restarting a node in-process must do this before reopening).
+    pub async fn shutdown(&self) {
+        let _ = self.shared.raft.shutdown().await;
+    }
+}
+
+/// The member map a configured list describes.
+pub fn member_map(members: &[Peer]) -> BTreeMap<NodeId, Member> {
+    members.iter().map(|p| (p.id, Member { url: p.url.clone() })).collect()
+}
+
+impl Replicator for RaftBackend {
+    fn name(&self) -> &'static str {
+        "raft"
+    }
+
+    fn submit(&self, cmd: Command, _origin: Origin) -> BoxFuture<'_, Result<Outcome, ReplicationError>> {
+        Box::pin(self.shared.proposer.submit(&self.shared, cmd))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+        last_dirty: Option<u64>,
+        _origin: Origin,
+    ) -> BoxFuture<'a, Result<RenewOutcome, ReplicationError>> {
+        Box::pin(async move { lease::renew(&self.shared, key, last_dirty) })
+    }
+
+    fn read_barrier(&self, level: Consistency) -> BoxFuture<'_, Result<(), ReplicationError>> {
+        Box::pin(async move {
+            match level {
+                Consistency::Local => Ok(()),
+                Consistency::Linearizable => proposer::read_barrier(&self.shared).await,
+            }
+        })
+    }
+
+    fn may_evict(&self) -> bool {
+        self.shared.leases.may_evict(&self.shared)
+    }
+
+    fn is_ready(&self) -> bool {
+        let m = self.shared.raft.metrics().borrow().clone();
+        m.running_state.is_ok() && m.current_leader.is_some()
+    }
+
+    fn role(&self) -> Role {
+        match self.shared.raft.metrics().borrow().state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Stopped,
+        }
+    }
+
+    fn applied_index(&self) -> Option<u64> {
+        Some(*self.shared.sm.applied_index().borrow())
+    }
+
+    fn cluster_status(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.shared.status()).ok()
+    }
+
+    fn routes(&self) -> axum::Router {
+        routes::router(self.shared.clone())
+    }
+}
+
+/// Time since `t`, saturating.
+pub(crate) fn since(t: Instant) -> Duration {
+    Instant::now().saturating_duration_since(t)
+}

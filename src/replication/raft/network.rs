@@ -1,0 +1,135 @@
+//! Raft RPCs to other nodes: bincode bodies over HTTP `POST {url}/v1/raft/{append,vote,snapshot}`,
+//! answered by [`super::routes`]. A refused connection is reported as `Unreachable`, so
+//! openraft backs off instead of retrying every heartbeat.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::RPCTypes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::types::{decode, encode, Member, NodeId, TypeConfig};
+
+/// Path prefix of the raft RPC endpoints.
+pub const RPC_PREFIX: &str = "/v1/raft";
+
+/// Builds one [`Connection`] per replication stream; all share one HTTP client pool.
+#[derive(Clone)]
+pub struct Network {
+    pub id: NodeId,
+    pub client: reqwest::Client,
+}
+
+impl Network {
+    /// A factory for node `id`.
+    pub fn new(id: NodeId) -> Network {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap_or_default();
+        Network { id, client }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Connection {
+        Connection { from: self.id, target, node: node.clone(), client: self.client.clone() }
+    }
+}
+
+/// RPCs to one node.
+pub struct Connection {
+    from: NodeId,
+    target: NodeId,
+    node: Member,
+    client: reqwest::Client,
+}
+
+impl Connection {
+    async fn call<Req, Resp, E>(
+        &self,
+        action: RPCTypes,
+        path: &str,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, Member, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let url = format!("{}{RPC_PREFIX}/{path}", self.node.url.trim_end_matches('/'));
+        let timeout = || RPCError::Timeout(Timeout { action, id: self.from, target: self.target, timeout: ttl });
+        let resp = self
+            .client
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .timeout(ttl)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    timeout()
+                } else if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                timeout()
+            } else {
+                RPCError::Network(NetworkError::new(&e))
+            }
+        })?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes).trim().to_string();
+            return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+                "{url}: HTTP {status}: {text}"
+            )))));
+        }
+        let result: Result<Resp, E> = decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.call(RPCTypes::AppendEntries, "append", &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call(RPCTypes::InstallSnapshot, "snapshot", &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.call(RPCTypes::Vote, "vote", &rpc, option.hard_ttl()).await
+    }
+}

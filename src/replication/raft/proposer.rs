@@ -1,0 +1,309 @@
+//! Writes and linearizable reads in raft mode.
+//!
+//! Concurrent commands are gathered into one [`Proposal`] (one log entry: one append, one
+//! sync and one replication round for the whole batch). On the leader a proposal goes to
+//! `client_write`; on a follower it is forwarded as a whole to the leader's
+//! `/v1/raft/forward`, and answered once the leader applied it and this node caught up to
+//! it (so a client reads its own write on the node it wrote to). With no reachable leader
+//! the write is refused with 503 and the reason, rather than left hanging.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::types::{decode, encode, Proposal};
+use super::RaftShared;
+use crate::core::command::{Command, Outcome};
+use crate::replication::ReplicationError;
+
+/// Most commands in one log entry.
+const MAX_BATCH: usize = 128;
+/// Proposals in flight at once; more wait, gathering a larger batch meanwhile.
+const MAX_IN_FLIGHT: usize = 4;
+
+struct Pending {
+    cmd: Command,
+    done: oneshot::Sender<Result<Outcome, ReplicationError>>,
+}
+
+/// The batching front of the log.
+pub struct Proposer {
+    tx: mpsc::Sender<Pending>,
+    rx: Mutex<Option<mpsc::Receiver<Pending>>>,
+}
+
+impl Default for Proposer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Proposer {
+    /// A proposer; [`spawn`] starts its task.
+    pub fn new() -> Proposer {
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        Proposer { tx, rx: Mutex::new(Some(rx)) }
+    }
+
+    /// Submits one command and waits for its outcome.
+    pub async fn submit(&self, _shared: &RaftShared, cmd: Command) -> Result<Outcome, ReplicationError> {
+        let (done, rx) = oneshot::channel();
+        self.tx.send(Pending { cmd, done }).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> ReplicationError {
+    ReplicationError::Unavailable("raft proposer stopped".into())
+}
+
+/// Starts the batching task.
+pub fn spawn(shared: Arc<RaftShared>) {
+    let Some(mut rx) = shared.proposer.rx.lock().take() else { return };
+    tokio::spawn(async move {
+        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        while let Some(first) = rx.recv().await {
+            // Waiting for a slot lets more commands queue up behind `first`.
+            let Ok(permit) = permits.clone().acquire_owned().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let (cmds, dones): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.done)).unzip();
+                let n = cmds.len();
+                match propose(&shared, cmds).await {
+                    Ok(outcomes) if outcomes.len() == n => {
+                        for (done, o) in dones.into_iter().zip(outcomes) {
+                            let _ = done.send(Ok(o));
+                        }
+                    }
+                    Ok(outcomes) => {
+                        let e = ReplicationError::Unavailable(format!(
+                            "raft answered {} outcomes for {n} commands",
+                            outcomes.len()
+                        ));
+                        for done in dones {
+                            let _ = done.send(Err(e.clone()));
+                        }
+                    }
+                    Err(e) => {
+                        for done in dones {
+                            let _ = done.send(Err(e.clone()));
+                        }
+                    }
+                }
+                drop(permit);
+            });
+        }
+    });
+}
+
+/// The leader's answer to a forwarded proposal.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardReply {
+    /// Log index of the entry that carried the proposal.
+    pub index: u64,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Result of one attempt.
+pub enum Attempt<T> {
+    Done(T),
+    /// Leadership moved (or is unknown); try again with the new leader.
+    Retry,
+    Failed(ReplicationError),
+}
+
+fn no_leader() -> ReplicationError {
+    ReplicationError::Unavailable(
+        "no raft leader reachable from this node (election under way, or this node is cut off from the majority)"
+            .into(),
+    )
+}
+
+/// Commits `cmds` as one entry, through whichever node leads; waits at most the write
+/// timeout, and at most the election timeout for a leader to exist.
+pub async fn propose(shared: &RaftShared, cmds: Vec<Command>) -> Result<Vec<Outcome>, ReplicationError> {
+    let started = Instant::now();
+    let deadline = started + shared.write_timeout();
+    let mut leaderless_since: Option<Instant> = None;
+    loop {
+        let attempt = match shared.live_leader() {
+            Some((id, _)) if id == shared.id => match propose_local(shared, cmds.clone(), deadline).await {
+                Attempt::Done(r) => Attempt::Done(r.outcomes),
+                Attempt::Retry => Attempt::Retry,
+                Attempt::Failed(e) => Attempt::Failed(e),
+            },
+            Some((_, url)) => {
+                leaderless_since = None;
+                forward(shared, &url, &cmds, deadline).await
+            }
+            None => Attempt::Retry,
+        };
+        match attempt {
+            Attempt::Done(o) => return Ok(o),
+            Attempt::Failed(e) => return Err(e),
+            Attempt::Retry => {}
+        }
+        let now = Instant::now();
+        if shared.live_leader().is_none() {
+            let since = *leaderless_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= shared.election_max() {
+                return Err(no_leader());
+            }
+        }
+        if now >= deadline {
+            return Err(ReplicationError::Unavailable(format!(
+                "write not committed within {} ms (leadership changing); it may still be applied",
+                shared.write_timeout().as_millis()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// On the leader: stamps the commands with the leader's clock and commits them as one entry.
+pub async fn propose_local(shared: &RaftShared, mut cmds: Vec<Command>, deadline: Instant) -> Attempt<ForwardReply> {
+    let now = shared.registry.now();
+    for c in &mut cmds {
+        c.set_now(now);
+    }
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, shared.raft.client_write(Proposal { commands: cmds })).await {
+        Err(_) => Attempt::Failed(ReplicationError::Unavailable(format!(
+            "write not committed within {} ms (no quorum?); it may still be applied",
+            shared.write_timeout().as_millis()
+        ))),
+        Ok(Ok(resp)) => Attempt::Done(ForwardReply { index: resp.log_id.index, outcomes: resp.data }),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Attempt::Retry,
+        Ok(Err(e)) => Attempt::Failed(ReplicationError::Unavailable(format!("raft: {e}"))),
+    }
+}
+
+/// On a follower: sends the proposal to the leader and waits until this node applied it.
+async fn forward(shared: &RaftShared, url: &str, cmds: &[Command], deadline: Instant) -> Attempt<Vec<Outcome>> {
+    let body = match encode(&Proposal { commands: cmds.to_vec() }) {
+        Ok(b) => b,
+        Err(e) => return Attempt::Failed(ReplicationError::Unavailable(format!("cannot encode proposal: {e}"))),
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let resp = shared
+        .client
+        .post(format!("{url}/v1/raft/forward"))
+        .header("content-type", "application/octet-stream")
+        .timeout(remaining.max(Duration::from_millis(1)))
+        .body(body)
+        .send()
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, url, "forwarding a write to the leader failed");
+            return Attempt::Retry;
+        }
+    };
+    let status = resp.status();
+    let Ok(bytes) = resp.bytes().await else { return Attempt::Retry };
+    if status == reqwest::StatusCode::MISDIRECTED_REQUEST || status.is_server_error() {
+        // Not the leader any more, or it could not commit: ask again until the deadline.
+        tracing::debug!(%status, url, reason = %String::from_utf8_lossy(&bytes), "leader refused a forwarded write");
+        return Attempt::Retry;
+    }
+    if !status.is_success() {
+        return Attempt::Failed(ReplicationError::Unavailable(format!(
+            "leader at {url} refused the write: HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes).trim()
+        )));
+    }
+    let reply: ForwardReply = match decode(&bytes) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Failed(ReplicationError::Unavailable(format!("bad reply from leader: {e}"))),
+    };
+    wait_applied(shared, reply.index, deadline).await;
+    Attempt::Done(reply.outcomes)
+}
+
+/// Waits (until `deadline`) for this node to apply `index`; returns whether it did.
+pub async fn wait_applied(shared: &RaftShared, index: u64, deadline: Instant) -> bool {
+    let mut rx = shared.sm.applied_index();
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let reached = matches!(tokio::time::timeout(remaining, rx.wait_for(|i| *i >= index)).await, Ok(Ok(_)));
+    reached
+}
+
+/// On the leader: confirms leadership with a quorum and returns the index a linearizable
+/// read must have applied.
+pub async fn read_index_local(shared: &RaftShared, deadline: Instant) -> Attempt<u64> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, shared.raft.ensure_linearizable()).await {
+        Err(_) => Attempt::Failed(ReplicationError::Unavailable("leader could not confirm its quorum in time".into())),
+        Ok(Ok(log_id)) => Attempt::Done(log_id.map_or(0, |l| l.index)),
+        Ok(Err(RaftError::APIError(_))) => Attempt::Retry,
+        Ok(Err(e)) => Attempt::Failed(ReplicationError::Unavailable(format!("raft: {e}"))),
+    }
+}
+
+/// Resolves once this node has applied everything committed before the call.
+pub async fn read_barrier(shared: &RaftShared) -> Result<(), ReplicationError> {
+    let deadline = Instant::now() + shared.write_timeout();
+    let mut leaderless_since: Option<Instant> = None;
+    loop {
+        let attempt = match shared.live_leader() {
+            Some((id, _)) if id == shared.id => read_index_local(shared, deadline).await,
+            Some((_, url)) => {
+                leaderless_since = None;
+                remote_read_index(shared, &url, deadline).await
+            }
+            None => Attempt::Retry,
+        };
+        match attempt {
+            Attempt::Done(index) => {
+                return if wait_applied(shared, index, deadline).await {
+                    Ok(())
+                } else {
+                    Err(ReplicationError::Unavailable("this node did not catch up with the leader in time".into()))
+                };
+            }
+            Attempt::Failed(e) => return Err(e),
+            Attempt::Retry => {}
+        }
+        let now = Instant::now();
+        if shared.live_leader().is_none() {
+            let since = *leaderless_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= shared.election_max() {
+                return Err(no_leader());
+            }
+        }
+        if now >= deadline {
+            return Err(ReplicationError::Unavailable("linearizable read timed out".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn remote_read_index(shared: &RaftShared, url: &str, deadline: Instant) -> Attempt<u64> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let resp = shared
+        .client
+        .get(format!("{url}/v1/raft/read-index"))
+        .timeout(remaining.max(Duration::from_millis(1)))
+        .send()
+        .await;
+    let Ok(resp) = resp else { return Attempt::Retry };
+    if !resp.status().is_success() {
+        return Attempt::Retry;
+    }
+    match resp.bytes().await.ok().and_then(|b| decode::<u64>(&b).ok()) {
+        Some(i) => Attempt::Done(i),
+        None => Attempt::Retry,
+    }
+}
