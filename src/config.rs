@@ -105,12 +105,12 @@ pub struct ServeArgs {
     pub anti_entropy_interval: Option<String>,
 
     /// raft: how often the leader sends heartbeats; also the deadline of one append RPC
-    /// [default: 250ms].
+    /// [default: 100ms].
     #[arg(long, env = "SYNOD_RAFT_HEARTBEAT", value_name = "DURATION")]
     pub raft_heartbeat: Option<String>,
 
-    /// raft: a follower that hears no leader for a random time between this and twice this
-    /// starts an election [default: 1500ms].
+    /// raft: a follower that hears no leader for a random time between this and 1.5 times this
+    /// starts an election [default: 400ms].
     #[arg(long, env = "SYNOD_RAFT_ELECTION_TIMEOUT", value_name = "DURATION")]
     pub raft_election_timeout: Option<String>,
 
@@ -136,7 +136,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_MAX_BODY_SIZE", value_name = "BYTES")]
     pub max_body_size: Option<String>,
 
-    /// Log filter, e.g. `info` or `synod=debug` [default: info].
+    /// Log filter, e.g. `info` or `synod=debug` [default: info,openraft=warn].
     #[arg(long, env = "SYNOD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
 }
@@ -178,7 +178,7 @@ pub struct Peer {
 #[derive(Debug, Clone)]
 pub struct RaftTuning {
     pub heartbeat: Duration,
-    /// Lower bound of the election timeout; the upper bound is twice this.
+    /// Lower bound of the election timeout; the upper bound is 1.5 times this.
     pub election_timeout: Duration,
     pub snapshot_timeout: Duration,
     pub snapshot_every: u64,
@@ -188,8 +188,8 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         RaftTuning {
-            heartbeat: Duration::from_millis(250),
-            election_timeout: Duration::from_millis(1500),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(400),
             snapshot_timeout: Duration::from_secs(10),
             snapshot_every: 10_000,
             join: false,
@@ -234,7 +234,7 @@ impl Default for Config {
             anti_entropy_interval: Duration::from_secs(30),
             raft: RaftTuning::default(),
             max_body_size: 256 * 1024,
-            log: "info".into(),
+            log: "info,openraft=warn".into(),
         }
     }
 }

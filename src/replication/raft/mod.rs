@@ -61,7 +61,7 @@ pub struct RaftShared {
 impl RaftShared {
     /// Longest election timeout: after this long without a leader a new one should exist.
     pub fn election_max(&self) -> Duration {
-        self.tuning.election_timeout * 2
+        self.tuning.election_timeout * 3 / 2
     }
 
     /// How long a write may wait for a leader and a commit before it is refused with 503.
@@ -179,12 +179,14 @@ impl RaftBackend {
             cluster_name: "synod".into(),
             heartbeat_interval: tuning.heartbeat.as_millis() as u64,
             election_timeout_min: election_ms,
-            election_timeout_max: election_ms * 2,
+            election_timeout_max: election_ms * 3 / 2,
             install_snapshot_timeout: tuning.snapshot_timeout.as_millis() as u64,
-            max_payload_entries: 64,
+            max_payload_entries: 8,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
-            purge_batch_size: 256,
+            // Keep at most one snapshot interval of log behind a snapshot for briefly lagging
+            // followers; older entries go, so disk use follows the registry, not its history.
+            max_in_snapshot_log_to_keep: tuning.snapshot_every.min(1000),
+            purge_batch_size: tuning.snapshot_every.min(256),
             replication_lag_threshold: tuning.snapshot_every * 2,
             ..Default::default()
         }

@@ -15,9 +15,25 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::types::{decode, encode, Member, NodeId, TypeConfig};
+use crate::replication::p2p::peer::NODE_ID_HEADER;
 
 /// Path prefix of the raft RPC endpoints.
 pub const RPC_PREFIX: &str = "/v1/raft";
+
+/// An HTTP client for node-to-node traffic: no system proxy, no Nagle delay, a short
+/// connect timeout, and every request naming the sending node (for logs and diagnostics).
+pub fn internal_client(id: NodeId) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(NODE_ID_HEADER, reqwest::header::HeaderValue::from(id));
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(1))
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
+}
 
 /// Builds one [`Connection`] per replication stream; all share one HTTP client pool.
 #[derive(Clone)]
@@ -29,13 +45,7 @@ pub struct Network {
 impl Network {
     /// A factory for node `id`.
     pub fn new(id: NodeId) -> Network {
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(1))
-            .build()
-            .unwrap_or_default();
-        Network { id, client }
+        Network { id, client: internal_client(id) }
     }
 }
 

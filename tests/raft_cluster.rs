@@ -1,0 +1,478 @@
+//! Raft clusters of separate `synod serve` processes on loopback. Every member is known to
+//! the others by the address of a pausable proxy in front of it, so a test can cut a node
+//! off from the rest (its inbound proxy refuses everything, the others' proxies refuse its
+//! connections).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::{py_instance, ServerProcess};
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+
+/// Bound on every wait in these tests.
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A node: its process (None while stopped), listen address, proxy and data dir.
+struct Member {
+    id: u64,
+    addr: String,
+    proxy: Proxy,
+    dir: tempfile::TempDir,
+    process: Option<ServerProcess>,
+}
+
+impl Member {
+    /// The URL the cluster knows this node by (its proxy).
+    fn url(&self) -> String {
+        format!("http://{}", self.proxy.addr)
+    }
+
+    /// Direct base URL (bypassing the proxy), as a client next to the node would use.
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn eureka(&self) -> String {
+        format!("{}/eureka", self.base())
+    }
+}
+
+struct Cluster {
+    members: Vec<Member>,
+    extra: Vec<String>,
+    c: Client,
+}
+
+impl Cluster {
+    /// Starts `n` raft nodes with `extra` arguments each.
+    async fn start(n: u64, extra: &[&str]) -> Cluster {
+        let mut members = Vec::new();
+        for id in 1..=n {
+            let addr = free_addr();
+            let proxy = Proxy::start(addr.clone()).await;
+            members.push(Member { id, addr, proxy, dir: tempfile::tempdir().unwrap(), process: None });
+        }
+        let mut cluster = Cluster {
+            members,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            c: Client::builder().timeout(Duration::from_secs(15)).build().unwrap(),
+        };
+        for id in 1..=n {
+            cluster.spawn(id, &[]);
+        }
+        cluster
+    }
+
+    fn member(&self, id: u64) -> &Member {
+        self.members.iter().find(|m| m.id == id).expect("member")
+    }
+
+    fn peer_args(&self) -> Vec<String> {
+        self.members.iter().flat_map(|m| ["--peer".to_string(), format!("{}={}", m.id, m.url())]).collect()
+    }
+
+    /// Starts (or restarts) node `id` on its data dir.
+    fn spawn(&mut self, id: u64, more: &[&str]) {
+        let mut args: Vec<String> = vec!["--replication".into(), "raft".into(), "--node-id".into(), id.to_string()];
+        args.extend(self.peer_args());
+        args.extend(self.extra.iter().cloned());
+        args.extend(more.iter().map(|s| s.to_string()));
+        let m = self.members.iter_mut().find(|m| m.id == id).expect("member");
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        m.process = Some(ServerProcess::start_at(&m.addr, m.dir.path(), &argv));
+    }
+
+    fn kill9(&mut self, id: u64) {
+        let m = self.members.iter_mut().find(|m| m.id == id).expect("member");
+        if let Some(mut p) = m.process.take() {
+            p.kill9();
+        }
+    }
+
+    /// Adds a member entry (proxy, dir) for a node not yet started.
+    async fn add_member(&mut self, id: u64) {
+        let addr = free_addr();
+        let proxy = Proxy::start(addr.clone()).await;
+        self.members.push(Member { id, addr, proxy, dir: tempfile::tempdir().unwrap(), process: None });
+    }
+
+    async fn status(&self, id: u64) -> Option<Value> {
+        let r = self.c.get(format!("{}/v1/status", self.member(id).base())).send().await.ok()?;
+        r.json().await.ok()
+    }
+
+    /// Waits until the running nodes in `among` agree on a leader among them; returns it.
+    async fn leader(&self, among: &[u64]) -> u64 {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let mut seen = BTreeSet::new();
+            for id in among {
+                let l = self.status(*id).await.and_then(|s| s["leader"].as_u64());
+                seen.insert(l);
+            }
+            if seen.len() == 1 {
+                if let Some(Some(l)) = seen.into_iter().next() {
+                    if among.contains(&l) && self.status(l).await.is_some_and(|s| s["role"] == "leader") {
+                        return l;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader among {among:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Registers `id` of app `app` through node `via`, with a short lease.
+    async fn register(&self, via: u64, app: &str, id: &str) -> StatusCode {
+        register_at(&self.c, &self.member(via).eureka(), app, id).await
+    }
+
+    /// Instance ids of `app` on node `on` (None on an error answer).
+    async fn ids(&self, on: u64, app: &str, linearizable: bool) -> Option<BTreeSet<String>> {
+        ids_at(&self.c, &self.member(on).eureka(), app, linearizable).await
+    }
+
+    /// Waits until node `on` holds exactly `expected` for `app`.
+    async fn converge(&self, on: u64, app: &str, expected: &BTreeSet<String>) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let got = self.ids(on, app, false).await;
+            if got.as_ref() == Some(expected) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {on} did not converge: {got:?}, expected {expected:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Cuts node `id` off from every other member, or heals it.
+    fn isolate(&self, id: u64, cut: bool) {
+        for m in &self.members {
+            if m.id == id {
+                m.proxy.set_blocked(cut);
+            } else {
+                m.proxy.set_blocked_from(id, cut);
+            }
+        }
+    }
+}
+
+/// A registration with a 3 s lease renewed every second.
+fn short_lease_instance(app: &str, id: &str) -> Value {
+    let mut v = py_instance(app, "127.0.0.1", 8080);
+    v["instance"]["instanceId"] = Value::from(id);
+    v["instance"]["leaseInfo"]["renewalIntervalInSecs"] = Value::from(1);
+    v["instance"]["leaseInfo"]["durationInSecs"] = Value::from(3);
+    v
+}
+
+async fn register_at(c: &Client, eureka: &str, app: &str, id: &str) -> StatusCode {
+    match c.post(format!("{eureka}/apps/{app}")).json(&short_lease_instance(app, id)).send().await {
+        Ok(r) => r.status(),
+        Err(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+async fn ids_at(c: &Client, eureka: &str, app: &str, linearizable: bool) -> Option<BTreeSet<String>> {
+    let mut req = c.get(format!("{eureka}/apps/{app}")).header("Accept", "application/json");
+    if linearizable {
+        req = req.query(&[("consistency", "linearizable")]);
+    }
+    let r = req.send().await.ok()?;
+    if r.status() == StatusCode::NOT_FOUND {
+        return Some(BTreeSet::new());
+    }
+    if !r.status().is_success() {
+        return None;
+    }
+    let v: Value = r.json().await.ok()?;
+    Some(v["application"]["instance"].as_array()?.iter().filter_map(|i| i["instanceId"].as_str().map(String::from)).collect())
+}
+
+async fn renew(c: &Client, eureka: &str, app: &str, id: &str) -> Option<StatusCode> {
+    c.put(format!("{eureka}/apps/{app}/{id}?status=UP")).send().await.ok().map(|r| r.status())
+}
+
+fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+fn others(all: &[u64], not: u64) -> Vec<u64> {
+    all.iter().copied().filter(|i| *i != not).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_through_followers_linearizable_reads_and_leader_failover_without_eviction() {
+    // Eviction every second with self-preservation off, so a wrongly expired lease would be
+    // evicted within this test.
+    let mut cl = Cluster::start(3, &["--eviction-interval", "1s", "--self-preservation", "false"]).await;
+    let leader = cl.leader(&[1, 2, 3]).await;
+    let followers = others(&[1, 2, 3], leader);
+
+    // A write through a follower is visible everywhere.
+    assert_eq!(cl.register(followers[0], "ORDERS", "o1").await, StatusCode::NO_CONTENT);
+    for id in [1, 2, 3] {
+        cl.converge(id, "ORDERS", &set(&["o1"])).await;
+    }
+    // Linearizable read on the other follower right after a write: no waiting allowed.
+    assert_eq!(cl.register(followers[0], "ORDERS", "o2").await, StatusCode::NO_CONTENT);
+    assert_eq!(cl.ids(followers[1], "ORDERS", true).await, Some(set(&["o1", "o2"])));
+    let resp = cl.c.get(format!("{}/apps", cl.member(followers[1]).eureka())).send().await.unwrap();
+    assert!(resp.headers().contains_key("x-synod-applied-index"));
+    let st = cl.status(followers[1]).await.unwrap();
+    assert_eq!(st["leader"].as_u64(), Some(leader));
+    assert_eq!(st["members"].as_array().map(Vec::len), Some(3));
+    for key in ["leader_url", "term", "commit_index", "applied_index"] {
+        assert!(!st[key].is_null(), "/v1/status lacks {key}: {st}");
+    }
+
+    // Heartbeats for both instances from a client that spreads them over all nodes.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let urls: Vec<String> = cl.members.iter().map(Member::eureka).collect();
+    let heartbeat = {
+        let c = cl.c.clone();
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while !*stop_rx.borrow() {
+                for id in ["o1", "o2"] {
+                    // Like a Eureka client: try the next server when one fails.
+                    for k in 0..urls.len() {
+                        let url = &urls[(n + k) % urls.len()];
+                        if renew(&c, url, "ORDERS", id).await == Some(StatusCode::OK) {
+                            break;
+                        }
+                    }
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+
+    // Kill the leader: a new one is elected, writes continue.
+    cl.kill9(leader);
+    let killed_at = Instant::now();
+    let survivors = followers.clone();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if cl.register(survivors[1], "ORDERS", "o3").await == StatusCode::NO_CONTENT {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no write accepted after the leader was killed");
+    }
+    eprintln!("first write accepted {:?} after the leader was killed", killed_at.elapsed());
+    let new_leader = cl.leader(&survivors).await;
+    assert_ne!(new_leader, leader);
+
+    // o3 gets no heartbeats: it must be evicted (3 s lease + the new leader's grace), while
+    // o1 and o2, renewed throughout, stay.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let got = cl.ids(new_leader, "ORDERS", false).await.unwrap_or_default();
+        assert!(got.contains("o1") && got.contains("o2"), "a renewed instance was evicted after failover: {got:?}");
+        if !got.contains("o3") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "o3 was never evicted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &survivors {
+        cl.converge(*id, "ORDERS", &set(&["o1", "o2"])).await;
+    }
+
+    // The old leader comes back as a follower and catches up.
+    cl.spawn(leader, &[]);
+    cl.converge(leader, "ORDERS", &set(&["o1", "o2"])).await;
+    let _ = stop_tx.send(true);
+    let _ = heartbeat.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn isolated_node_refuses_writes_and_renewals_keeps_reading_and_catches_up() {
+    let cl = Cluster::start(3, &[]).await;
+    let leader = cl.leader(&[1, 2, 3]).await;
+    let cut = others(&[1, 2, 3], leader)[0];
+    let majority = others(&[1, 2, 3], cut);
+    assert_eq!(cl.register(leader, "PAY", "p1").await, StatusCode::NO_CONTENT);
+    cl.converge(cut, "PAY", &set(&["p1"])).await;
+
+    cl.isolate(cut, true);
+    // Within a few election timeouts the isolated node stops acknowledging renewals (so its
+    // clients fail over) ...
+    let deadline = Instant::now() + LIMIT;
+    while renew(&cl.c, &cl.member(cut).eureka(), "PAY", "p1").await != Some(StatusCode::SERVICE_UNAVAILABLE) {
+        assert!(Instant::now() < deadline, "isolated node kept acknowledging renewals");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... and refuses writes with 503 and a reason, in bounded time rather than hanging.
+    let started = Instant::now();
+    let r = cl.c.post(format!("{}/apps/PAY", cl.member(cut).eureka())).json(&short_lease_instance("PAY", "px")).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("leader"), "503 without a reason: {body:?}");
+    assert!(took < Duration::from_secs(10), "refusal took {took:?}");
+    // Reads keep working from the local copy.
+    assert_eq!(cl.ids(cut, "PAY", false).await, Some(set(&["p1"])));
+    // A linearizable read cannot be served there.
+    assert_eq!(cl.ids(cut, "PAY", true).await, None);
+
+    // The majority keeps working.
+    let leader2 = cl.leader(&majority).await;
+    assert_eq!(cl.register(leader2, "PAY", "p2").await, StatusCode::NO_CONTENT);
+    let other = others(&majority, leader2)[0];
+    assert_eq!(cl.register(other, "PAY", "p3").await, StatusCode::NO_CONTENT);
+    assert_eq!(renew(&cl.c, &cl.member(other).eureka(), "PAY", "p1").await, Some(StatusCode::OK));
+    assert!(!cl.ids(cut, "PAY", false).await.unwrap().contains("p2"), "isolated node saw a write it cannot have");
+
+    cl.isolate(cut, false);
+    cl.converge(cut, "PAY", &set(&["p1", "p2", "p3"])).await;
+    let deadline = Instant::now() + LIMIT;
+    while cl.register(cut, "PAY", "p4").await != StatusCode::NO_CONTENT {
+        assert!(Instant::now() < deadline, "healed node does not accept writes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in [1, 2, 3] {
+        cl.converge(id, "PAY", &set(&["p1", "p2", "p3", "p4"])).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_registration_survives_kill9_of_all_nodes() {
+    let mut cl = Cluster::start(3, &[]).await;
+    cl.leader(&[1, 2, 3]).await;
+    let urls: Vec<String> = cl.members.iter().map(Member::eureka).collect();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let mut writers = Vec::new();
+    for w in 0..6usize {
+        let (c, url, acked) = (cl.c.clone(), urls[w % 3].clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let id = format!("w{w}-{i}");
+                if register_at(&c, &url, "STREAM", &id).await == StatusCode::NO_CONTENT {
+                    acked.lock().unwrap().insert(id);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }));
+    }
+    // Kill every node in the middle of the stream.
+    let deadline = Instant::now() + LIMIT;
+    while acked.lock().unwrap().len() < 300 {
+        assert!(Instant::now() < deadline, "registrations too slow");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in [1, 2, 3] {
+        cl.kill9(id);
+    }
+    for w in &writers {
+        w.abort();
+    }
+    let acked: BTreeSet<String> = acked.lock().unwrap().clone();
+    for id in [1, 2, 3] {
+        cl.spawn(id, &[]);
+    }
+    let leader = cl.leader(&[1, 2, 3]).await;
+    let got = cl.ids(leader, "STREAM", true).await.expect("linearizable read after restart");
+    let lost: Vec<&String> = acked.difference(&got).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged registrations lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(10)]);
+    eprintln!("{} acknowledged registrations, all present after kill -9 of every node", acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_a_fourth_node_by_snapshot_then_remove_one() {
+    // Snapshots every 20 entries, so the log the new node needs has been purged and it is
+    // caught up by snapshot installation.
+    let mut cl = Cluster::start(3, &["--raft-snapshot-every", "20"]).await;
+    let leader = cl.leader(&[1, 2, 3]).await;
+    let mut expected = Vec::new();
+    for i in 0..1200 {
+        let id = format!("m{i}");
+        assert_eq!(cl.register(leader, "MEMBERS", &id).await, StatusCode::NO_CONTENT);
+        expected.push(id);
+    }
+    let expected: BTreeSet<String> = expected.into_iter().collect();
+    let st = cl.status(leader).await.unwrap();
+    assert!(st["purged_index"].as_u64().is_some(), "log was not purged behind a snapshot: {st}");
+
+    cl.add_member(4).await;
+    cl.spawn(4, &["--raft-join"]);
+    let follower = others(&[1, 2, 3], leader)[0];
+    // Added through a follower: the admin API forwards to the leader.
+    let r = cl
+        .c
+        .post(format!("{}/v1/cluster/nodes", cl.member(follower).base()))
+        .json(&serde_json::json!({"id": 4, "url": cl.member(4).url()}))
+        .timeout(Duration::from_secs(90))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    cl.converge(4, "MEMBERS", &expected).await;
+    let st = cl.status(4).await.unwrap();
+    let voters = st["members"].as_array().unwrap().iter().filter(|m| m["voter"] == true).count();
+    assert_eq!(voters, 4, "{st}");
+
+    // Bad input is refused with a reason.
+    let r = cl.c.post(format!("{}/v1/cluster/nodes", cl.member(leader).base())).json(&serde_json::json!({"id": 5, "url": "ftp://x"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // Remove the current leader: the others go on with three voters.
+    let r = cl.c.delete(format!("{}/v1/cluster/nodes/{leader}", cl.member(4).base())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    cl.kill9(leader);
+    let rest: Vec<u64> = others(&[1, 2, 3, 4], leader);
+    let new_leader = cl.leader(&rest).await;
+    assert_eq!(cl.register(4, "MEMBERS", "after").await, StatusCode::NO_CONTENT);
+    let st = cl.status(new_leader).await.unwrap();
+    let ids: BTreeSet<u64> = st["members"].as_array().unwrap().iter().filter_map(|m| m["id"].as_u64()).collect();
+    assert_eq!(ids, rest.iter().copied().collect());
+
+    // A member's URL changes without it losing its identity.
+    let moved = rest.iter().copied().find(|i| *i != new_leader).unwrap();
+    let url = cl.member(moved).base();
+    let r = cl.c.put(format!("{}/v1/cluster/nodes/{moved}", cl.member(new_leader).base())).json(&serde_json::json!({"url": url})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let st = cl.status(new_leader).await.unwrap();
+    let m = st["members"].as_array().unwrap().iter().find(|m| m["id"].as_u64() == Some(moved)).cloned().unwrap();
+    assert_eq!(m["url"], Value::from(url));
+    assert_eq!(m["voter"], true);
+    assert_eq!(cl.register(moved, "MEMBERS", "after2").await, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_raft_cluster_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let start = |dir: &Path| ServerProcess::start(dir, &["--replication", "raft"]);
+    let mut p = start(dir.path());
+    let eureka = p.eureka_url();
+    let deadline = Instant::now() + LIMIT;
+    while register_at(&c, &eureka, "SOLO", "s1").await != StatusCode::NO_CONTENT {
+        assert!(Instant::now() < deadline, "single raft node never accepted a write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ids_at(&c, &eureka, "SOLO", true).await, Some(set(&["s1"])));
+    p.kill9();
+    let p = start(dir.path());
+    let eureka = p.eureka_url();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if ids_at(&c, &eureka, "SOLO", true).await == Some(set(&["s1"])) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "registration lost across restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
