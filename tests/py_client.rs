@@ -40,8 +40,45 @@ fn py_eureka_client_registers_renews_discovers_updates_status_and_cancels() {
     let python = python_with_client();
     let data = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(data.path(), &[]);
-    let api = Api::new(&server.eureka_url());
-    let mut sc = Scenario::start(&python, &server.eureka_url());
+    run_scenario(&python, &server.eureka_url());
+    drop(server);
+}
+
+/// The same scenario against a three-node raft cluster, the client talking to a follower:
+/// its writes are forwarded to the leader, its heartbeats relayed, its reads served locally.
+#[test]
+fn py_eureka_client_works_through_a_raft_follower() {
+    let python = python_with_client();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let addrs: Vec<String> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()).collect();
+    let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}=http://{a}", i + 1)).collect();
+    let nodes: Vec<ServerProcess> = (0..3)
+        .map(|i| {
+            let id = (i + 1).to_string();
+            let mut args = vec!["--replication", "raft", "--node-id", id.as_str()];
+            for p in &peers {
+                args.extend(["--peer", p.as_str()]);
+            }
+            ServerProcess::start_at(&addrs[i], dirs[i].path(), &args)
+        })
+        .collect();
+    let mut leader = None;
+    let found = wait_until(CHECK_LIMIT, || {
+        leader = Api::new(&nodes[0].eureka_url()).node_status().ok().and_then(|s| s["leader"].as_u64());
+        leader.is_some()
+    });
+    assert!(found, "the raft cluster elected no leader");
+    let follower = nodes.iter().enumerate().find(|(i, _)| Some(*i as u64 + 1) != leader).map(|(_, n)| n).unwrap();
+    run_scenario(&python, &follower.eureka_url());
+    drop(nodes);
+}
+
+/// Registers, heartbeats, discovers, updates status and cancels through `eureka_url`,
+/// checking the server's view at every step.
+fn run_scenario(python: &Path, eureka_url: &str) {
+    let api = Api::new(eureka_url);
+    let mut sc = Scenario::start(python, eureka_url);
 
     // Registration.
     let cp = sc.expect("registered");
@@ -120,7 +157,6 @@ fn py_eureka_client_registers_renews_discovers_updates_status_and_cancels() {
     if status["instances"] != 0 {
         sc.fail(&format!("/v1/status should count 0 instances after both cancels: {status}"));
     }
-    drop(server);
 }
 
 /// Finds the interpreter and makes sure it imports the expected client release.

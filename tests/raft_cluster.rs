@@ -196,7 +196,13 @@ async fn ids_at(c: &Client, eureka: &str, app: &str, linearizable: bool) -> Opti
         return None;
     }
     let v: Value = r.json().await.ok()?;
-    Some(v["application"]["instance"].as_array()?.iter().filter_map(|i| i["instanceId"].as_str().map(String::from)).collect())
+    Some(
+        v["application"]["instance"]
+            .as_array()?
+            .iter()
+            .filter_map(|i| i["instanceId"].as_str().map(String::from))
+            .collect(),
+    )
 }
 
 async fn renew(c: &Client, eureka: &str, app: &str, id: &str) -> Option<StatusCode> {
@@ -316,7 +322,12 @@ async fn isolated_node_refuses_writes_and_renewals_keeps_reading_and_catches_up(
     }
     // ... and refuses writes with 503 and a reason, in bounded time rather than hanging.
     let started = Instant::now();
-    let r = cl.c.post(format!("{}/apps/PAY", cl.member(cut).eureka())).json(&short_lease_instance("PAY", "px")).send().await.unwrap();
+    let r =
+        cl.c.post(format!("{}/apps/PAY", cl.member(cut).eureka()))
+            .json(&short_lease_instance("PAY", "px"))
+            .send()
+            .await
+            .unwrap();
     let took = started.elapsed();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = r.text().await.unwrap();
@@ -386,7 +397,13 @@ async fn every_acknowledged_registration_survives_kill9_of_all_nodes() {
     let leader = cl.leader(&[1, 2, 3]).await;
     let got = cl.ids(leader, "STREAM", true).await.expect("linearizable read after restart");
     let lost: Vec<&String> = acked.difference(&got).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged registrations lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged registrations lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
     eprintln!("{} acknowledged registrations, all present after kill -9 of every node", acked.len());
 }
 
@@ -410,14 +427,13 @@ async fn add_a_fourth_node_by_snapshot_then_remove_one() {
     cl.spawn(4, &["--raft-join"]);
     let follower = others(&[1, 2, 3], leader)[0];
     // Added through a follower: the admin API forwards to the leader.
-    let r = cl
-        .c
-        .post(format!("{}/v1/cluster/nodes", cl.member(follower).base()))
-        .json(&serde_json::json!({"id": 4, "url": cl.member(4).url()}))
-        .timeout(Duration::from_secs(90))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        cl.c.post(format!("{}/v1/cluster/nodes", cl.member(follower).base()))
+            .json(&serde_json::json!({"id": 4, "url": cl.member(4).url()}))
+            .timeout(Duration::from_secs(90))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     cl.converge(4, "MEMBERS", &expected).await;
     let st = cl.status(4).await.unwrap();
@@ -425,7 +441,12 @@ async fn add_a_fourth_node_by_snapshot_then_remove_one() {
     assert_eq!(voters, 4, "{st}");
 
     // Bad input is refused with a reason.
-    let r = cl.c.post(format!("{}/v1/cluster/nodes", cl.member(leader).base())).json(&serde_json::json!({"id": 5, "url": "ftp://x"})).send().await.unwrap();
+    let r =
+        cl.c.post(format!("{}/v1/cluster/nodes", cl.member(leader).base()))
+            .json(&serde_json::json!({"id": 5, "url": "ftp://x"}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
     // Remove the current leader: the others go on with three voters.
@@ -442,7 +463,12 @@ async fn add_a_fourth_node_by_snapshot_then_remove_one() {
     // A member's URL changes without it losing its identity.
     let moved = rest.iter().copied().find(|i| *i != new_leader).unwrap();
     let url = cl.member(moved).base();
-    let r = cl.c.put(format!("{}/v1/cluster/nodes/{moved}", cl.member(new_leader).base())).json(&serde_json::json!({"url": url})).send().await.unwrap();
+    let r =
+        cl.c.put(format!("{}/v1/cluster/nodes/{moved}", cl.member(new_leader).base()))
+            .json(&serde_json::json!({"url": url}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     let st = cl.status(new_leader).await.unwrap();
     let m = st["members"].as_array().unwrap().iter().find(|m| m["id"].as_u64() == Some(moved)).cloned().unwrap();

@@ -194,17 +194,24 @@ pub struct NodeSpec {
     pub url: String,
 }
 
-fn check_url(url: &str) -> Result<String, Response> {
+/// A refusal: status and one-line reason.
+type Refusal = (StatusCode, String);
+
+fn refused(r: Refusal) -> Response {
+    text(r.0, r.1)
+}
+
+fn check_url(url: &str) -> Result<String, Refusal> {
     let u = url.trim().trim_end_matches('/');
     if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() <= "https://".len() {
-        return Err(text(StatusCode::BAD_REQUEST, format!("{url:?}: URL must start with http:// or https://")));
+        return Err((StatusCode::BAD_REQUEST, format!("{url:?}: URL must start with http:// or https://")));
     }
     Ok(u.to_string())
 }
 
-fn parse_spec(body: &Bytes) -> Result<NodeSpec, Response> {
+fn parse_spec(body: &Bytes) -> Result<NodeSpec, Refusal> {
     serde_json::from_slice(body)
-        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("expected JSON {{\"id\": N, \"url\": \"http://…\"}}: {e}")))
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("expected JSON {{\"id\": N, \"url\": \"http://…\"}}: {e}")))
 }
 
 /// Runs `op` on the leader: here if this node leads, else by proxying the request.
@@ -244,14 +251,14 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> R
 async fn add_node(State(s): State<Shared>, body: Bytes) -> Response {
     let spec = match parse_spec(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     let Some(id) = spec.id.filter(|i| *i > 0) else {
         return text(StatusCode::BAD_REQUEST, "\"id\" must be a positive integer");
     };
     let url = match check_url(&spec.url) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     if let Some(r) = on_leader(&s, Method::POST, "/v1/cluster/nodes".into(), body).await {
         return r;
@@ -304,14 +311,14 @@ async fn add_node(State(s): State<Shared>, body: Bytes) -> Response {
 async fn set_node(State(s): State<Shared>, Path(id): Path<NodeId>, body: Bytes) -> Response {
     let spec = match parse_spec(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     if spec.id.is_some_and(|i| i != id) {
         return text(StatusCode::BAD_REQUEST, "the id in the body contradicts the path");
     }
     let url = match check_url(&spec.url) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     if let Some(r) = on_leader(&s, Method::PUT, format!("/v1/cluster/nodes/{id}"), body).await {
         return r;
