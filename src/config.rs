@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a registry node.
     Serve(ServeArgs),
+    /// Inspect or change a raft cluster's membership through any of its nodes.
+    Cluster(crate::cli::ClusterArgs),
 }
 
 /// Replication backend.

@@ -3,8 +3,9 @@
 //!
 //! Module map: [`core`] (registry model and rules, no I/O), [`codec`] (Eureka JSON/XML),
 //! [`store`] (durable records in sled), [`replication`] (the backend trait and backends),
-//! [`http`] (REST API), [`config`] (CLI and config file), [`server`] (wiring).
+//! [`http`] (REST API), [`config`] (CLI and config file), [`cli`] (operator subcommands), [`server`] (wiring).
 
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod core;

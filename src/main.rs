@@ -33,5 +33,19 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Command::Cluster(args) => {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(synod::cli::cluster(args)));
+            match result {
+                Ok(out) => print!("{}", out.trim_end_matches('\n').to_string() + "\n"),
+                Err(e) => {
+                    eprintln!("synod: {e:#}");
+                    std::process::exit(1);
+                }
+            }
+        }
     }
 }

@@ -209,6 +209,21 @@ async fn renew(c: &Client, eureka: &str, app: &str, id: &str) -> Option<StatusCo
     c.put(format!("{eureka}/apps/{app}/{id}?status=UP")).send().await.ok().map(|r| r.status())
 }
 
+/// Runs the synod binary with `args`; returns exit code, stdout and stderr.
+async fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(args)
+        .env_remove("SYNOD_SERVER")
+        .output()
+        .await
+        .expect("run synod");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }
@@ -426,19 +441,31 @@ async fn add_a_fourth_node_by_snapshot_then_remove_one() {
     cl.add_member(4).await;
     cl.spawn(4, &["--raft-join"]);
     let follower = others(&[1, 2, 3], leader)[0];
-    // Added through a follower: the admin API forwards to the leader.
-    let r =
-        cl.c.post(format!("{}/v1/cluster/nodes", cl.member(follower).base()))
-            .json(&serde_json::json!({"id": 4, "url": cl.member(4).url()}))
-            .timeout(Duration::from_secs(90))
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    // Added with the CLI through a follower: the admin API forwards to the leader.
+    let (code, out, err) =
+        cli(&["cluster", "add", "4", &cl.member(4).url(), "--server", &cl.member(follower).eureka()]).await;
+    assert_eq!(code, Some(0), "cluster add failed: {err}");
+    assert!(out.contains("ROLE") && out.lines().count() >= 5, "{out}");
     cl.converge(4, "MEMBERS", &expected).await;
     let st = cl.status(4).await.unwrap();
     let voters = st["members"].as_array().unwrap().iter().filter(|m| m["voter"] == true).count();
     assert_eq!(voters, 4, "{st}");
+    let (code, out, _) = cli(&["cluster", "status", "--output", "json", "--server", &cl.member(4).base()]).await;
+    assert_eq!(code, Some(0));
+    let v: Value = serde_json::from_str(&out).expect("json output");
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(4));
+    assert_eq!(v["leader"].as_u64(), Some(leader));
+    let (code, out, _) = cli(&["cluster", "status", "--server", &cl.member(4).base()]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&format!("leader {leader}")) && out.contains("voter"), "{out}");
+    // Errors are one line naming the server, with a non-zero exit.
+    let (code, _, err) = cli(&["cluster", "remove", "99", "--server", &cl.member(4).base()]).await;
+    assert_eq!(code, Some(1));
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&cl.member(4).base()) && err.contains("404"), "{err}");
+    let (code, _, err) = cli(&["cluster", "status", "--server", "http://127.0.0.1:9"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("http://127.0.0.1:9") && err.contains("unreachable"), "{err}");
 
     // Bad input is refused with a reason.
     let r =

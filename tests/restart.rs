@@ -100,7 +100,7 @@ fn invalid_config_stops_startup_with_one_line() {
     for (args, option) in [
         (vec!["--renewal-percent-threshold", "2"], "--renewal-percent-threshold"),
         (vec!["--eviction-interval", "0s"], "--eviction-interval"),
-        (vec!["--replication", "raft"], "--replication"),
+        (vec!["--raft-election-timeout", "150ms"], "--raft-election-timeout"),
         (vec!["--peer", "1=ftp://x"], "--peer"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_synod"))
