@@ -397,9 +397,13 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
     println!("\n{mode}: {n} node(s), {conns} connections, {secs} s per workload");
     let mut f = Figures::default();
     let cpu0 = s.cpu();
+    let log0 = s.status(&s.nodes[0].base()).await.and_then(|v| v["last_log_index"].as_u64());
     let (rate, lat) = load(conns, secs, s.register_op("reg", Arc::new(AtomicU64::new(0)))).await;
     row("register (spread over nodes)", rate, &lat, (s.cpu() - cpu0) * 1e6 / (rate * secs as f64).max(1.0));
     (f.register, f.register_p99) = (rate, pct(&lat, 0.99));
+    if let (Some(a), Some(b)) = (log0, s.status(&s.nodes[0].base()).await.and_then(|v| v["last_log_index"].as_u64())) {
+        println!("    {:.1} registrations per log entry", rate * secs as f64 / (b - a).max(1) as f64);
+    }
     let cpu0 = s.cpu();
     let (rate, lat) = load(conns, secs, s.renew_op("renewed", preload)).await;
     row("renew (spread over nodes)", rate, &lat, (s.cpu() - cpu0) * 1e6 / (rate * secs as f64).max(1.0));

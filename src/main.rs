@@ -1,6 +1,12 @@
 //! The `synod` binary.
 
 use clap::Parser;
+
+// The server allocates and frees many short-lived buffers per request (bodies, encoded
+// log entries, responses); mimalloc handles that pattern with far less CPU than glibc's
+// allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use synod::config::{Cli, Command};
 
 fn main() {

@@ -21,16 +21,33 @@ use crate::core::command::{Command, Outcome};
 use crate::replication::ReplicationError;
 
 /// Most commands in one log entry.
-const MAX_BATCH: usize = 128;
-/// Proposals in flight at once; more wait, gathering a larger batch meanwhile.
-const MAX_IN_FLIGHT: usize = 4;
+const MAX_BATCH: usize = 256;
+/// Proposals in flight at once per node. openraft appends (and syncs) one entry at a time,
+/// so a second proposal only has to be ready when the first is written; more would just
+/// split the same commands into smaller entries.
+const MAX_IN_FLIGHT: usize = 1;
+
+/// Why a queued command was not committed.
+#[derive(Debug, Clone)]
+pub enum Refused {
+    /// It came from another node for this one to propose, and this node no longer leads.
+    NotLeader,
+    Failed(ReplicationError),
+}
+
+type Done = oneshot::Sender<Result<(Outcome, u64), Refused>>;
 
 struct Pending {
     cmd: Command,
-    done: oneshot::Sender<Result<Outcome, ReplicationError>>,
+    /// Forwarded by a follower: propose here or refuse, never forward again (two nodes
+    /// with stale views of each other must not bounce a write between them).
+    here_only: bool,
+    done: Done,
 }
 
-/// The batching front of the log.
+/// The batching front of the log: every command proposed on or forwarded to this node
+/// goes through one queue, so concurrent writes from clients and from followers share
+/// log entries.
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
     rx: Mutex<Option<mpsc::Receiver<Pending>>>,
@@ -45,15 +62,45 @@ impl Default for Proposer {
 impl Proposer {
     /// A proposer; [`spawn`] starts its task.
     pub fn new() -> Proposer {
-        let (tx, rx) = mpsc::channel(16 * 1024);
+        let (tx, rx) = mpsc::channel(64 * 1024);
         Proposer { tx, rx: Mutex::new(Some(rx)) }
     }
 
-    /// Submits one command and waits for its outcome.
+    /// Submits one client command and waits for its outcome.
     pub async fn submit(&self, _shared: &RaftShared, cmd: Command) -> Result<Outcome, ReplicationError> {
+        let rx = self.enqueue(cmd, false).await?;
+        match rx.await {
+            Ok(Ok((outcome, _))) => Ok(outcome),
+            Ok(Err(Refused::Failed(e))) => Err(e),
+            Ok(Err(Refused::NotLeader)) | Err(_) => Err(stopped()),
+        }
+    }
+
+    /// Submits commands forwarded by a follower; they are proposed here (with whatever else
+    /// is queued) or refused with [`Refused::NotLeader`]. Returns one result per command.
+    pub async fn submit_forwarded(&self, cmds: Vec<Command>) -> Vec<Result<(Outcome, u64), Refused>> {
+        let mut waiting = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            waiting.push(self.enqueue(cmd, true).await);
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for w in waiting {
+            out.push(match w {
+                Ok(rx) => rx.await.unwrap_or_else(|_| Err(Refused::Failed(stopped()))),
+                Err(e) => Err(Refused::Failed(e)),
+            });
+        }
+        out
+    }
+
+    async fn enqueue(
+        &self,
+        cmd: Command,
+        here_only: bool,
+    ) -> Result<oneshot::Receiver<Result<(Outcome, u64), Refused>>, ReplicationError> {
         let (done, rx) = oneshot::channel();
-        self.tx.send(Pending { cmd, done }).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        self.tx.send(Pending { cmd, here_only, done }).await.map_err(|_| stopped())?;
+        Ok(rx)
     }
 }
 
@@ -78,33 +125,48 @@ pub fn spawn(shared: Arc<RaftShared>) {
             }
             let shared = shared.clone();
             tokio::spawn(async move {
-                let (cmds, dones): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.done)).unzip();
-                let n = cmds.len();
-                match propose(&shared, cmds).await {
-                    Ok(outcomes) if outcomes.len() == n => {
-                        for (done, o) in dones.into_iter().zip(outcomes) {
-                            let _ = done.send(Ok(o));
-                        }
-                    }
-                    Ok(outcomes) => {
-                        let e = ReplicationError::Unavailable(format!(
-                            "raft answered {} outcomes for {n} commands",
-                            outcomes.len()
-                        ));
-                        for done in dones {
-                            let _ = done.send(Err(e.clone()));
-                        }
-                    }
-                    Err(e) => {
-                        for done in dones {
-                            let _ = done.send(Err(e.clone()));
-                        }
-                    }
-                }
+                dispatch(&shared, batch).await;
                 drop(permit);
             });
         }
     });
+}
+
+/// Proposes one batch and answers every command in it.
+async fn dispatch(shared: &RaftShared, batch: Vec<Pending>) {
+    let leading = shared.live_leader().is_some_and(|(id, _)| id == shared.id);
+    let (mut cmds, mut dones) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
+    for p in batch {
+        if p.here_only && !leading {
+            let _ = p.done.send(Err(Refused::NotLeader));
+        } else {
+            cmds.push(p.cmd);
+            dones.push(p.done);
+        }
+    }
+    if cmds.is_empty() {
+        return;
+    }
+    let n = cmds.len();
+    let result = match propose(shared, cmds).await {
+        Ok(r) if r.outcomes.len() == n => Ok(r),
+        Ok(r) => {
+            Err(ReplicationError::Unavailable(format!("raft answered {} outcomes for {n} commands", r.outcomes.len())))
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(r) => {
+            for (done, o) in dones.into_iter().zip(r.outcomes) {
+                let _ = done.send(Ok((o, r.index)));
+            }
+        }
+        Err(e) => {
+            for done in dones {
+                let _ = done.send(Err(Refused::Failed(e.clone())));
+            }
+        }
+    }
 }
 
 /// The leader's answer to a forwarded proposal.
@@ -132,17 +194,13 @@ fn no_leader() -> ReplicationError {
 
 /// Commits `cmds` as one entry, through whichever node leads; waits at most the write
 /// timeout, and at most the election timeout for a leader to exist.
-pub async fn propose(shared: &RaftShared, cmds: Vec<Command>) -> Result<Vec<Outcome>, ReplicationError> {
+pub async fn propose(shared: &RaftShared, cmds: Vec<Command>) -> Result<ForwardReply, ReplicationError> {
     let started = Instant::now();
     let deadline = started + shared.write_timeout();
     let mut leaderless_since: Option<Instant> = None;
     loop {
         let attempt = match shared.live_leader() {
-            Some((id, _)) if id == shared.id => match propose_local(shared, cmds.clone(), deadline).await {
-                Attempt::Done(r) => Attempt::Done(r.outcomes),
-                Attempt::Retry => Attempt::Retry,
-                Attempt::Failed(e) => Attempt::Failed(e),
-            },
+            Some((id, _)) if id == shared.id => propose_local(shared, cmds.clone(), deadline).await,
             Some((_, url)) => {
                 leaderless_since = None;
                 forward(shared, &url, &cmds, deadline).await
@@ -190,7 +248,7 @@ pub async fn propose_local(shared: &RaftShared, mut cmds: Vec<Command>, deadline
 }
 
 /// On a follower: sends the proposal to the leader and waits until this node applied it.
-async fn forward(shared: &RaftShared, url: &str, cmds: &[Command], deadline: Instant) -> Attempt<Vec<Outcome>> {
+async fn forward(shared: &RaftShared, url: &str, cmds: &[Command], deadline: Instant) -> Attempt<ForwardReply> {
     let body = match encode(&Proposal { commands: cmds.to_vec() }) {
         Ok(b) => b,
         Err(e) => return Attempt::Failed(ReplicationError::Unavailable(format!("cannot encode proposal: {e}"))),
@@ -229,7 +287,7 @@ async fn forward(shared: &RaftShared, url: &str, cmds: &[Command], deadline: Ins
         Err(e) => return Attempt::Failed(ReplicationError::Unavailable(format!("bad reply from leader: {e}"))),
     };
     wait_applied(shared, reply.index, deadline).await;
-    Attempt::Done(reply.outcomes)
+    Attempt::Done(reply)
 }
 
 /// Waits (until `deadline`) for this node to apply `index`; returns whether it did.

@@ -25,7 +25,7 @@ use openraft::raft::AppendEntriesResponse;
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
-use super::proposer::{propose_local, read_index_local, Attempt};
+use super::proposer::{read_index_local, Attempt, ForwardReply, Refused};
 use super::types::{decode, encode, Member, NodeId, Proposal};
 use super::RaftShared;
 use crate::core::model::InstanceKey;
@@ -124,11 +124,22 @@ async fn forward(State(s): State<Shared>, body: Bytes) -> Response {
     if !is_leader(&s) {
         return not_leader();
     }
-    match propose_local(&s, proposal.commands, Instant::now() + s.write_timeout()).await {
-        Attempt::Done(reply) => encoded(&reply),
-        Attempt::Retry => not_leader(),
-        Attempt::Failed(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    // Into this node's own queue: forwarded writes share log entries with local ones.
+    let results = s.proposer.submit_forwarded(proposal.commands).await;
+    let mut reply = ForwardReply { index: 0, outcomes: Vec::with_capacity(results.len()) };
+    for r in results {
+        match r {
+            Ok((outcome, index)) => {
+                reply.index = reply.index.max(index);
+                reply.outcomes.push(outcome);
+            }
+            // Partly committed batches are answered as a whole: the follower retries the
+            // batch, which is harmless because every command is idempotent.
+            Err(Refused::NotLeader) => return not_leader(),
+            Err(Refused::Failed(e)) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
     }
+    encoded(&reply)
 }
 
 async fn renew(State(s): State<Shared>, body: Bytes) -> Response {
