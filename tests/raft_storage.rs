@@ -23,7 +23,7 @@ fn registry() -> Arc<Registry> {
 fn open(dir: &std::path::Path) -> (LogStore, StateMachine, Arc<Registry>) {
     let db = Arc::new(SyncedDb::open(dir).expect("open sled"));
     let reg = registry();
-    (LogStore::open(db.clone()).expect("log"), StateMachine::open(db, reg.clone()).expect("sm"), reg)
+    (LogStore::open(db.clone()).expect("log"), StateMachine::open(&db, dir, reg.clone()).expect("sm"), reg)
 }
 
 struct Builder;

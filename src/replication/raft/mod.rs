@@ -173,7 +173,7 @@ impl RaftBackend {
     ) -> anyhow::Result<RaftBackend> {
         let db = Arc::new(SyncedDb::open(dir)?);
         let log = LogStore::open(db.clone())?;
-        let sm = StateMachine::open(db, registry.clone())?;
+        let sm = StateMachine::open(&db, dir, registry.clone())?;
         let election_ms = tuning.election_timeout.as_millis() as u64;
         let config = OpenraftConfig {
             cluster_name: "synod".into(),
@@ -222,6 +222,25 @@ impl RaftBackend {
     }
 }
 
+/// Splits eviction keys into slices of at most ~32 KiB of names.
+fn evict_slices(keys: Vec<InstanceKey>) -> Vec<Vec<InstanceKey>> {
+    const SLICE_BYTES: usize = 32 * 1024;
+    let mut out: Vec<Vec<InstanceKey>> = Vec::new();
+    let mut bytes = 0;
+    for k in keys {
+        let size = k.app.len() + k.id.len() + 8;
+        if out.is_empty() || bytes + size > SLICE_BYTES {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(last) = out.last_mut() {
+            last.push(k);
+        }
+    }
+    out
+}
+
 /// The member map a configured list describes.
 pub fn member_map(members: &[Peer]) -> BTreeMap<NodeId, Member> {
     members.iter().map(|p| (p.id, Member { url: p.url.clone() })).collect()
@@ -233,7 +252,25 @@ impl Replicator for RaftBackend {
     }
 
     fn submit(&self, cmd: Command, _origin: Origin) -> BoxFuture<'_, Result<Outcome, ReplicationError>> {
-        Box::pin(self.shared.proposer.submit(&self.shared, cmd))
+        Box::pin(async move {
+            match cmd {
+                // A large eviction round goes through the log in slices that each fit one
+                // entry (see `proposer::MAX_ENTRY_BYTES`); each slice is compare-and-delete on
+                // its own, so a partial round is still correct.
+                Command::Evict { keys, now } => {
+                    let mut evicted = 0;
+                    for slice in evict_slices(keys) {
+                        if let Outcome::Evicted(n) =
+                            self.shared.proposer.submit(&self.shared, Command::Evict { keys: slice, now }).await?
+                        {
+                            evicted += n;
+                        }
+                    }
+                    Ok(Outcome::Evicted(evicted))
+                }
+                cmd => self.shared.proposer.submit(&self.shared, cmd).await,
+            }
+        })
     }
 
     fn renew<'a>(

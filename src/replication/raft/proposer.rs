@@ -22,6 +22,11 @@ use crate::replication::ReplicationError;
 
 /// Most commands in one log entry.
 const MAX_BATCH: usize = 256;
+/// Most (approximate) bytes of commands in one log entry. sled stores values larger than a
+/// quarter of its 512 KiB segment as separate blob files, which it never fsyncs; entries
+/// stay well below that so each one lives in the synced log file. One command is at most
+/// ~70 KiB (the instance size limits), so it always fits on its own.
+const MAX_ENTRY_BYTES: usize = 96 * 1024;
 /// Proposals in flight at once per node. openraft appends (and syncs) one entry at a time,
 /// so a second proposal only has to be ready when the first is written; more would just
 /// split the same commands into smaller entries.
@@ -113,15 +118,29 @@ pub fn spawn(shared: Arc<RaftShared>) {
     let Some(mut rx) = shared.proposer.rx.lock().take() else { return };
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        while let Some(first) = rx.recv().await {
+        let mut held: Option<Pending> = None;
+        loop {
+            let first = match held.take() {
+                Some(p) => p,
+                None => match rx.recv().await {
+                    Some(p) => p,
+                    None => return,
+                },
+            };
             // Waiting for a slot lets more commands queue up behind `first`.
             let Ok(permit) = permits.clone().acquire_owned().await else { return };
+            let mut bytes = approx_size(&first.cmd);
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
+            while batch.len() < MAX_BATCH && bytes < MAX_ENTRY_BYTES {
+                let Some(next) = held.take().or_else(|| rx.try_recv().ok()) else { break };
+                let size = approx_size(&next.cmd);
+                if bytes + size > MAX_ENTRY_BYTES {
+                    // Starts the next entry instead.
+                    held = Some(next);
+                    break;
                 }
+                bytes += size;
+                batch.push(next);
             }
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -130,6 +149,45 @@ pub fn spawn(shared: Arc<RaftShared>) {
             });
         }
     });
+}
+
+/// Roughly how many bytes a command takes in a log entry.
+fn approx_size(cmd: &Command) -> usize {
+    const FIXED: usize = 128;
+    let map =
+        |m: &std::collections::BTreeMap<String, String>| m.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+    match cmd {
+        Command::Register { instance: i, .. } => {
+            let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+            FIXED
+                + i.instance_id.len()
+                + i.host_name.len()
+                + i.app.len()
+                + i.ip_addr.len()
+                + map(&i.metadata)
+                + map(&i.data_center_info.metadata)
+                + i.data_center_info.name.len()
+                + [
+                    &i.sid,
+                    &i.app_group_name,
+                    &i.home_page_url,
+                    &i.status_page_url,
+                    &i.health_check_url,
+                    &i.secure_health_check_url,
+                    &i.vip_address,
+                    &i.secure_vip_address,
+                    &i.asg_name,
+                ]
+                .into_iter()
+                .map(opt)
+                .sum::<usize>()
+        }
+        Command::Cancel { key, .. }
+        | Command::SetStatusOverride { key, .. }
+        | Command::DeleteStatusOverride { key, .. } => FIXED + key.app.len() + key.id.len(),
+        Command::UpdateMetadata { key, entries, .. } => FIXED + key.app.len() + key.id.len() + map(entries),
+        Command::Evict { keys, .. } => FIXED + keys.iter().map(|k| k.app.len() + k.id.len() + 4).sum::<usize>(),
+    }
 }
 
 /// Proposes one batch and answers every command in it.

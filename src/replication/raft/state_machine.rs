@@ -1,16 +1,20 @@
-//! The raft state machine: the shared in-memory [`Registry`], plus the current snapshot in
-//! sled.
+//! The raft state machine: the shared in-memory [`Registry`], plus the current snapshot in a
+//! file.
 //!
 //! The registry itself is not written to disk on every apply: the log is the durable record,
-//! and a snapshot (tree `sm_snapshot`, key `current`) is persisted whenever openraft builds or
-//! installs one. On start the registry is rebuilt from the snapshot and openraft re-applies
+//! and a snapshot (`snapshot.bin` next to the sled files) is persisted whenever openraft
+//! builds or installs one: written to a temporary file, fsynced, renamed over the old one,
+//! and the directory fsynced, so a crash leaves either the old or the new snapshot whole. (A
+//! snapshot is far larger than what sled keeps in its synced log file: sled would store it as
+//! a blob file that it never fsyncs.) On start the registry is rebuilt from the snapshot and openraft re-applies
 //! the committed log entries after it.
 //!
 //! The last applied log id and membership are updated under the registry lock, together with
 //! the change they describe, so a snapshot taken under that lock is always consistent with
 //! the id it claims (openraft builds snapshots concurrently with `apply`).
 
-use std::io::Cursor;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -25,7 +29,8 @@ use crate::core::registry::Registry;
 use crate::core::state::{PersistedEntry, PersistedRef};
 use crate::store::{StoreError, SyncedDb};
 
-const CURRENT: &[u8] = b"current";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+const SNAPSHOT_TMP: &str = "snapshot.tmp";
 const SEQ: &[u8] = b"seq";
 
 /// What the state machine has applied.
@@ -62,19 +67,21 @@ pub struct StateMachine {
     applied: Arc<Mutex<AppliedState>>,
     /// Last applied index, for waiters (read-your-writes after a forwarded write).
     applied_tx: Arc<watch::Sender<u64>>,
-    db: Arc<SyncedDb>,
+    dir: PathBuf,
+    /// Snapshot id counter.
     snapshots: sled::Tree,
 }
 
 impl StateMachine {
-    /// Opens the snapshot tree and rebuilds the registry from the stored snapshot, if any.
-    pub fn open(db: Arc<SyncedDb>, registry: Arc<Registry>) -> Result<StateMachine, StoreError> {
+    /// Opens the state machine of the node whose data lives in `dir` (sled's `db` beside
+    /// the snapshot file) and rebuilds the registry from the stored snapshot, if any.
+    pub fn open(db: &SyncedDb, dir: &Path, registry: Arc<Registry>) -> Result<StateMachine, StoreError> {
         let snapshots = db.db.open_tree("sm_snapshot")?;
         let sm = StateMachine {
             registry,
             applied: Arc::new(Mutex::new(AppliedState::default())),
             applied_tx: Arc::new(watch::channel(0).0),
-            db,
+            dir: dir.to_path_buf(),
             snapshots,
         };
         if let Some(stored) = sm.read_current()? {
@@ -97,9 +104,11 @@ impl StateMachine {
     }
 
     fn read_current(&self) -> Result<Option<StoredSnapshot>, StoreError> {
-        match self.snapshots.get(CURRENT)? {
-            None => Ok(None),
-            Some(v) => decode(&v).map(Some).map_err(|e| StoreError::Corrupt(format!("raft snapshot: {e}"))),
+        let path = self.dir.join(SNAPSHOT_FILE);
+        match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+            Ok(bytes) => decode(&bytes).map(Some).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display()))),
         }
     }
 
@@ -112,13 +121,20 @@ impl StateMachine {
         self.applied_tx.send_replace(meta.last_log_id.map_or(0, |l| l.index));
     }
 
-    /// Stores `snapshot` as the current one and syncs it to disk.
+    /// Stores `snapshot` as the current one, durably (see the module docs).
     async fn persist(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
         let sig = Some(stored.meta.signature());
         let bytes = encode(stored).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-        self.snapshots.insert(CURRENT, bytes).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-        let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || db.sync()).await {
+        let dir = self.dir.clone();
+        let write = move || -> std::io::Result<()> {
+            let tmp = dir.join(SNAPSHOT_TMP);
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+            std::fs::File::open(&dir)?.sync_all()
+        };
+        match tokio::task::spawn_blocking(write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StorageIOError::write_snapshot(sig, &e).into()),
             Err(e) => Err(StorageIOError::write_snapshot(sig, &e).into()),
