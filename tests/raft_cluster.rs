@@ -440,6 +440,11 @@ async fn add_a_fourth_node_by_snapshot_then_remove_one() {
 
     cl.add_member(4).await;
     cl.spawn(4, &["--raft-join"]);
+    // Not yet a member: it must not show clients an empty registry.
+    let r = cl.c.get(format!("{}/apps", cl.member(4).eureka())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = cl.c.get(format!("{}/readyz", cl.member(4).base())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let follower = others(&[1, 2, 3], leader)[0];
     // Added with the CLI through a follower: the admin API forwards to the leader.
     let (code, out, err) =
@@ -518,14 +523,20 @@ async fn single_node_raft_cluster_persists() {
     }
     assert_eq!(ids_at(&c, &eureka, "SOLO", true).await, Some(set(&["s1"])));
     p.kill9();
+    // Restarted on another port: the registration is back, and the node's own URL follows.
     let p = start(dir.path());
     let eureka = p.eureka_url();
     let deadline = Instant::now() + LIMIT;
     loop {
-        if ids_at(&c, &eureka, "SOLO", true).await == Some(set(&["s1"])) {
+        let st: Option<Value> = match c.get(format!("http://{}/v1/status", p.addr)).send().await {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let url_ok = st.is_some_and(|s| s["leader_url"] == Value::from(format!("http://{}", p.addr)));
+        if url_ok && ids_at(&c, &eureka, "SOLO", true).await == Some(set(&["s1"])) {
             break;
         }
-        assert!(Instant::now() < deadline, "registration lost across restart");
+        assert!(Instant::now() < deadline, "registration lost across restart, or stale own URL");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

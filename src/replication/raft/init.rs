@@ -29,7 +29,7 @@ pub fn spawn(shared: Arc<RaftShared>) {
 
 async fn form(shared: &RaftShared) -> anyhow::Result<()> {
     if shared.raft.is_initialized().await? {
-        return Ok(());
+        return follow_own_address(shared).await;
     }
     if shared.tuning.join {
         tracing::info!("raft: waiting to be added to a cluster (--raft-join)");
@@ -81,4 +81,26 @@ async fn form(shared: &RaftShared) -> anyhow::Result<()> {
             Err(e) => Err(e.into()),
         };
     }
+}
+
+/// A single-node cluster started without `--peer` names itself by its listen address; when
+/// that changed since the last start (e.g. `--listen 127.0.0.1:0`), the membership follows.
+/// Members of larger clusters change URLs through `synod cluster set-url`.
+async fn follow_own_address(shared: &RaftShared) -> anyhow::Result<()> {
+    let [me] = shared.configured.as_slice() else { return Ok(()) };
+    if me.id != shared.id {
+        return Ok(());
+    }
+    let wait = shared.raft.wait(Some(Duration::from_secs(30)));
+    if wait.state(openraft::ServerState::Leader, "single node leads").await.is_err() {
+        return Ok(());
+    }
+    let membership = shared.raft.metrics().borrow().membership_config.membership().clone();
+    let alone = membership.voter_ids().count() == 1 && membership.get_node(&me.id).is_some();
+    if alone && membership.get_node(&me.id).is_some_and(|n| n.url != me.url) {
+        let nodes = std::collections::BTreeMap::from([(me.id, super::types::Member { url: me.url.clone() })]);
+        shared.raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), false).await?;
+        tracing::info!(url = me.url, "raft: this single node's URL updated");
+    }
+    Ok(())
 }

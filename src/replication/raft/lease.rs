@@ -45,6 +45,10 @@ pub struct Leases {
     pending: Mutex<HashMap<InstanceKey, Instant>>,
     /// Set once this node, as leader of `term`, refreshed every lease.
     promotion: Mutex<Option<Promotion>>,
+    /// The leader's commit index in the first append this node accepted after starting (0:
+    /// none yet): once applied that far, its registry is complete enough to serve.
+    first_leader_commit: AtomicU64,
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +71,43 @@ impl Leases {
             leader_contact_ms: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
             promotion: Mutex::new(None),
+            first_leader_commit: AtomicU64::new(0),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Records a leader's commit index seen in an accepted append (only the first counts).
+    pub fn saw_leader_commit(&self, index: Option<u64>) {
+        if let Some(i) = index {
+            let _ = self.first_leader_commit.compare_exchange(0, i.max(1), Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this node's registry may be served to clients: it has applied what the leader
+    /// had committed when this node first heard from it, or it leads; or, with no leader
+    /// heard since start-up, it holds an initialized log and the longest election timeout
+    /// has passed twice (a restart while the rest of the cluster is down: serve what was
+    /// committed here). A node that joins empty serves nothing until it has caught up, so
+    /// clients are never shown an empty registry that would make them drop live instances.
+    pub fn registry_complete(&self, shared: &RaftShared) -> bool {
+        if self.caught_up.load(Ordering::Relaxed) {
+            return true;
+        }
+        let m = shared.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let target = self.first_leader_commit.load(Ordering::Relaxed);
+        let done = if m.state == ServerState::Leader {
+            true
+        } else if target != 0 {
+            applied >= target
+        } else {
+            let initialized = m.membership_config.membership().voter_ids().next().is_some();
+            initialized && since(self.epoch) >= shared.election_max() * 2
+        };
+        if done {
+            self.caught_up.store(true, Ordering::Relaxed);
+        }
+        done
     }
 
     /// Records that a leader's append request was accepted just now.

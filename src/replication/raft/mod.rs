@@ -296,8 +296,13 @@ impl Replicator for RaftBackend {
     }
 
     fn is_ready(&self) -> bool {
-        let m = self.shared.raft.metrics().borrow().clone();
-        m.running_state.is_ok() && m.current_leader.is_some()
+        // Ready = can take writes and renewals, and serves a complete registry.
+        let running = self.shared.raft.metrics().borrow().running_state.is_ok();
+        running && self.shared.live_leader().is_some() && self.registry_complete()
+    }
+
+    fn registry_complete(&self) -> bool {
+        self.shared.leases.registry_complete(&self.shared)
     }
 
     fn role(&self) -> Role {

@@ -21,12 +21,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::AppendEntriesResponse;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
 use super::proposer::{read_index_local, Attempt, ForwardReply, Refused};
-use super::types::{decode, encode, Member, NodeId, Proposal};
+use super::types::{decode, encode, Member, NodeId, Proposal, TypeConfig};
 use super::RaftShared;
 use crate::core::model::InstanceKey;
 
@@ -75,14 +75,16 @@ fn bad_body(e: impl std::fmt::Display) -> Response {
 }
 
 async fn append(State(s): State<Shared>, body: Bytes) -> Response {
-    let req = match decode(&body) {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
     };
+    let leader_commit = req.leader_commit.map(|l| l.index);
     let result = s.raft.append_entries(req).await;
     if let Ok(resp) = &result {
         if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
             s.leases.touch_leader();
+            s.leases.saw_leader_commit(leader_commit);
         }
     }
     encoded(&result)
