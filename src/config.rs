@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a registry node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inspect or change a raft cluster's membership through any of its nodes.
     Cluster(crate::cli::ClusterArgs),
 }

@@ -532,7 +532,7 @@ async fn single_node_raft_cluster_persists() {
             Ok(r) => r.json().await.ok(),
             Err(_) => None,
         };
-        let url_ok = st.is_some_and(|s| s["leader_url"] == Value::from(format!("http://{}", p.addr)));
+        let url_ok = st.is_some_and(|s| s["leader_url"].as_str() == Some(format!("http://{}", p.addr).as_str()));
         if url_ok && ids_at(&c, &eureka, "SOLO", true).await == Some(set(&["s1"])) {
             break;
         }
