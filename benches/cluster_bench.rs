@@ -12,20 +12,24 @@
 //! `cargo bench --bench cluster_bench`. Settings: `SYNOD_BENCH_CONNS` (64),
 //! `SYNOD_BENCH_SECS` (5), `SYNOD_BENCH_SAMPLES` (100), `SYNOD_BENCH_MODES`
 //! (`none,p2p,raft,etcd`), `SYNOD_BENCH_BIG` (100000: instances for the restart and disk
-//! figures). Without `--bench` (as under `cargo test --all-targets`) it only prints how to
+//! figures; 0 skips them). Without `--bench` (as under `cargo test --all-targets`) it only prints how to
 //! run it. The figures are a report, never asserted.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "common/lean_http.rs"]
+mod lean_http;
+
+use lean_http::Conn;
 
 /// A server child process, killed on drop.
 struct Proc {
@@ -191,25 +195,53 @@ fn median(mut v: Vec<f64>) -> f64 {
     pct(&v, 0.5)
 }
 
-type BoxFut = Pin<Box<dyn Future<Output = bool> + Send>>;
-/// One request of a workload: (worker, sequence number) → success.
-type Op = Arc<dyn Fn(u64, u64) -> BoxFut + Send + Sync>;
+/// Builds the `i`-th request of worker `w`, fully encoded.
+type MakeRequest = Arc<dyn Fn(u64, u64) -> Vec<u8> + Send + Sync>;
 
-/// Runs `conns` closed-loop workers for `secs`; returns requests/s and sorted latencies (ms).
-async fn load(conns: u64, secs: u64, op: Op) -> (f64, Vec<f64>) {
+/// A closed-loop workload: worker `w` keeps one connection to `addrs[w % len]` (clients stick
+/// to a server, as Eureka clients do) and expects status `expect`.
+#[derive(Clone)]
+struct Workload {
+    addrs: Vec<SocketAddr>,
+    make: MakeRequest,
+    expect: u16,
+}
+
+/// Runs `conns` workers for `secs`; returns requests/s and sorted latencies (ms). The lean
+/// client keeps the load generator's share of the 2 cores small.
+async fn load(conns: u64, secs: u64, wl: Workload) -> (f64, Vec<f64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in 0..conns {
-        let (stop, op) = (stop.clone(), op.clone());
+        let (stop, wl) = (stop.clone(), wl.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let addr = wl.addrs[(w as usize) % wl.addrs.len()];
+            let mut conn = None;
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                if op(w, i).await {
-                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                if conn.is_none() {
+                    conn = Conn::connect(addr).await.ok();
+                    if conn.is_none() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
                 }
+                let req = (wl.make)(w, i);
                 i += 1;
+                let t = Instant::now();
+                let Some(c) = conn.as_mut() else { continue };
+                match c.exchange(&req, None).await {
+                    Ok(r) => {
+                        if r.status == wl.expect {
+                            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        if r.close {
+                            conn = None;
+                        }
+                    }
+                    Err(_) => conn = None,
+                }
             }
             lat
         }));
@@ -222,6 +254,16 @@ async fn load(conns: u64, secs: u64, op: Op) -> (f64, Vec<f64>) {
     }
     all.sort_by(f64::total_cmp);
     (all.len() as f64 / secs as f64, all)
+}
+
+/// An encoded HTTP/1.1 request.
+fn request(method: &str, addr: &SocketAddr, path: &str, json: Option<&str>) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    match json {
+        Some(b) => r.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len())),
+        None => r.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    r.into_bytes()
 }
 
 /// Figures of one backend, for the summary.
@@ -263,33 +305,29 @@ impl Synod {
         }
     }
 
-    fn register_op(&self, app: &'static str, counter: Arc<AtomicU64>) -> Op {
-        let (c, bases) = (self.c.clone(), self.bases());
-        Arc::new(move |w, i| {
-            let (c, base) = (c.clone(), bases[((w + i) as usize) % bases.len()].clone());
-            let n = counter.fetch_add(1, Ordering::Relaxed);
-            Box::pin(async move {
-                let r = c
-                    .post(format!("{base}/eureka/apps/{app}"))
-                    .header("content-type", "application/json")
-                    .body(body(app, n))
-                    .send()
-                    .await;
-                r.is_ok_and(|r| r.status() == 204)
-            })
-        })
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().filter(|n| n.child.is_some()).filter_map(|n| n.addr.parse().ok()).collect()
     }
 
-    fn renew_op(&self, app: &'static str, preloaded: u64) -> Op {
-        let (c, bases) = (self.c.clone(), self.bases());
-        Arc::new(move |w, i| {
-            let (c, base) = (c.clone(), bases[((w + i) as usize) % bases.len()].clone());
+    fn register_load(&self, app: &'static str, counter: Arc<AtomicU64>) -> Workload {
+        let addrs = self.addrs();
+        let targets = addrs.clone();
+        let make: MakeRequest = Arc::new(move |w, _| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let addr = &targets[(w as usize) % targets.len()];
+            request("POST", addr, &format!("/eureka/apps/{app}"), Some(&body(app, n)))
+        });
+        Workload { addrs, make, expect: 204 }
+    }
+
+    fn renew_load(&self, app: &'static str, preloaded: u64, addrs: Vec<SocketAddr>) -> Workload {
+        let targets = addrs.clone();
+        let make: MakeRequest = Arc::new(move |w, i| {
             let n = (w * 7919 + i) % preloaded;
-            Box::pin(async move {
-                let r = c.put(format!("{base}/eureka/apps/{app}/{}", id(app, n))).send().await;
-                r.is_ok_and(|r| r.status() == 200)
-            })
-        })
+            let addr = &targets[(w as usize) % targets.len()];
+            request("PUT", addr, &format!("/eureka/apps/{app}/{}", id(app, n)), None)
+        });
+        Workload { addrs, make, expect: 200 }
     }
 
     /// Registers `count` instances of `app` with `conns` concurrent writers.
@@ -398,14 +436,14 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
     let mut f = Figures::default();
     let cpu0 = s.cpu();
     let log0 = s.status(&s.nodes[0].base()).await.and_then(|v| v["last_log_index"].as_u64());
-    let (rate, lat) = load(conns, secs, s.register_op("reg", Arc::new(AtomicU64::new(0)))).await;
+    let (rate, lat) = load(conns, secs, s.register_load("reg", Arc::new(AtomicU64::new(0)))).await;
     row("register (spread over nodes)", rate, &lat, (s.cpu() - cpu0) * 1e6 / (rate * secs as f64).max(1.0));
     (f.register, f.register_p99) = (rate, pct(&lat, 0.99));
     if let (Some(a), Some(b)) = (log0, s.status(&s.nodes[0].base()).await.and_then(|v| v["last_log_index"].as_u64())) {
         println!("    {:.1} registrations per log entry", rate * secs as f64 / (b - a).max(1) as f64);
     }
     let cpu0 = s.cpu();
-    let (rate, lat) = load(conns, secs, s.renew_op("renewed", preload)).await;
+    let (rate, lat) = load(conns, secs, s.renew_load("renewed", preload, s.addrs())).await;
     row("renew (spread over nodes)", rate, &lat, (s.cpu() - cpu0) * 1e6 / (rate * secs as f64).max(1.0));
     f.renew = rate;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -420,17 +458,7 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
 
     if mode == "p2p" {
         // A dead peer's growing backlog must not make renewals dearer on the others.
-        let one = |s: &Synod| {
-            let (c, base) = (s.c.clone(), s.nodes[0].base());
-            Arc::new(move |w: u64, i: u64| {
-                let (c, base) = (c.clone(), base.clone());
-                let n = (w * 7919 + i) % preload;
-                Box::pin(async move {
-                    let r = c.put(format!("{base}/eureka/apps/renewed/{}", id("renewed", n))).send().await;
-                    r.is_ok_and(|r| r.status() == 200)
-                }) as BoxFut
-            }) as Op
-        };
+        let one = |s: &Synod| s.renew_load("renewed", preload, s.addrs()[..1].to_vec());
         let cost = |s: &Synod, cpu0: f64, rate: f64| {
             (s.nodes[..2].iter().map(Proc::cpu_secs).sum::<f64>() - cpu0) * 1e6 / (rate * secs as f64).max(1.0)
         };
@@ -482,7 +510,9 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
         );
 
         // Disk after churn, and restart time, at 10k and `big` instances.
-        for target in [10_000u64, big] {
+        // SYNOD_BENCH_BIG=0 skips the disk and restart figures.
+        let sizes: Vec<u64> = if big == 0 { Vec::new() } else { vec![10_000, big] };
+        for target in sizes {
             let base_count = s.status(&s.nodes[0].base()).await.and_then(|v| v["instances"].as_u64()).unwrap_or(0);
             s.fill("big", 10_000_000, target, conns).await;
             // Churn: every instance re-registered twice and a tenth cancelled and registered again.
@@ -597,28 +627,28 @@ async fn bench_etcd(conns: u64, secs: u64, samples: u64) -> Option<Figures> {
     let cpu = |nodes: &[Proc]| nodes.iter().map(Proc::cpu_secs).sum::<f64>();
     let mut f = Figures::default();
     let counter = Arc::new(AtomicU64::new(0));
-    let put: Op = {
-        let (c, bases, leases, value) = (c.clone(), bases.clone(), Arc::new(worker_leases), value.clone());
-        Arc::new(move |w, i| {
+    let addrs: Vec<SocketAddr> = nodes.iter().filter_map(|n| n.addr.parse().ok()).collect();
+    let put = {
+        let (targets, leases, value) = (addrs.clone(), Arc::new(worker_leases), value.clone());
+        let make: MakeRequest = Arc::new(move |w, _| {
             let n = counter.fetch_add(1, Ordering::Relaxed);
-            let (c, base) = (c.clone(), bases[((w + i) % 3) as usize].clone());
             let req = serde_json::json!({"key": b64(&format!("/reg/{}", id("reg", n))), "value": value, "lease": leases[w as usize]});
-            Box::pin(async move { etcd_post(&c, &base, "/v3/kv/put", req).await.is_some() })
-        })
+            request("POST", &targets[(w as usize) % targets.len()], "/v3/kv/put", Some(&req.to_string()))
+        });
+        Workload { addrs: addrs.clone(), make, expect: 200 }
     };
     let cpu0 = cpu(&nodes);
     let (rate, lat) = load(conns, secs, put).await;
     row("put with lease (spread)", rate, &lat, (cpu(&nodes) - cpu0) * 1e6 / (rate * secs as f64).max(1.0));
     (f.register, f.register_p99) = (rate, pct(&lat, 0.99));
-    let keepalive: Op = {
-        let (c, bases, leases) = (c.clone(), bases.clone(), Arc::new(renew_leases));
-        Arc::new(move |w, i| {
-            let (c, base) = (c.clone(), bases[((w + i) % 3) as usize].clone());
-            let lease = leases[((w * 7919 + i) % 1000) as usize].clone();
-            Box::pin(async move {
-                etcd_post(&c, &base, "/v3/lease/keepalive", serde_json::json!({"ID": lease})).await.is_some()
-            })
-        })
+    let keepalive = {
+        let (targets, leases) = (addrs.clone(), Arc::new(renew_leases));
+        let make: MakeRequest = Arc::new(move |w, i| {
+            let lease = &leases[((w * 7919 + i) % 1000) as usize];
+            let req = serde_json::json!({"ID": lease});
+            request("POST", &targets[(w as usize) % targets.len()], "/v3/lease/keepalive", Some(&req.to_string()))
+        });
+        Workload { addrs: addrs.clone(), make, expect: 200 }
     };
     let cpu0 = cpu(&nodes);
     let (rate, lat) = load(conns, secs, keepalive).await;

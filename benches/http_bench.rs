@@ -24,7 +24,6 @@
 //! couple of seconds (every workload, tiny registry, 0.2 s each) so test runs stay fast; it fails
 //! only on wrong answers. Nothing is asserted about timing: the output is a report.
 
-use std::error::Error;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -32,8 +31,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "common/lean_http.rs"]
+mod lean_http;
+
 use bytes::Bytes;
-use tokio::net::TcpStream;
+use lean_http::{Conn, Response};
 use tokio::runtime::Runtime;
 
 /// Set in the environment of the re-executed child that serves the ceiling handler.
@@ -61,8 +63,6 @@ const ZOOKEEPER_CREATES_PER_SEC: f64 = 26_000.0;
 
 /// Renew should cost little more than an empty request: its target as a fraction of the ceiling.
 const RENEW_TARGET_RATIO: f64 = 0.7;
-
-type BoxError = Box<dyn Error + Send + Sync>;
 
 fn main() {
     if std::env::var_os(BASELINE_ENV).is_some() {
@@ -255,157 +255,6 @@ fn run_baseline_server() {
 // ---------------------------------------------------------------------------------------------
 // Load generator
 // ---------------------------------------------------------------------------------------------
-
-/// One keep-alive HTTP/1.1 connection that speaks just enough of the protocol for these
-/// requests. On a small machine every cycle the client burns is taken from the server, so rather
-/// than a general-purpose client (a connection task, channels and header maps per request) the
-/// generator writes pre-encoded requests and parses only the response head: per request that
-/// leaves little beyond the one send and one receive syscall it cannot avoid.
-struct Conn {
-    stream: TcpStream,
-    /// Bytes read but not yet consumed; normally empty between responses.
-    buf: Vec<u8>,
-}
-
-/// What the generator needs to know about a response.
-struct Response {
-    status: u16,
-    /// Body bytes as they came over the wire (still compressed, chunk framing removed).
-    body_len: u64,
-    content_encoding: Option<String>,
-    /// The server will close the connection after this response.
-    close: bool,
-}
-
-/// Largest response head accepted; Eureka responses carry a handful of headers.
-const MAX_HEAD: usize = 16 * 1024;
-
-impl Conn {
-    async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
-        // Small requests must leave at once; Nagle would add delayed-ACK stalls to every one.
-        stream.set_nodelay(true)?;
-        Ok(Conn { stream, buf: Vec::with_capacity(64 * 1024) })
-    }
-
-    async fn send(&mut self, mut req: &[u8]) -> std::io::Result<()> {
-        while !req.is_empty() {
-            self.stream.writable().await?;
-            match self.stream.try_write(req) {
-                Ok(n) => req = &req[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Appends at least one byte from the socket to `buf`.
-    async fn fill(&mut self) -> std::io::Result<()> {
-        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-            self.buf.reserve(64 * 1024);
-        }
-        loop {
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.stream.readable().await?,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Consumes `n` body bytes, copying them to `sink` when given.
-    async fn take(&mut self, mut n: usize, mut sink: Option<&mut Vec<u8>>) -> std::io::Result<()> {
-        while n > 0 {
-            if self.buf.is_empty() {
-                self.fill().await?;
-            }
-            let k = n.min(self.buf.len());
-            if let Some(s) = sink.as_deref_mut() {
-                s.extend_from_slice(&self.buf[..k]);
-            }
-            self.buf.drain(..k);
-            n -= k;
-        }
-        Ok(())
-    }
-
-    /// Consumes one CRLF-terminated line and returns it without the CRLF.
-    async fn line(&mut self) -> Result<String, BoxError> {
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
-                self.buf.drain(..i + 2);
-                return Ok(line);
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err("chunk line too long".into());
-            }
-            self.fill().await?;
-        }
-    }
-
-    /// Reads one response, discarding the body unless `sink` is given.
-    async fn response(&mut self, mut sink: Option<&mut Vec<u8>>) -> Result<Response, BoxError> {
-        let (head_len, mut resp, length, chunked) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut parsed = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head_len) = parsed.parse(&self.buf)? {
-                let mut resp = Response {
-                    status: parsed.code.unwrap_or(0),
-                    body_len: 0,
-                    content_encoding: None,
-                    close: parsed.version == Some(0),
-                };
-                let (mut length, mut chunked) = (None, false);
-                for h in parsed.headers.iter() {
-                    let value = std::str::from_utf8(h.value).unwrap_or("").trim();
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        length = Some(value.parse::<usize>()?);
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        chunked = value.to_ascii_lowercase().contains("chunked");
-                    } else if h.name.eq_ignore_ascii_case("content-encoding") {
-                        resp.content_encoding = Some(value.to_string());
-                    } else if h.name.eq_ignore_ascii_case("connection") {
-                        resp.close = value.eq_ignore_ascii_case("close");
-                    }
-                }
-                break (head_len, resp, length, chunked);
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err("response head too long".into());
-            }
-            self.fill().await?;
-        };
-        self.buf.drain(..head_len);
-        if chunked {
-            loop {
-                let line = self.line().await?;
-                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)?;
-                if size == 0 {
-                    // Trailers, if any, end with an empty line.
-                    while !self.line().await?.is_empty() {}
-                    break;
-                }
-                self.take(size, sink.as_deref_mut()).await?;
-                self.take(2, None).await?;
-                resp.body_len += size as u64;
-            }
-        } else if let Some(n) = length {
-            self.take(n, sink).await?;
-            resp.body_len = n as u64;
-        } else if !(resp.status == 204 || resp.status == 304 || (100..200).contains(&resp.status)) {
-            return Err("response without length framing".into());
-        }
-        Ok(resp)
-    }
-
-    async fn exchange(&mut self, req: &[u8], sink: Option<&mut Vec<u8>>) -> Result<Response, BoxError> {
-        self.send(req).await?;
-        self.response(sink).await
-    }
-}
 
 /// Builds the request (fully encoded) a connection sends as its `seq`-th request.
 type MakeRequest = Arc<dyn Fn(usize, u64) -> Bytes + Send + Sync>;
