@@ -434,6 +434,8 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
     s.fill("renewed", 0, preload, 32).await;
     println!("\n{mode}: {n} node(s), {conns} connections, {secs} s per workload");
     let mut f = Figures::default();
+    let term = |v: Option<Value>| v.and_then(|v| v["term"].as_u64());
+    let term0 = term(s.status(&s.nodes[0].base()).await);
     let cpu0 = s.cpu();
     let log0 = s.status(&s.nodes[0].base()).await.and_then(|v| v["last_log_index"].as_u64());
     let (rate, lat) = load(conns, secs, s.register_load("reg", Arc::new(AtomicU64::new(0)))).await;
@@ -446,6 +448,9 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
     let (rate, lat) = load(conns, secs, s.renew_load("renewed", preload, s.addrs())).await;
     row("renew (spread over nodes)", rate, &lat, (s.cpu() - cpu0) * 1e6 / (rate * secs as f64).max(1.0));
     f.renew = rate;
+    if let (Some(a), Some(b)) = (term0, term(s.status(&s.nodes[0].base()).await)) {
+        println!("    elections during the register and renew loads: {}", b - a);
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let v = s.visibility(samples).await;
     println!(
