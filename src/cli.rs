@@ -1,24 +1,61 @@
-//! Operator subcommands that talk to a running node over HTTP.
+//! Operator subcommands that talk to a running node over HTTP: the registry
+//! (`apps`, `app`, `instance`, `watch`, `status`) and raft membership (`cluster`).
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
+/// Where to send a command and how to print its answer.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The server's Eureka URL (a base URL without /eureka works too).
+    #[arg(long, env = "SYNOD_SERVER", default_value = "http://127.0.0.1:8761/eureka", global = true)]
+    pub server: String,
+
+    /// Output: human-readable tables, or JSON for scripts.
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    pub output: Output,
+}
+
+impl ServerArgs {
+    /// The node's base URL (without the Eureka prefix).
+    pub fn root(&self) -> String {
+        base(&self.server)
+    }
+
+    /// The Eureka API URL.
+    pub fn eureka(&self) -> String {
+        let s = self.server.trim().trim_end_matches('/');
+        if s.ends_with("/eureka") || s.ends_with("/eureka/v2") {
+            s.to_string()
+        } else {
+            format!("{s}/eureka")
+        }
+    }
+}
+
 /// `synod cluster …`.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Any node of the cluster (its base URL; a trailing /eureka or /eureka/v2 is ignored).
-    #[arg(long, env = "SYNOD_SERVER", default_value = "http://127.0.0.1:8761", global = true)]
-    pub server: String,
-
-    /// Output: a human-readable table, or the server's JSON.
-    #[arg(long, value_enum, default_value = "table", global = true)]
-    pub output: Output,
+    #[command(flatten)]
+    pub server: ServerArgs,
 
     #[command(subcommand)]
     pub action: ClusterAction,
+}
+
+/// `synod instance …`.
+#[derive(Debug, Subcommand)]
+pub enum InstanceAction {
+    /// Set a status override (UP, DOWN, STARTING, OUT_OF_SERVICE, UNKNOWN).
+    Status { app: String, id: String, status: String },
+    /// Remove the status override.
+    DeleteOverride { app: String, id: String },
+    /// Cancel (deregister) the instance.
+    Cancel { app: String, id: String },
 }
 
 /// Output format.
@@ -59,10 +96,254 @@ fn base(server: &str) -> String {
     s.strip_suffix("/eureka/v2").or_else(|| s.strip_suffix("/eureka")).unwrap_or(s).to_string()
 }
 
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(3)).build()?)
+}
+
+/// Sends `req` to `url`; the body of a 2xx answer, else a one-line error naming the URL.
+async fn call(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<String> {
+    let resp = req.send().await.map_err(|e| anyhow!("{url}: unreachable ({})", root_cause(&e)))?;
+    let status = resp.status();
+    let body = resp.text().await.with_context(|| format!("{url}: reading the answer"))?;
+    if !status.is_success() {
+        let reason = body.trim();
+        return Err(anyhow!(
+            "{url}: {} {}",
+            status.as_u16(),
+            if reason.is_empty() { status.canonical_reason().unwrap_or("") } else { reason }
+        ));
+    }
+    Ok(body)
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+async fn get_json(c: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    let body = call(c.get(url).header("accept", "application/json").timeout(Duration::from_secs(30)), url).await?;
+    serde_json::from_str(&body).with_context(|| format!("{url}: not a JSON answer"))
+}
+
+/// Instances in an `applications` or `application` JSON document, as (app, instance).
+fn instances(v: &Value) -> Vec<(String, Value)> {
+    let apps = match v.get("applications") {
+        Some(a) => a["application"].as_array().cloned().unwrap_or_default(),
+        None => v.get("application").map(|a| vec![a.clone()]).unwrap_or_default(),
+    };
+    apps.iter()
+        .flat_map(|a| {
+            let name = a["name"].as_str().unwrap_or("").to_string();
+            a["instance"].as_array().cloned().unwrap_or_default().into_iter().map(move |i| (name.clone(), i))
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ms_field(v: &Value) -> u64 {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
+}
+
+/// Left-aligned columns.
+fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        parts.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `synod apps`: applications with instance counts by status.
+pub async fn apps(args: ServerArgs) -> anyhow::Result<String> {
+    let url = format!("{}/apps", args.eureka());
+    let v = get_json(&client()?, &url).await?;
+    if args.output == Output::Json {
+        return Ok(serde_json::to_string_pretty(&v)?);
+    }
+    let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for (app, i) in instances(&v) {
+        *counts.entry(app).or_default().entry(i["status"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    const STATUSES: [&str; 5] = ["UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN"];
+    let rows: Vec<Vec<String>> = counts
+        .iter()
+        .map(|(app, by)| {
+            let mut r = vec![app.clone(), by.values().sum::<usize>().to_string()];
+            r.extend(STATUSES.iter().map(|s| by.get(*s).copied().unwrap_or(0).to_string()));
+            r
+        })
+        .collect();
+    let mut header = vec!["APP", "INSTANCES"];
+    header.extend(STATUSES);
+    Ok(columns(&header, &rows))
+}
+
+/// `synod app NAME`: the application's instances.
+pub async fn app(args: ServerArgs, name: &str) -> anyhow::Result<String> {
+    let url = format!("{}/apps/{}", args.eureka(), encode_segment(name));
+    let v = get_json(&client()?, &url).await?;
+    if args.output == Output::Json {
+        return Ok(serde_json::to_string_pretty(&v)?);
+    }
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = instances(&v)
+        .iter()
+        .map(|(_, i)| {
+            let port = i["port"]["$"].as_u64().or_else(|| i["port"]["$"].as_str().and_then(|p| p.parse().ok()));
+            let renewed = ms_field(&i["leaseInfo"]["lastRenewalTimestamp"]);
+            vec![
+                i["instanceId"].as_str().unwrap_or("").to_string(),
+                i["status"].as_str().unwrap_or("").to_string(),
+                format!("{}:{}", i["ipAddr"].as_str().unwrap_or(""), port.map_or("-".into(), |p| p.to_string())),
+                if renewed == 0 { "-".into() } else { format!("{:.1}s", now.saturating_sub(renewed) as f64 / 1000.0) },
+            ]
+        })
+        .collect();
+    Ok(columns(&["ID", "STATUS", "ADDRESS", "LAST RENEWAL"], &rows))
+}
+
+fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `synod instance …`.
+pub async fn instance(args: ServerArgs, action: InstanceAction) -> anyhow::Result<String> {
+    let c = client()?;
+    let e = args.eureka();
+    let path = |app: &str, id: &str| format!("{e}/apps/{}/{}", encode_segment(app), encode_segment(id));
+    let (req, url, what, app, id) = match &action {
+        InstanceAction::Status { app, id, status } => {
+            let url = format!("{}/status?value={}", path(app, id), encode_segment(&status.to_ascii_uppercase()));
+            (c.put(&url), url, format!("status override {}", status.to_ascii_uppercase()), app, id)
+        }
+        InstanceAction::DeleteOverride { app, id } => {
+            let url = format!("{}/status", path(app, id));
+            (c.delete(&url), url, "status override removed".to_string(), app, id)
+        }
+        InstanceAction::Cancel { app, id } => {
+            let url = path(app, id);
+            (c.delete(&url), url, "cancelled".to_string(), app, id)
+        }
+    };
+    call(req.timeout(Duration::from_secs(30)), &url).await.map_err(|e| {
+        if e.to_string().contains(": 404") {
+            anyhow!("{url}: 404 no instance {id} in application {}", app.to_ascii_uppercase())
+        } else {
+            e
+        }
+    })?;
+    Ok(match args.output {
+        Output::Json => serde_json::json!({"app": app.to_ascii_uppercase(), "id": id, "result": what}).to_string(),
+        Output::Table => format!("{}/{id}: {what}", app.to_ascii_uppercase()),
+    })
+}
+
+/// `synod status`: the node's `/v1/status`.
+pub async fn status(args: ServerArgs) -> anyhow::Result<String> {
+    let url = format!("{}/v1/status", args.root());
+    let v = get_json(&client()?, &url).await?;
+    if args.output == Output::Json {
+        return Ok(serde_json::to_string_pretty(&v)?);
+    }
+    let mut out = String::new();
+    let Some(obj) = v.as_object() else { return Ok(v.to_string()) };
+    for (k, val) in obj {
+        match val {
+            Value::Object(inner) => {
+                out.push_str(&format!("{k}:\n"));
+                for (ik, iv) in inner {
+                    out.push_str(&format!("  {ik}: {}\n", scalar(iv)));
+                }
+            }
+            Value::Array(items) if !items.is_empty() => {
+                out.push_str(&format!("{k}:\n"));
+                for it in items {
+                    out.push_str(&format!("  - {}\n", scalar(it)));
+                }
+            }
+            other => out.push_str(&format!("{k}: {}\n", scalar(other))),
+        }
+    }
+    Ok(out)
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        Value::Object(o) => o.iter().map(|(k, v)| format!("{k}={}", scalar(v))).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    }
+}
+
+/// `synod watch`: prints every registry change as it happens, using the long-polled delta
+/// (against a server without it, the same request answers at once and is repeated every
+/// second). Runs until interrupted.
+pub async fn watch(args: ServerArgs) -> anyhow::Result<()> {
+    let c = client()?;
+    let e = args.eureka();
+    // Changes already in the delta window when the watch starts are not news.
+    let mut seen: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let first = get_json(&c, &format!("{e}/apps/delta")).await?;
+    for (app, i) in instances(&first) {
+        seen.insert((app, i["instanceId"].as_str().unwrap_or("").to_string()), ms_field(&i["lastUpdatedTimestamp"]));
+    }
+    let mut since = first["applications"]["versions__delta"].as_str().and_then(|s| s.parse::<u64>().ok());
+    eprintln!("watching {e} (Ctrl-C stops)");
+    loop {
+        let url = match since {
+            Some(v) => format!("{e}/apps/delta?waitMs=30000&since={v}"),
+            None => format!("{e}/apps/delta?waitMs=30000"),
+        };
+        let started = std::time::Instant::now();
+        let v = get_json(&c, &url).await?;
+        let version = v["applications"]["versions__delta"].as_str().and_then(|s| s.parse::<u64>().ok());
+        for (app, i) in instances(&v) {
+            let id = i["instanceId"].as_str().unwrap_or("").to_string();
+            let updated = ms_field(&i["lastUpdatedTimestamp"]);
+            if seen.get(&(app.clone(), id.clone())) == Some(&updated) {
+                continue;
+            }
+            seen.insert((app.clone(), id.clone()), updated);
+            let action = i["actionType"].as_str().unwrap_or("MODIFIED");
+            let status = i["status"].as_str().unwrap_or("");
+            match args.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"action": action, "app": app, "id": id, "status": status, "at": updated})
+                ),
+                Output::Table => println!("{action:<8} {app} {id} {status}"),
+            }
+        }
+        if version == since && started.elapsed() < Duration::from_millis(500) {
+            // No long-poll support: pace the polling.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        since = version.or(since);
+    }
+}
+
 /// Runs a `cluster` subcommand; returns what to print.
 pub async fn cluster(args: ClusterArgs) -> anyhow::Result<String> {
-    let base = base(&args.server);
-    let client = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(3)).build()?;
+    let base = args.server.root();
+    let client = client()?;
     let req = match &args.action {
         ClusterAction::Status => client.get(format!("{base}/v1/cluster")),
         ClusterAction::Add { id, url } => {
@@ -81,7 +362,7 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<String> {
         return Err(anyhow!("{base}: {} {}", status.as_u16(), body.trim()));
     }
     let v: Value = serde_json::from_str(&body).with_context(|| format!("{base}: not a synod raft node"))?;
-    Ok(match args.output {
+    Ok(match args.server.output {
         Output::Json => serde_json::to_string_pretty(&v)?,
         Output::Table => table(&v),
     })

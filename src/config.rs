@@ -24,6 +24,26 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Inspect or change a raft cluster's membership through any of its nodes.
     Cluster(crate::cli::ClusterArgs),
+    /// Applications with instance counts by status.
+    Apps(crate::cli::ServerArgs),
+    /// The instances of one application: status, address, time since last renewal.
+    App {
+        /// Application name (case-insensitive).
+        name: String,
+        #[command(flatten)]
+        server: crate::cli::ServerArgs,
+    },
+    /// Change or cancel one instance.
+    Instance {
+        #[command(subcommand)]
+        action: crate::cli::InstanceAction,
+        #[command(flatten)]
+        server: crate::cli::ServerArgs,
+    },
+    /// Print registry changes as they happen (long-polled delta).
+    Watch(crate::cli::ServerArgs),
+    /// The server's status: role, registry, self-preservation, cluster.
+    Status(crate::cli::ServerArgs),
 }
 
 /// Replication backend.
@@ -134,6 +154,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_DELTA_RETENTION", value_name = "DURATION")]
     pub delta_retention: Option<String>,
 
+    /// Most long-polled delta requests (`GET apps/delta?waitMs=…`) waiting at once; more are
+    /// answered 503 [default: 1024].
+    #[arg(long, env = "SYNOD_MAX_LONG_POLLS", value_name = "N")]
+    pub max_long_polls: Option<String>,
+
     /// Largest accepted request body in bytes [default: 262144].
     #[arg(long, env = "SYNOD_MAX_BODY_SIZE", value_name = "BYTES")]
     pub max_body_size: Option<String>,
@@ -165,6 +190,7 @@ struct FileConfig {
     raft_snapshot_timeout: Option<toml::Value>,
     raft_snapshot_every: Option<toml::Value>,
     raft_join: Option<toml::Value>,
+    max_long_polls: Option<toml::Value>,
     max_body_size: Option<toml::Value>,
     log: Option<String>,
 }
@@ -215,6 +241,7 @@ pub struct Config {
     pub peer_sync_wait: Duration,
     pub anti_entropy_interval: Duration,
     pub raft: RaftTuning,
+    pub max_long_polls: usize,
     pub max_body_size: usize,
     pub log: String,
 }
@@ -235,6 +262,7 @@ impl Default for Config {
             peer_sync_wait: Duration::from_secs(30),
             anti_entropy_interval: Duration::from_secs(30),
             raft: RaftTuning::default(),
+            max_long_polls: 1024,
             max_body_size: 256 * 1024,
             log: "info,openraft=warn".into(),
         }
@@ -420,6 +448,15 @@ impl ServeArgs {
                 .ok_or_else(|| err("max-body-size", format!("{s:?} must be a byte count from 1024 to 67108864")))?,
             None => d.max_body_size,
         };
+        let max_long_polls = match self.max_long_polls.or(file_text(file.max_long_polls)) {
+            Some(s) => s
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| err("max-long-polls", format!("{s:?} must be a number from 1 to 1000000")))?,
+            None => d.max_long_polls,
+        };
         let log = self.log.or(file.log).unwrap_or(d.log);
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
             return Err(err("log", format!("{log:?} is not a log filter")));
@@ -446,6 +483,7 @@ impl ServeArgs {
             peer_sync_wait,
             anti_entropy_interval,
             raft,
+            max_long_polls,
             max_body_size,
             log,
         })

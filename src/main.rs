@@ -39,19 +39,30 @@ fn main() {
                 std::process::exit(1);
             }
         }
-        Command::Cluster(args) => {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(synod::cli::cluster(args)));
-            match result {
-                Ok(out) => print!("{}", out.trim_end_matches('\n').to_string() + "\n"),
-                Err(e) => {
-                    eprintln!("synod: {e:#}");
-                    std::process::exit(1);
-                }
-            }
+        Command::Cluster(args) => finish(client(synod::cli::cluster(args))),
+        Command::Apps(server) => finish(client(synod::cli::apps(server))),
+        Command::App { name, server } => finish(client(synod::cli::app(server, &name))),
+        Command::Instance { action, server } => finish(client(synod::cli::instance(server, action))),
+        Command::Status(server) => finish(client(synod::cli::status(server))),
+        Command::Watch(server) => {
+            finish(client(async move { synod::cli::watch(server).await.map(|()| String::new()) }))
+        }
+    }
+}
+
+/// Runs a client command on a small runtime.
+fn client(fut: impl std::future::Future<Output = anyhow::Result<String>>) -> anyhow::Result<String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from)?.block_on(fut)
+}
+
+/// Prints a client command's output, or its one-line error with exit code 1.
+fn finish(result: anyhow::Result<String>) {
+    match result {
+        Ok(out) if out.is_empty() => {}
+        Ok(out) => println!("{}", out.trim_end_matches('\n')),
+        Err(e) => {
+            eprintln!("synod: {e:#}");
+            std::process::exit(1);
         }
     }
 }

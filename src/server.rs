@@ -92,6 +92,7 @@ impl Node {
                     .collect(),
                 started: std::time::Instant::now(),
                 max_body_size: self.config.max_body_size,
+                long_polls: Arc::new(tokio::sync::Semaphore::new(self.config.max_long_polls)),
             },
             self.config.max_body_size,
         )

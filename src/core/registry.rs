@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use super::cache::{Payload, ResponseCache};
 use super::clock::Clock;
@@ -47,6 +48,8 @@ pub struct Registry {
     eviction_clock: Mutex<EvictionClock>,
     /// Last self-preservation state, to log transitions once.
     preserving: AtomicBool,
+    /// The registry version after every change, for waiters (long-polled deltas).
+    version_tx: watch::Sender<u64>,
 }
 
 impl Registry {
@@ -59,6 +62,7 @@ impl Registry {
             preservation,
             eviction_clock: Mutex::new(EvictionClock::default()),
             preserving: AtomicBool::new(false),
+            version_tx: watch::channel(0).0,
         }
     }
 
@@ -73,6 +77,7 @@ impl Registry {
         let mut st = self.state.lock();
         st.restore(entries, version, now);
         self.cache.invalidate();
+        self.version_tx.send_replace(st.version());
     }
 
     /// Replaces the whole registry (installing a replicated snapshot); see
@@ -82,6 +87,7 @@ impl Registry {
         let mut st = self.state.lock();
         st.replace(entries, version, now);
         self.cache.invalidate();
+        self.version_tx.send_replace(st.version());
         after();
     }
 
@@ -98,9 +104,16 @@ impl Registry {
         let applied = st.apply(cmd);
         if !applied.changed.is_empty() {
             self.cache.invalidate();
+            self.version_tx.send_replace(st.version());
         }
         let r = after(&st, &applied);
         (applied, r)
+    }
+
+    /// Watches the registry version (the `versions__delta` of the next delta): it changes
+    /// with every command that changed something.
+    pub fn watch_version(&self) -> watch::Receiver<u64> {
+        self.version_tx.subscribe()
     }
 
     /// Heartbeat at the current time.

@@ -57,6 +57,9 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
     };
     let mut resp = match (method, seg.as_slice()) {
         (&Method::GET, ["apps"]) => registry_read(&s, ViewKind::Apps, headers, o),
+        (&Method::GET, ["apps", "delta"]) if query.get("waitMs").is_some() => {
+            long_poll_delta(&s, &query, headers, o).await
+        }
         (&Method::GET, ["apps", "delta"]) => registry_read(&s, ViewKind::Delta, headers, o),
         (&Method::GET, ["apps", app]) => registry_read(&s, ViewKind::App(app.to_ascii_uppercase()), headers, o),
         (&Method::POST, ["apps", app]) => match read_body(body, s.max_body_size).await {
@@ -168,6 +171,57 @@ fn registry_read(s: &AppState, kind: ViewKind, headers: &HeaderMap, origin: Orig
         resp.headers_mut().insert(COMPLETE_HEADER, axum::http::HeaderValue::from_static(flag));
     }
     resp
+}
+
+/// Longest accepted `waitMs`.
+const MAX_WAIT_MS: u64 = 5 * 60 * 1000;
+
+/// `GET apps/delta?waitMs=W[&since=V]`: answers as soon as the registry version exceeds `V`
+/// (default: the version now) with the ordinary delta, or after `W` ms with an empty delta
+/// carrying the current version and hash. Clients pass the `versions__delta` of their last
+/// answer as `since`, so a change between two polls is never missed. Stock Eureka clients
+/// never send `waitMs` and get the ordinary delta. Waiters are capped; nothing is kept once
+/// a request ends.
+async fn long_poll_delta(s: &AppState, query: &Query<'_>, headers: &HeaderMap, origin: Origin) -> Response {
+    let number = |name: &str| -> Result<Option<u64>, Reject> {
+        match query.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| Reject::bad_request(format!("{name} {v:?} is not a non-negative integer"))),
+        }
+    };
+    let (wait_ms, since) = match (number("waitMs"), number("since")) {
+        (Ok(w), Ok(v)) => (w.unwrap_or(0), v),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    if wait_ms > MAX_WAIT_MS {
+        return error(StatusCode::BAD_REQUEST, format!("waitMs {wait_ms} exceeds the maximum of {MAX_WAIT_MS}"));
+    }
+    if !s.replicator.registry_complete() && origin == Origin::Client {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "registry is still being synced from peers; retry shortly");
+    }
+    let Ok(_slot) = s.long_polls.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many long-polled delta requests waiting; retry later or poll without waitMs",
+        );
+    };
+    let mut rx = s.registry.watch_version();
+    let since = since.unwrap_or_else(|| *rx.borrow());
+    let changed = tokio::time::timeout(std::time::Duration::from_millis(wait_ms), rx.wait_for(|v| *v > since)).await;
+    if matches!(changed, Ok(Ok(_))) {
+        return registry_read(s, ViewKind::Delta, headers, origin);
+    }
+    let fmt = respond::format(headers);
+    let view = s.registry.read(|st| views::AppsView {
+        versions_delta: st.version().to_string(),
+        apps_hashcode: st.hash_code(),
+        apps: Vec::new(),
+    });
+    respond::payload(&crate::core::cache::Payload::new(encode_apps(&view, fmt)), fmt, headers)
 }
 
 /// Full registry, delta, one app, or a VIP: served from the response cache.

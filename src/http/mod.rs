@@ -31,6 +31,9 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// Largest accepted request body.
     pub max_body_size: usize,
+    /// Slots for long-polled deltas (`GET apps/delta?waitMs=…`); a request that finds none
+    /// free gets 503 instead of queueing.
+    pub long_polls: Arc<tokio::sync::Semaphore>,
 }
 
 /// Builds the server's router.

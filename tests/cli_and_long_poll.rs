@@ -1,0 +1,200 @@
+//! The operator CLI (`synod apps|app|instance|status|watch`) against a running server, in
+//! both output forms, and the long-polled delta behind `watch`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{py_instance, ServerProcess};
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+
+fn synod(args: &[&str]) -> (Option<i32>, String, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_synod")).args(args).env_remove("SYNOD_SERVER").output().expect("run synod");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn register(c: &Client, eureka: &str, app: &str, port: u16) {
+    let r = c.post(format!("{eureka}/apps/{app}")).json(&py_instance(app, "127.0.0.1", port)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lists_changes_and_reports_in_both_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let e = server.eureka_url();
+    let c = Client::new();
+    register(&c, &e, "orders", 8081).await;
+    register(&c, &e, "orders", 8082).await;
+    register(&c, &e, "billing", 9090).await;
+
+    let (code, out, err) = synod(&["apps", "--server", &e]);
+    assert_eq!(code, Some(0), "{err}");
+    let orders = out.lines().find(|l| l.starts_with("ORDERS")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(orders.split_whitespace().take(3).collect::<Vec<_>>(), ["ORDERS", "2", "2"], "{out}");
+    let (code, out, _) = synod(&["apps", "--output", "json", "--server", &e]);
+    assert_eq!(code, Some(0));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["applications"]["application"].as_array().map(Vec::len), Some(2));
+
+    // A base URL without /eureka works too.
+    let root = format!("http://{}", server.addr);
+    let (code, out, _) = synod(&["app", "orders", "--server", &root]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("127.0.0.1:orders:8081") && out.contains("127.0.0.1:8082") && out.contains("UP"), "{out}");
+
+    let id = "127.0.0.1:orders:8081";
+    let (code, out, err) = synod(&["instance", "status", "ORDERS", id, "OUT_OF_SERVICE", "--server", &e]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("OUT_OF_SERVICE"), "{out}");
+    let (_, out, _) = synod(&["app", "ORDERS", "--output", "json", "--server", &e]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let inst =
+        v["application"]["instance"].as_array().unwrap().iter().find(|i| i["instanceId"] == id).cloned().unwrap();
+    assert_eq!(inst["status"], "OUT_OF_SERVICE");
+    let (code, out, _) = synod(&["instance", "delete-override", "ORDERS", id, "--output", "json", "--server", &e]);
+    assert_eq!(code, Some(0));
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["id"], id);
+    let (code, _, _) = synod(&["instance", "cancel", "ORDERS", id, "--server", &e]);
+    assert_eq!(code, Some(0));
+    let (_, out, _) = synod(&["app", "orders", "--server", &e]);
+    assert!(!out.contains("8081"), "{out}");
+
+    // Errors: one line naming the server and the cause, exit code 1.
+    let (code, _, err) = synod(&["instance", "cancel", "ORDERS", id, "--server", &e]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&server.addr) && err.contains("404"), "{err}");
+    let (code, _, err) = synod(&["apps", "--server", "http://127.0.0.1:9/eureka"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("127.0.0.1:9") && err.contains("unreachable"), "{err}");
+
+    let (code, out, _) = synod(&["status", "--server", &e]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("replication: none") && out.contains("instances: 2"), "{out}");
+    let (code, out, _) = synod(&["status", "--output", "json", "--server", &e]);
+    assert_eq!(code, Some(0));
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["instances"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_a_registration_as_it_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let e = server.eureka_url();
+    let c = Client::new();
+    register(&c, &e, "before", 7000).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(["watch", "--server", &e])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| drop(tx2.send(l))));
+    let wait_line = |pred: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if pred(&l) {
+                return Some(l);
+            }
+        }
+        None
+    };
+    assert!(wait_line(&|l| l.starts_with("watching")).is_some(), "watch did not start");
+    let t = Instant::now();
+    register(&c, &e, "after", 7001).await;
+    let line = wait_line(&|l| l.contains("AFTER")).expect("watch printed the registration");
+    assert!(line.starts_with("ADDED") && line.contains("127.0.0.1:after:7001") && line.contains("UP"), "{line}");
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn delta(c: &Client, e: &str, query: &str) -> (StatusCode, Value) {
+    let r = c.get(format!("{e}/apps/delta?{query}")).header("Accept", "application/json").send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn version(v: &Value) -> u64 {
+    v["applications"]["versions__delta"].as_str().and_then(|s| s.parse().ok()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polled_delta_wakes_on_change_times_out_empty_and_caps_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--max-long-polls", "2"]);
+    let e = server.eureka_url();
+    let c = Client::new();
+    register(&c, &e, "one", 7000).await;
+    let (_, first) = delta(&c, &e, "").await;
+    let v = version(&first);
+
+    // Nothing changes: an empty delta with the current version and hash after the wait.
+    let t = Instant::now();
+    let (code, body) = delta(&c, &e, &format!("waitMs=300&since={v}")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(t.elapsed() >= Duration::from_millis(290));
+    assert_eq!(version(&body), v);
+    assert_eq!(body["applications"]["application"].as_array().map(Vec::len), Some(0));
+    assert_eq!(body["applications"]["apps__hashcode"], "UP_1_");
+
+    // A registration during the wait answers at once with the delta.
+    let waiter = {
+        let (c, e) = (c.clone(), e.clone());
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let (code, body) = delta(&c, &e, &format!("waitMs=20000&since={v}")).await;
+            (code, body, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    register(&c, &e, "two", 7001).await;
+    let (code, body, took) = waiter.await.unwrap();
+    assert_eq!(code, StatusCode::OK);
+    assert!(took < Duration::from_secs(5), "long poll took {took:?}");
+    assert!(version(&body) > v);
+    assert!(body.to_string().contains("127.0.0.1:two:7001"), "{body}");
+
+    // A version already passed answers at once.
+    let t = Instant::now();
+    let (_, body) = delta(&c, &e, &format!("waitMs=20000&since={v}")).await;
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(version(&body) > v);
+
+    // The cap: two waiters hold the slots, a third is refused with a reason.
+    let now_v = version(&body);
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let (c, e) = (c.clone(), e.clone());
+        holders.push(tokio::spawn(async move { delta(&c, &e, &format!("waitMs=3000&since={now_v}")).await.0 }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = c.get(format!("{e}/apps/delta?waitMs=3000&since={now_v}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().await.unwrap().contains("long-poll"));
+    for h in holders {
+        assert_eq!(h.await.unwrap(), StatusCode::OK);
+    }
+    // Slots are free again once those ended.
+    assert_eq!(delta(&c, &e, &format!("waitMs=10&since={now_v}")).await.0, StatusCode::OK);
+
+    // Bad parameters.
+    for q in ["waitMs=soon", "waitMs=999999999", "waitMs=10&since=-1"] {
+        let r = c.get(format!("{e}/apps/delta?{q}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{q}");
+    }
+}
