@@ -11,4 +11,4 @@ if ! .venv/bin/python -c 'import importlib.metadata as m; assert m.version("py-e
 fi
 export SYNOD_PYTHON="$PWD/.venv/bin/python"
 
-cargo test --locked "$@"
+cargo test --locked --workspace "$@"

@@ -212,17 +212,24 @@ async fn long_poll_delta(s: &AppState, query: &Query<'_>, headers: &HeaderMap, o
     let mut rx = s.registry.watch_version();
     let since = since.unwrap_or_else(|| *rx.borrow());
     let changed = tokio::time::timeout(std::time::Duration::from_millis(wait_ms), rx.wait_for(|v| *v > since)).await;
-    if matches!(changed, Ok(Ok(_))) {
-        return registry_read(s, ViewKind::Delta, headers, origin);
-    }
-    let fmt = respond::format(headers);
-    let view = s.registry.read(|st| views::AppsView {
-        versions_delta: st.version().to_string(),
-        apps_hashcode: st.hash_code(),
-        apps: Vec::new(),
-    });
-    respond::payload(&crate::core::cache::Payload::new(encode_apps(&view, fmt)), fmt, headers)
+    let mut resp = if matches!(changed, Ok(Ok(_))) {
+        registry_read(s, ViewKind::Delta, headers, origin)
+    } else {
+        let fmt = respond::format(headers);
+        let view = s.registry.read(|st| views::AppsView {
+            versions_delta: st.version().to_string(),
+            apps_hashcode: st.hash_code(),
+            apps: Vec::new(),
+        });
+        respond::payload(&crate::core::cache::Payload::new(encode_apps(&view, fmt)), fmt, headers)
+    };
+    // Tells clients the wait was honoured (servers without long-poll answer at once).
+    resp.headers_mut().insert(LONG_POLL_HEADER, axum::http::HeaderValue::from_static("1"));
+    resp
 }
+
+/// Response header on long-polled deltas.
+pub const LONG_POLL_HEADER: &str = "x-synod-long-poll";
 
 /// Full registry, delta, one app, or a VIP: served from the response cache.
 fn cached(s: &AppState, kind: ViewKind, headers: &HeaderMap) -> Response {

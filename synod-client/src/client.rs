@@ -1,0 +1,357 @@
+//! The client: registration and heartbeats, the registry copy and its refresh, discovery.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use tokio::task::JoinHandle;
+
+use crate::instance::{now_ms, InstanceConfig, Status};
+use crate::registry::{self, Instance, Registry};
+use crate::servers::{Server, ServerList};
+use crate::Error;
+
+/// Response header by which a server says it honoured `waitMs` (synod does).
+const LONG_POLL_HEADER: &str = "x-synod-long-poll";
+
+/// Client settings; `new` gives Eureka's defaults.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Eureka service URLs (e.g. `http://10.0.0.1:8761/eureka`).
+    pub servers: Vec<Server>,
+    /// This client's zone: servers in it are tried first.
+    pub zone: Option<String>,
+    /// Register this instance (and heartbeat, and cancel on shutdown).
+    pub register: bool,
+    /// Keep a copy of the registry.
+    pub fetch_registry: bool,
+    /// Delta fetch interval when the server cannot long-poll (Eureka default 30 s).
+    pub registry_fetch_interval: Duration,
+    /// Use long-polled deltas when the server supports them.
+    pub long_poll: bool,
+    /// How long one long-polled delta may wait on the server.
+    pub long_poll_wait: Duration,
+    /// How long a failing server is skipped.
+    pub server_backoff: Duration,
+    /// Deadline of one ordinary request.
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for the given service URLs.
+    pub fn new(urls: Vec<String>) -> ClientConfig {
+        ClientConfig {
+            servers: urls.iter().map(|u| Server::new(u)).collect(),
+            zone: None,
+            register: true,
+            fetch_registry: true,
+            registry_fetch_interval: Duration::from_secs(30),
+            long_poll: true,
+            long_poll_wait: Duration::from_secs(30),
+            server_backoff: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    servers: ServerList,
+    http: reqwest::Client,
+    /// This instance and its `lastDirtyTimestamp`.
+    me: Mutex<(InstanceConfig, u64)>,
+    registry: RwLock<Registry>,
+    round_robin: Mutex<HashMap<String, usize>>,
+    long_poll: AtomicBool,
+}
+
+/// A running client. Dropping it stops its tasks without cancelling the registration; call
+/// [`EurekaClient::shutdown`] for a graceful exit.
+pub struct EurekaClient {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for EurekaClient {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+impl EurekaClient {
+    /// Registers `instance` (if configured), fetches the registry once and starts the
+    /// heartbeat and refresh tasks. Unreachable servers do not fail the start: the tasks keep
+    /// trying, as the Java client does.
+    pub async fn start(cfg: ClientConfig, instance: InstanceConfig) -> Result<EurekaClient, Error> {
+        if cfg.servers.is_empty() {
+            return Err(Error::Unavailable("no server URL configured".into()));
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let servers = ServerList::new(cfg.servers.clone(), cfg.zone.as_deref(), cfg.server_backoff);
+        let inner = Arc::new(Inner {
+            servers,
+            http,
+            me: Mutex::new((instance, now_ms())),
+            registry: RwLock::new(Registry::default()),
+            round_robin: Mutex::new(HashMap::new()),
+            long_poll: AtomicBool::new(cfg.long_poll),
+            cfg,
+        });
+        let mut tasks = Vec::new();
+        if inner.cfg.register {
+            if let Err(e) = inner.register().await {
+                tracing::warn!(error = %e, "registration failed; will retry with the heartbeats");
+            }
+            let i = inner.clone();
+            tasks.push(tokio::spawn(async move { i.heartbeats().await }));
+        }
+        if inner.cfg.fetch_registry {
+            if let Err(e) = inner.full_fetch().await {
+                tracing::warn!(error = %e, "initial registry fetch failed; will retry");
+            }
+            let i = inner.clone();
+            tasks.push(tokio::spawn(async move { i.refresh().await }));
+        }
+        Ok(EurekaClient { inner, tasks })
+    }
+
+    /// A copy of the local registry.
+    pub fn registry(&self) -> Registry {
+        self.inner.registry.read().clone()
+    }
+
+    /// UP instances of `app`, from the local copy (answers while every server is down).
+    pub fn instances(&self, app: &str) -> Vec<Instance> {
+        self.inner.registry.read().application(app).into_iter().filter(|i| i.status == Status::Up).collect()
+    }
+
+    /// UP instances whose VIP address list contains `vip`.
+    pub fn instances_by_vip(&self, vip: &str) -> Vec<Instance> {
+        self.inner.registry.read().by_vip(vip)
+    }
+
+    /// The next UP instance of `app`, round robin (Ribbon's default rule).
+    pub fn choose(&self, app: &str) -> Option<Instance> {
+        let mut list = self.instances(app);
+        if list.is_empty() {
+            return None;
+        }
+        list.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        let mut rr = self.inner.round_robin.lock();
+        let n = rr.entry(app.to_ascii_uppercase()).or_insert(0);
+        let pick = list.swap_remove(*n % list.len());
+        *n = n.wrapping_add(1);
+        Some(pick)
+    }
+
+    /// Reports a new status for this instance through the status endpoint (as
+    /// py-eureka-client does: a re-registration could not move an UP instance to
+    /// OUT_OF_SERVICE, Eureka's rules keep the existing status); later heartbeats carry it.
+    pub async fn set_status(&self, status: Status) -> Result<(), Error> {
+        let (app, id, dirty) = {
+            let mut me = self.inner.me.lock();
+            me.0.status = status;
+            me.1 = now_ms();
+            (me.0.app.clone(), me.0.instance_id.clone(), me.1)
+        };
+        let r = self
+            .inner
+            .send(self.inner.cfg.request_timeout, |c, base| {
+                c.put(format!(
+                    "{base}/apps/{}/{}/status?value={status}&lastDirtyTimestamp={dirty}",
+                    seg(&app),
+                    seg(&id)
+                ))
+            })
+            .await?;
+        match r.status() {
+            s if s.is_success() => Ok(()),
+            // Not registered there (yet): register with the new status.
+            reqwest::StatusCode::NOT_FOUND => self.inner.register().await,
+            s => Err(Error::Protocol { url: r.url().to_string(), reason: format!("status update answered {s}") }),
+        }
+    }
+
+    /// Sets a metadata entry of this instance (re-registers with it).
+    pub async fn set_metadata(&self, key: &str, value: &str) -> Result<(), Error> {
+        {
+            let mut me = self.inner.me.lock();
+            me.0.metadata.insert(key.to_string(), value.to_string());
+            me.1 = now_ms();
+        }
+        self.inner.register().await
+    }
+
+    /// Fetches the whole registry now (normally done by the refresh task).
+    pub async fn refresh_now(&self) -> Result<(), Error> {
+        self.inner.full_fetch().await
+    }
+
+    /// Stops the tasks and cancels the registration.
+    pub async fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if self.inner.cfg.register {
+            if let Err(e) = self.inner.cancel().await {
+                tracing::warn!(error = %e, "cancel at shutdown failed");
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Sends a request to the first server that answers without a transport error or 5xx.
+    async fn send(
+        &self,
+        timeout: Duration,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let mut last = String::from("no server tried");
+        for (i, url) in self.servers.order() {
+            match build(&self.http, &url).timeout(timeout).send().await {
+                Ok(r) if !r.status().is_server_error() => {
+                    self.servers.succeeded(i);
+                    return Ok(r);
+                }
+                Ok(r) => last = format!("{url}: HTTP {}", r.status()),
+                Err(e) => last = format!("{url}: {e}"),
+            }
+            self.servers.failed(i);
+        }
+        Err(Error::Unavailable(last))
+    }
+
+    async fn register(&self) -> Result<(), Error> {
+        let (app, body) = {
+            let me = self.me.lock();
+            (me.0.app.clone(), me.0.to_json(me.1))
+        };
+        let r = self
+            .send(self.cfg.request_timeout, |c, base| c.post(format!("{base}/apps/{}", seg(&app))).json(&body))
+            .await?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(Error::Protocol { url: r.url().to_string(), reason: format!("register answered {}", r.status()) })
+        }
+    }
+
+    async fn cancel(&self) -> Result<(), Error> {
+        let (app, id) = {
+            let me = self.me.lock();
+            (me.0.app.clone(), me.0.instance_id.clone())
+        };
+        self.send(self.cfg.request_timeout, |c, base| c.delete(format!("{base}/apps/{}/{}", seg(&app), seg(&id))))
+            .await?;
+        Ok(())
+    }
+
+    /// Renews every renewal interval; a 404 (the server forgot us) re-registers.
+    async fn heartbeats(&self) {
+        loop {
+            let interval = Duration::from_secs(u64::from(self.me.lock().0.renewal_interval_secs.max(1)));
+            tokio::time::sleep(interval).await;
+            let (app, id, status, dirty) = {
+                let me = self.me.lock();
+                (me.0.app.clone(), me.0.instance_id.clone(), me.0.status, me.1)
+            };
+            let result = self
+                .send(self.cfg.request_timeout, |c, base| {
+                    c.put(format!("{base}/apps/{}/{}?status={status}&lastDirtyTimestamp={dirty}", seg(&app), seg(&id)))
+                })
+                .await;
+            match result {
+                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                    tracing::info!(app, id, "server does not know this instance; registering again");
+                    if let Err(e) = self.register().await {
+                        tracing::warn!(error = %e, "re-registration failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    async fn get_json(&self, path: &str, timeout: Duration) -> Result<(serde_json::Value, bool), Error> {
+        let r =
+            self.send(timeout, |c, base| c.get(format!("{base}/{path}")).header("accept", "application/json")).await?;
+        let url = r.url().to_string();
+        if !r.status().is_success() {
+            return Err(Error::Protocol { url, reason: format!("HTTP {}", r.status()) });
+        }
+        let long_poll = r.headers().contains_key(LONG_POLL_HEADER);
+        let v = r.json().await.map_err(|e| Error::Protocol { url, reason: e.to_string() })?;
+        Ok((v, long_poll))
+    }
+
+    async fn full_fetch(&self) -> Result<(), Error> {
+        let (v, _) = self.get_json("apps", self.cfg.request_timeout).await?;
+        let doc = registry::parse(&v)
+            .ok_or_else(|| Error::Protocol { url: "apps".into(), reason: "no applications".into() })?;
+        self.registry.write().replace(doc);
+        Ok(())
+    }
+
+    /// One delta round; returns whether the next may start at once (the server long-polled
+    /// this one). The first delta after a full fetch is not long-polled: it learns the
+    /// registry's version to wait on.
+    async fn delta_round(&self) -> Result<bool, Error> {
+        let since = self.registry.read().version;
+        let long_poll = self.long_poll.load(Ordering::Relaxed);
+        let (path, timeout) = match (long_poll, since) {
+            (true, Some(v)) => (
+                format!("apps/delta?waitMs={}&since={v}", self.cfg.long_poll_wait.as_millis()),
+                self.cfg.long_poll_wait + self.cfg.request_timeout,
+            ),
+            _ => ("apps/delta".to_string(), self.cfg.request_timeout),
+        };
+        let (v, polled) = self.get_json(&path, timeout).await?;
+        if long_poll && since.is_some() {
+            self.long_poll.store(polled, Ordering::Relaxed);
+        }
+        let doc = registry::parse(&v)
+            .ok_or_else(|| Error::Protocol { url: path.clone(), reason: "no applications".into() })?;
+        let consistent = self.registry.write().apply_delta(doc);
+        if !consistent {
+            tracing::debug!("registry hash differs from the server's after a delta; fetching it whole");
+            self.full_fetch().await?;
+        }
+        // After the round that learned the version, the first long poll starts at once.
+        Ok(polled || (long_poll && since.is_none()))
+    }
+
+    /// Keeps the registry copy current: long-polled deltas when the server supports them,
+    /// else a delta every fetch interval.
+    async fn refresh(&self) {
+        loop {
+            let result = if !self.registry.read().loaded {
+                self.full_fetch().await.map(|()| false)
+            } else {
+                self.delta_round().await
+            };
+            match result {
+                Ok(true) => {}
+                Ok(false) => tokio::time::sleep(self.cfg.registry_fetch_interval).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "registry refresh failed; keeping the local copy");
+                    tokio::time::sleep(self.cfg.registry_fetch_interval.min(Duration::from_secs(1))).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The Rust client library (`synod-client`) against running synod servers: registration,
+//! heartbeats, re-registration after the server forgets it, long-polled and periodic deltas
+//! with the hash check and the full-fetch fallback, discovery and round robin, the cache
+//! answering while every server is down, failover between servers, and graceful cancel.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{py_instance, ServerProcess};
+use reqwest::{Client, StatusCode};
+use synod_client::{ClientConfig, EurekaClient, InstanceConfig, Status};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+fn instance(app: &str, port: u16) -> InstanceConfig {
+    let mut i = InstanceConfig::new(app, "127.0.0.1", port);
+    i.renewal_interval_secs = 1;
+    i.lease_duration_secs = 5;
+    i
+}
+
+async fn server_has(c: &Client, eureka: &str, app: &str, id: &str) -> bool {
+    c.get(format!("{eureka}/apps/{app}/{id}")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) -> Duration {
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < LIMIT, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed()
+}
+
+async fn last_renewal(c: &Client, eureka: &str, app: &str, id: &str) -> u64 {
+    let v: serde_json::Value = c
+        .get(format!("{eureka}/apps/{app}/{id}"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ts = &v["instance"]["leaseInfo"]["lastRenewalTimestamp"];
+    ts.as_u64().or_else(|| ts.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_renews_discovers_by_long_poll_round_robins_and_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let e = server.eureka_url();
+    let c = Client::new();
+    let orders = EurekaClient::start(ClientConfig::new(vec![e.clone()]), instance("orders", 8080)).await.unwrap();
+    let id = "127.0.0.1:orders:8080";
+    assert!(server_has(&c, &e, "ORDERS", id).await, "registered on start");
+    let first = last_renewal(&c, &e, "ORDERS", id).await;
+    eventually("a heartbeat", || async { last_renewal(&c, &e, "ORDERS", id).await > first }).await;
+
+    // Another service appears: the long-polled delta brings it into the cache in milliseconds.
+    let t = Instant::now();
+    let r = c.post(format!("{e}/apps/billing")).json(&py_instance("billing", "127.0.0.1", 9001)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    eventually("billing in the cache", || async { !orders.instances("billing").is_empty() }).await;
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "long-polled delta took {took:?}");
+    let r = c.post(format!("{e}/apps/billing")).json(&py_instance("billing", "127.0.0.2", 9002)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    eventually("two billing instances", || async { orders.instances("billing").len() == 2 }).await;
+    let picks: Vec<String> = (0..4).map(|_| orders.choose("billing").unwrap().ip_addr).collect();
+    assert_eq!(picks[0], picks[2]);
+    assert_eq!(picks[1], picks[3]);
+    assert_ne!(picks[0], picks[1]);
+    assert_eq!(orders.instances_by_vip("billing").len(), 2);
+    assert_eq!(orders.registry().hash_code(), "UP_3_");
+
+    // Status and metadata changes reach the server.
+    orders.set_status(Status::OutOfService).await.unwrap();
+    orders.set_metadata("version", "2.1").await.unwrap();
+    let v: serde_json::Value = c
+        .get(format!("{e}/apps/ORDERS/{id}"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["instance"]["status"], "OUT_OF_SERVICE");
+    assert_eq!(v["instance"]["metadata"]["version"], "2.1");
+    // Not UP: not offered for calls.
+    eventually("orders leaves the UP list", || async { orders.instances("orders").is_empty() }).await;
+
+    // A cancel on the server leaves the cache as fast.
+    let r = c.delete(format!("{e}/apps/BILLING/127.0.0.1:billing:9001")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    eventually("billing cancel in the cache", || async { orders.instances("billing").len() == 1 }).await;
+
+    orders.shutdown().await;
+    assert!(!server_has(&c, &e, "ORDERS", id).await, "graceful shutdown cancels");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_again_when_the_server_forgets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let e = server.eureka_url();
+    let c = Client::new();
+    let client = EurekaClient::start(ClientConfig::new(vec![e.clone()]), instance("forgotten", 8080)).await.unwrap();
+    let id = "127.0.0.1:forgotten:8080";
+    let r = c.delete(format!("{e}/apps/FORGOTTEN/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The next heartbeat gets 404 and registers again.
+    eventually("re-registered", || async { server_has(&c, &e, "FORGOTTEN", id).await }).await;
+    drop(client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_deltas_fall_back_to_a_full_fetch_when_the_hash_differs() {
+    // With 1 s delta retention and a 2 s fetch interval, changes age out of the delta before
+    // the client asks: the delta is empty but the server's hash counts them, so the client
+    // must notice the mismatch and fetch the registry whole.
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--delta-retention", "1s"]);
+    let e = server.eureka_url();
+    let c = Client::new();
+    let mut cfg = ClientConfig::new(vec![e.clone()]);
+    cfg.long_poll = false;
+    cfg.register = false;
+    cfg.registry_fetch_interval = Duration::from_secs(2);
+    let client = EurekaClient::start(cfg, instance("watcher", 1)).await.unwrap();
+    // Let the client's first delta round pass, so the next one comes after the retention.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = c.post(format!("{e}/apps/late")).json(&py_instance("late", "127.0.0.1", 7000)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let took = eventually("late instance via the fallback", || async { client.instances("late").len() == 1 }).await;
+    assert!(took > Duration::from_millis(500), "periodic mode should not see it at once ({took:?})");
+    assert_eq!(client.registry().hash_code(), "UP_1_");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_between_servers_and_the_cache_outlives_them() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut s1 = ServerProcess::start(d1.path(), &[]);
+    let mut s2 = ServerProcess::start(d2.path(), &[]);
+    let (e1, e2) = (s1.eureka_url(), s2.eureka_url());
+    let c = Client::new();
+    // "peer" is registered on both servers, as replication would have it.
+    for e in [&e1, &e2] {
+        let r = c.post(format!("{e}/apps/peer")).json(&py_instance("peer", "127.0.0.1", 7000)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    let mut cfg = ClientConfig::new(vec![e1.clone(), e2.clone()]);
+    cfg.server_backoff = Duration::from_secs(60);
+    let client = EurekaClient::start(cfg, instance("mobile", 8080)).await.unwrap();
+    let id = "127.0.0.1:mobile:8080";
+    assert!(server_has(&c, &e1, "MOBILE", id).await, "first server preferred");
+    assert_eq!(client.instances("peer").len(), 1);
+
+    // The first server dies: heartbeats move to the second, which does not know the
+    // instance (404), so the client registers there.
+    s1.kill9();
+    eventually("registered on the second server", || async { server_has(&c, &e2, "MOBILE", id).await }).await;
+
+    // Every server down: the cached registry still answers.
+    s2.kill9();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(client.instances("peer").len(), 1, "cache must keep answering");
+    assert!(client.choose("peer").is_some());
+}
