@@ -4,7 +4,7 @@
 //! the server (memory and CPU).
 //!
 //! `cargo bench --bench client_bench`. Settings: `SYNOD_BENCH_SAMPLES` (200 long-poll
-//! samples), `SYNOD_BENCH_PERIODIC_SECS` (90: how long periodic samples are taken),
+//! samples), `SYNOD_BENCH_PERIODIC_SECS` (60: one registration a second for this long, for the periodic figures),
 //! `SYNOD_BENCH_WAITERS` (1000). Without `--bench` it only prints how to run it. Figures are
 //! a report, never asserted.
 
@@ -108,13 +108,53 @@ async fn visibility(
     out
 }
 
+/// Registers one instance of `app` per second for `secs`, and records for each the time
+/// until `client`'s cache holds it.
+async fn spread_visibility(
+    http: &reqwest::Client,
+    eureka: &str,
+    client: &EurekaClient,
+    app: &str,
+    secs: u64,
+) -> Vec<f64> {
+    let start = Instant::now();
+    let mut registered: Vec<(String, Instant)> = Vec::new();
+    let mut seen: Vec<f64> = Vec::new();
+    let mut n = 0u64;
+    let deadline = start + Duration::from_secs(secs + 40);
+    while Instant::now() < deadline && (n < secs || seen.len() < registered.len()) {
+        if n < secs && start.elapsed() >= Duration::from_secs(n) {
+            let b = body(app, n);
+            let id = b["instance"]["instanceId"].as_str().unwrap_or("").to_string();
+            if http.post(format!("{eureka}/apps/{app}")).json(&b).send().await.is_ok_and(|r| r.status() == 204) {
+                registered.push((id, Instant::now()));
+            }
+            n += 1;
+        }
+        let have: std::collections::HashSet<String> =
+            client.instances(app).into_iter().map(|i| i.instance_id).collect();
+        let mut i = 0;
+        while i < registered.len() {
+            if have.contains(&registered[i].0) {
+                let (_, t) = registered.swap_remove(i);
+                seen.push(t.elapsed().as_secs_f64() * 1000.0);
+            } else {
+                i += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    seen.sort_by(f64::total_cmp);
+    seen
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("client_bench: run with `cargo bench --bench client_bench`");
         return;
     }
     let samples = std::env::var("SYNOD_BENCH_SAMPLES").ok().and_then(|v| v.parse().ok()).unwrap_or(200u64);
-    let periodic_secs = std::env::var("SYNOD_BENCH_PERIODIC_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(90u64);
+    let periodic_secs = std::env::var("SYNOD_BENCH_PERIODIC_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60u64);
     let waiters = std::env::var("SYNOD_BENCH_WAITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000usize);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
@@ -138,10 +178,9 @@ fn main() {
             pct(&lp, 0.99),
             pct(&lp, 1.0)
         );
-        // Periodic: registrations spread over the window, each measured until the 30 s
-        // delta fetch brings it in.
-        let per_samples = (periodic_secs / 5).max(1);
-        let pd = visibility(&http, &eureka, &periodic, "pd", per_samples, Duration::from_secs(5)).await;
+        // Periodic: one registration a second over the window, all measured at once until
+        // the 30 s delta fetches bring them in (delays spread over the fetch period).
+        let pd = spread_visibility(&http, &eureka, &periodic, "pd", periodic_secs).await;
         println!(
             "  periodic deltas, 30 s         n={:<4} p50 {:>9.2} ms  p99 {:>9.2} ms  max {:>9.2} ms",
             pd.len(),

@@ -12,6 +12,8 @@ use super::model::{InstanceInfo, InstanceKey, LeaseStamps};
 pub struct DeltaItem {
     /// Timestamp of the command that made the change.
     pub at: u64,
+    /// Registry version the change produced (`versions__delta` once it is applied).
+    pub version: u64,
     pub key: InstanceKey,
     pub info: Arc<InstanceInfo>,
     pub stamps: LeaseStamps,
@@ -50,10 +52,22 @@ impl DeltaQueue {
     /// The latest change per instance among those not older than `retention_ms`, in the order
     /// each instance last changed.
     pub fn latest_per_instance(&self, now: u64, retention_ms: u64) -> Vec<&DeltaItem> {
+        self.latest_since(now, retention_ms, 0)
+    }
+
+    /// Like [`Self::latest_per_instance`], limited to changes that produced a version after
+    /// `since` (what a client that has applied everything up to `since` is missing).
+    pub fn latest_since(&self, now: u64, retention_ms: u64, since: u64) -> Vec<&DeltaItem> {
         let cutoff = now.saturating_sub(retention_ms);
         let mut seen = std::collections::HashSet::new();
-        let mut out: Vec<&DeltaItem> =
-            self.items.iter().rev().filter(|i| i.at >= cutoff).filter(|i| seen.insert(&i.key)).collect();
+        let mut out: Vec<&DeltaItem> = self
+            .items
+            .iter()
+            .rev()
+            .take_while(|i| i.version > since)
+            .filter(|i| i.at >= cutoff)
+            .filter(|i| seen.insert(&i.key))
+            .collect();
         out.reverse();
         out
     }

@@ -437,7 +437,7 @@ impl RegistryState {
         let mut stamps = entry.stamps();
         stamps.last_renewal_timestamp = entry.registration_ts;
         stamps.eviction_timestamp = now;
-        self.delta.push(DeltaItem { at: now, key: key.clone(), info: entry.info, stamps });
+        self.delta.push(DeltaItem { at: now, version: self.version + 1, key: key.clone(), info: entry.info, stamps });
         true
     }
 
@@ -447,7 +447,13 @@ impl RegistryState {
         // table would make replicas' deltas differ.
         let mut stamps = entry.stamps();
         stamps.last_renewal_timestamp = now;
-        self.delta.push(DeltaItem { at: now, key: key.clone(), info: entry.info.clone(), stamps });
+        self.delta.push(DeltaItem {
+            at: now,
+            version: self.version + 1,
+            key: key.clone(),
+            info: entry.info.clone(),
+            stamps,
+        });
     }
 
     fn entry_mut(&mut self, key: &InstanceKey) -> Option<&mut Entry> {

@@ -408,3 +408,23 @@ fn restored_instances_get_a_fresh_lease() {
     assert_eq!(e.info.status, Status::OutOfService);
     assert_eq!(e.status_override, Some(Status::OutOfService));
 }
+
+#[test]
+fn delta_since_a_version_holds_only_later_changes() {
+    let mut st = RegistryState::new(CoreConfig::default());
+    register(&mut st, instance("a", "1"), T0);
+    register(&mut st, instance("a", "2"), T0 + 1);
+    let v = st.version();
+    register(&mut st, instance("b", "3"), T0 + 2);
+    st.apply(Command::Cancel { key: key("a", "1"), now: T0 + 3 });
+    let ids = |view: views::AppsView| -> Vec<String> {
+        view.apps.iter().flat_map(|a| a.instances.iter().map(|i| i.info.instance_id.clone())).collect()
+    };
+    assert_eq!(ids(views::delta_since(&st, T0 + 4, v)), ["3", "1"]);
+    assert_eq!(ids(views::delta_since(&st, T0 + 4, st.version())), Vec::<String>::new());
+    // The whole window, and the registry's version and hash, as the ordinary delta has them.
+    let all = views::delta_since(&st, T0 + 4, 0);
+    assert_eq!(ids(views::delta_since(&st, T0 + 4, 0)), ["2", "1", "3"]);
+    assert_eq!(all.versions_delta, st.version().to_string());
+    assert_eq!(all.apps_hashcode, st.hash_code());
+}

@@ -76,8 +76,14 @@ pub fn vip(state: &RegistryState, vip: &str, secure: bool) -> AppsView {
 /// Recent changes (`GET apps/delta`), with the hash of the whole registry at the same moment
 /// so a client can check its merged copy against it.
 pub fn delta(state: &RegistryState, now: u64) -> AppsView {
+    delta_since(state, now, 0)
+}
+
+/// The changes after registry version `since` (a long-polled delta: the client has applied
+/// everything up to `since`), with the whole registry's hash code.
+pub fn delta_since(state: &RegistryState, now: u64, since: u64) -> AppsView {
     let mut apps: Vec<AppView> = Vec::new();
-    for item in state.delta().latest_per_instance(now, state.delta_retention_ms()) {
+    for item in state.delta().latest_since(now, state.delta_retention_ms(), since) {
         let view = InstanceView { info: item.info.clone(), stamps: item.stamps };
         match apps.iter_mut().find(|a| a.name == item.key.app) {
             Some(a) => a.instances.push(view),

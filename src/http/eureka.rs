@@ -177,8 +177,8 @@ fn registry_read(s: &AppState, kind: ViewKind, headers: &HeaderMap, origin: Orig
 const MAX_WAIT_MS: u64 = 5 * 60 * 1000;
 
 /// `GET apps/delta?waitMs=W[&since=V]`: answers as soon as the registry version exceeds `V`
-/// (default: the version now) with the ordinary delta, or after `W` ms with an empty delta
-/// carrying the current version and hash. Clients pass the `versions__delta` of their last
+/// (default: the version now) with the changes after `V`, or after `W` ms with an empty delta;
+/// both carry the current version and the whole registry's hash. Clients pass the `versions__delta` of their last
 /// answer as `since`, so a change between two polls is never missed. Stock Eureka clients
 /// never send `waitMs` and get the ordinary delta. Waiters are capped; nothing is kept once
 /// a request ends.
@@ -211,18 +211,13 @@ async fn long_poll_delta(s: &AppState, query: &Query<'_>, headers: &HeaderMap, o
     };
     let mut rx = s.registry.watch_version();
     let since = since.unwrap_or_else(|| *rx.borrow());
-    let changed = tokio::time::timeout(std::time::Duration::from_millis(wait_ms), rx.wait_for(|v| *v > since)).await;
-    let mut resp = if matches!(changed, Ok(Ok(_))) {
-        registry_read(s, ViewKind::Delta, headers, origin)
-    } else {
-        let fmt = respond::format(headers);
-        let view = s.registry.read(|st| views::AppsView {
-            versions_delta: st.version().to_string(),
-            apps_hashcode: st.hash_code(),
-            apps: Vec::new(),
-        });
-        respond::payload(&crate::core::cache::Payload::new(encode_apps(&view, fmt)), fmt, headers)
-    };
+    // Both answers carry only what came after `since` (nothing, at the deadline): a long
+    // polling client has applied everything before it, so it never re-reads the window.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(wait_ms), rx.wait_for(|v| *v > since)).await;
+    let fmt = respond::format(headers);
+    let now = s.registry.now();
+    let view = s.registry.read(|st| views::delta_since(st, now, since.min(st.version())));
+    let mut resp = respond::payload(&crate::core::cache::Payload::new(encode_apps(&view, fmt)), fmt, headers);
     // Tells clients the wait was honoured (servers without long-poll answer at once).
     resp.headers_mut().insert(LONG_POLL_HEADER, axum::http::HeaderValue::from_static("1"));
     resp
