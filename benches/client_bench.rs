@@ -122,7 +122,7 @@ async fn spread_visibility(
     let mut seen: Vec<f64> = Vec::new();
     let mut n = 0u64;
     let deadline = start + Duration::from_secs(secs + 40);
-    while Instant::now() < deadline && (n < secs || seen.len() < registered.len()) {
+    while Instant::now() < deadline && (n < secs || !registered.is_empty()) {
         if n < secs && start.elapsed() >= Duration::from_secs(n) {
             let b = body(app, n);
             let id = b["instance"]["instanceId"].as_str().unwrap_or("").to_string();

@@ -92,35 +92,54 @@ async fn watch_prints_a_registration_as_it_happens() {
     let e = server.eureka_url();
     let c = Client::new();
     register(&c, &e, "before", 7000).await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
-        .args(["watch", "--server", &e])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-    std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| drop(tx2.send(l))));
-    let wait_line = |pred: &dyn Fn(&str) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if pred(&l) {
-                return Some(l);
-            }
+    for (port, json) in [(7001u16, false), (7002, true)] {
+        let mut args = vec!["watch", "--server", e.as_str()];
+        if json {
+            args.extend(["--output", "json"]);
         }
-        None
-    };
-    assert!(wait_line(&|l| l.starts_with("watching")).is_some(), "watch did not start");
-    let t = Instant::now();
-    register(&c, &e, "after", 7001).await;
-    let line = wait_line(&|l| l.contains("AFTER")).expect("watch printed the registration");
-    assert!(line.starts_with("ADDED") && line.contains("127.0.0.1:after:7001") && line.contains("UP"), "{line}");
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
-    let _ = child.kill();
-    let _ = child.wait();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+        std::thread::spawn(move || {
+            BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| drop(tx2.send(l)))
+        });
+        let wait_line = |pred: &dyn Fn(&str) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                if pred(&l) {
+                    return Some(l);
+                }
+            }
+            None
+        };
+        assert!(wait_line(&|l| l.starts_with("watching")).is_some(), "watch did not start");
+        let t = Instant::now();
+        register(&c, &e, "after", port).await;
+        let id = format!("127.0.0.1:after:{port}");
+        let line = wait_line(&|l| l.contains(&id)).expect("watch printed the registration");
+        if json {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(
+                (v["action"].as_str(), v["app"].as_str(), v["status"].as_str()),
+                (Some("ADDED"), Some("AFTER"), Some("UP"))
+            );
+        } else {
+            assert!(line.starts_with("ADDED") && line.contains("AFTER") && line.contains("UP"), "{line}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+        // Changes from before the watch started are not printed.
+        assert!(rx.try_iter().all(|l| !l.contains("BEFORE")));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 async fn delta(c: &Client, e: &str, query: &str) -> (StatusCode, Value) {

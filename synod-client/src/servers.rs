@@ -66,3 +66,31 @@ impl ServerList {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str, zone: &str) -> Server {
+        Server { url: url.into(), zone: Some(zone.into()) }
+    }
+
+    #[test]
+    fn same_zone_first_and_failing_servers_last_until_their_backoff_ends() {
+        let list = ServerList::new(
+            vec![server("http://a", "z1"), server("http://b", "z2"), server("http://c", "z2")],
+            Some("z2"),
+            Duration::from_millis(50),
+        );
+        let urls = |l: &ServerList| l.order().into_iter().map(|(_, u)| u).collect::<Vec<_>>();
+        assert_eq!(urls(&list), ["http://b", "http://c", "http://a"]);
+        let (first, _) = list.order()[0].clone();
+        list.failed(first);
+        assert_eq!(urls(&list), ["http://c", "http://a", "http://b"]);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(urls(&list), ["http://b", "http://c", "http://a"]);
+        list.failed(first);
+        list.succeeded(first);
+        assert_eq!(urls(&list)[0], "http://b");
+    }
+}
