@@ -268,23 +268,40 @@ pub async fn propose(shared: &RaftShared, cmds: Vec<Command>) -> Result<ForwardR
         match attempt {
             Attempt::Done(o) => return Ok(o),
             Attempt::Failed(e) => return Err(e),
-            Attempt::Retry => {}
-        }
-        let now = Instant::now();
-        if shared.live_leader().is_none() {
-            let since = *leaderless_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= shared.election_max() {
-                return Err(no_leader());
+            Attempt::Retry => {
+                retry_or_give_up(shared, &mut leaderless_since, deadline, || {
+                    format!(
+                        "write not committed within {} ms (leadership changing); it may still be applied",
+                        shared.write_timeout().as_millis()
+                    )
+                })
+                .await?
             }
         }
-        if now >= deadline {
-            return Err(ReplicationError::Unavailable(format!(
-                "write not committed within {} ms (leadership changing); it may still be applied",
-                shared.write_timeout().as_millis()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// After an attempt that found no usable leader: gives up when no leader has been
+/// reachable for the longest election timeout, or at the deadline (`late` says why);
+/// otherwise waits a moment before the next attempt.
+async fn retry_or_give_up(
+    shared: &RaftShared,
+    leaderless_since: &mut Option<Instant>,
+    deadline: Instant,
+    late: impl FnOnce() -> String,
+) -> Result<(), ReplicationError> {
+    let now = Instant::now();
+    if shared.live_leader().is_none() {
+        let since = *leaderless_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= shared.election_max() {
+            return Err(no_leader());
+        }
+    }
+    if now >= deadline {
+        return Err(ReplicationError::Unavailable(late()));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Ok(())
 }
 
 /// On the leader: stamps the commands with the leader's clock and commits them as one entry.
@@ -390,19 +407,11 @@ pub async fn read_barrier(shared: &RaftShared) -> Result<(), ReplicationError> {
                 };
             }
             Attempt::Failed(e) => return Err(e),
-            Attempt::Retry => {}
-        }
-        let now = Instant::now();
-        if shared.live_leader().is_none() {
-            let since = *leaderless_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= shared.election_max() {
-                return Err(no_leader());
+            Attempt::Retry => {
+                retry_or_give_up(shared, &mut leaderless_since, deadline, || "linearizable read timed out".into())
+                    .await?
             }
         }
-        if now >= deadline {
-            return Err(ReplicationError::Unavailable("linearizable read timed out".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
