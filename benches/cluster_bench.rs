@@ -275,6 +275,17 @@ struct Figures {
     ttv_p99: f64,
 }
 
+/// Prints time-to-visibility figures (sorted ms); returns the p99.
+fn visibility_row(v: &[f64]) -> f64 {
+    println!(
+        "  time-to-visibility on every node       n={:<4} p50 {:>7.2} ms  p99 {:>7.2} ms",
+        v.len(),
+        pct(v, 0.5),
+        pct(v, 0.99)
+    );
+    pct(v, 0.99)
+}
+
 fn row(name: &str, rate: f64, lat: &[f64], cpu_us: f64) {
     println!(
         "  {name:<34} {rate:>9.0} /s  p50 {:>7.2} ms  p99 {:>7.2} ms  CPU {cpu_us:>6.1} µs/op",
@@ -453,13 +464,7 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let v = s.visibility(samples).await;
-    println!(
-        "  time-to-visibility on every node       n={:<4} p50 {:>7.2} ms  p99 {:>7.2} ms",
-        v.len(),
-        pct(&v, 0.5),
-        pct(&v, 0.99)
-    );
-    f.ttv_p99 = pct(&v, 0.99);
+    f.ttv_p99 = visibility_row(&v);
 
     if mode == "p2p" {
         // A dead peer's growing backlog must not make renewals dearer on the others.
@@ -686,13 +691,7 @@ async fn bench_etcd(conns: u64, secs: u64, samples: u64) -> Option<Figures> {
         }
     }
     v.sort_by(f64::total_cmp);
-    println!(
-        "  time-to-visibility on every node       n={:<4} p50 {:>7.2} ms  p99 {:>7.2} ms",
-        v.len(),
-        pct(&v, 0.5),
-        pct(&v, 0.99)
-    );
-    f.ttv_p99 = pct(&v, 0.99);
+    f.ttv_p99 = visibility_row(&v);
     Some(f)
 }
 

@@ -136,7 +136,7 @@ impl Leases {
         if m.state != ServerState::Leader || m.current_term != p.term {
             return false;
         }
-        if shared.live_leader().is_none_or(|(id, _)| id != shared.id) {
+        if !shared.leads() {
             return false;
         }
         let longest_lease = shared.registry.read(|st| st.entries().map(|(_, e)| e.duration_ms()).max().unwrap_or(0));
@@ -150,8 +150,8 @@ pub fn renew(
     key: &InstanceKey,
     last_dirty: Option<u64>,
 ) -> Result<RenewOutcome, ReplicationError> {
-    let leader = shared.live_leader();
-    let is_leader = leader.as_ref().is_some_and(|(id, _)| *id == shared.id);
+    let leader = shared.live_leader_id();
+    let is_leader = leader == Some(shared.id);
     if leader.is_none() {
         return Err(ReplicationError::Unavailable(
             "no raft leader reachable from this node: renewals are refused so clients fail over to another server"

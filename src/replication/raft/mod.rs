@@ -72,19 +72,27 @@ impl RaftShared {
     /// The leader as this node currently sees it, if one is known and was heard from recently
     /// (a follower cut off from its leader reports none instead of a stale one).
     pub fn live_leader(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
+        self.live_leader_id().map(|id| (id, self.url_of(id)))
+    }
+
+    /// [`Self::live_leader`] without the URL; on the renewal path, so it reads the metrics in
+    /// place instead of cloning them.
+    pub fn live_leader_id(&self) -> Option<NodeId> {
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
         let leader = m.current_leader?;
         if leader == self.id {
-            let fresh = m.state == ServerState::Leader
-                && m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.election_max().as_millis() as u64);
+            let fresh = m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.election_max().as_millis() as u64);
             // A single voter acknowledges itself.
-            let alone = m.membership_config.membership().voter_ids().count() == 1;
-            return (m.state == ServerState::Leader && (fresh || alone)).then(|| (leader, self.url_of(leader)));
+            let alone = || m.membership_config.membership().voter_ids().count() == 1;
+            return (m.state == ServerState::Leader && (fresh || alone())).then_some(leader);
         }
-        if !self.leases.heard_from_leader_within(self.election_max()) {
-            return None;
-        }
-        Some((leader, self.url_of(leader)))
+        self.leases.heard_from_leader_within(self.election_max()).then_some(leader)
+    }
+
+    /// Whether this node is the leader and still has its quorum.
+    pub fn leads(&self) -> bool {
+        self.live_leader_id() == Some(self.id)
     }
 
     /// The URL a member is reachable at, from the replicated membership (else the start-up
@@ -119,7 +127,7 @@ impl RaftShared {
             purged_index: m.purged.map(|l| l.index),
             members,
             lease_owner: self.leases.is_promoted(&self.raft),
-            accepts_writes: self.live_leader().is_some(),
+            accepts_writes: self.live_leader_id().is_some(),
         }
     }
 }
@@ -261,14 +269,14 @@ impl Replicator for RaftBackend {
                     let mut evicted = 0;
                     for slice in evict_slices(keys) {
                         if let Outcome::Evicted(n) =
-                            self.shared.proposer.submit(&self.shared, Command::Evict { keys: slice, now }).await?
+                            self.shared.proposer.submit(Command::Evict { keys: slice, now }).await?
                         {
                             evicted += n;
                         }
                     }
                     Ok(Outcome::Evicted(evicted))
                 }
-                cmd => self.shared.proposer.submit(&self.shared, cmd).await,
+                cmd => self.shared.proposer.submit(cmd).await,
             }
         })
     }
@@ -298,7 +306,7 @@ impl Replicator for RaftBackend {
     fn is_ready(&self) -> bool {
         // Ready = can take writes and renewals, and serves a complete registry.
         let running = self.shared.raft.metrics().borrow().running_state.is_ok();
-        running && self.shared.live_leader().is_some() && self.registry_complete()
+        running && self.shared.live_leader_id().is_some() && self.registry_complete()
     }
 
     fn registry_complete(&self) -> bool {

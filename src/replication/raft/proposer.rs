@@ -72,7 +72,7 @@ impl Proposer {
     }
 
     /// Submits one client command and waits for its outcome.
-    pub async fn submit(&self, _shared: &RaftShared, cmd: Command) -> Result<Outcome, ReplicationError> {
+    pub async fn submit(&self, cmd: Command) -> Result<Outcome, ReplicationError> {
         let rx = self.enqueue(cmd, false).await?;
         match rx.await {
             Ok(Ok((outcome, _))) => Ok(outcome),
@@ -192,7 +192,7 @@ fn approx_size(cmd: &Command) -> usize {
 
 /// Proposes one batch and answers every command in it.
 async fn dispatch(shared: &RaftShared, batch: Vec<Pending>) {
-    let leading = shared.live_leader().is_some_and(|(id, _)| id == shared.id);
+    let leading = shared.leads();
     let (mut cmds, mut dones) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
     for p in batch {
         if p.here_only && !leading {
@@ -291,7 +291,7 @@ async fn retry_or_give_up(
     late: impl FnOnce() -> String,
 ) -> Result<(), ReplicationError> {
     let now = Instant::now();
-    if shared.live_leader().is_none() {
+    if shared.live_leader_id().is_none() {
         let since = *leaderless_since.get_or_insert(now);
         if now.saturating_duration_since(since) >= shared.election_max() {
             return Err(no_leader());

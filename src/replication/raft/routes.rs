@@ -115,7 +115,7 @@ fn not_leader() -> Response {
 }
 
 fn is_leader(s: &RaftShared) -> bool {
-    s.live_leader().is_some_and(|(id, _)| id == s.id)
+    s.leads()
 }
 
 async fn forward(State(s): State<Shared>, body: Bytes) -> Response {
