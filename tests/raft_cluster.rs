@@ -251,7 +251,8 @@ async fn writes_through_followers_linearizable_reads_and_leader_failover_without
     let resp = cl.c.get(format!("{}/apps", cl.member(followers[1]).eureka())).send().await.unwrap();
     assert!(resp.headers().contains_key("x-synod-applied-index"));
     let st = cl.status(followers[1]).await.unwrap();
-    assert_eq!(st["leader"].as_u64(), Some(leader));
+    // A loaded machine may hold an election at any time: any member is a valid answer.
+    assert!(st["leader"].as_u64().is_some_and(|l| (1..=3).contains(&l)), "{st}");
     assert_eq!(st["members"].as_array().map(Vec::len), Some(3));
     for key in ["leader_url", "term", "commit_index", "applied_index"] {
         assert!(!st[key].is_null(), "/v1/status lacks {key}: {st}");
@@ -280,10 +281,12 @@ async fn writes_through_followers_linearizable_reads_and_leader_failover_without
         })
     };
 
-    // Kill the leader: a new one is elected, writes continue.
+    // Kill the leader (as of now: elections may have happened since the start): a new one is
+    // elected, writes continue.
+    let leader = cl.leader(&[1, 2, 3]).await;
     cl.kill9(leader);
     let killed_at = Instant::now();
-    let survivors = followers.clone();
+    let survivors = others(&[1, 2, 3], leader);
     let deadline = Instant::now() + LIMIT;
     loop {
         if cl.register(survivors[1], "ORDERS", "o3").await == StatusCode::NO_CONTENT {
@@ -459,10 +462,10 @@ async fn add_a_fourth_node_by_snapshot_then_remove_one() {
     assert_eq!(code, Some(0));
     let v: Value = serde_json::from_str(&out).expect("json output");
     assert_eq!(v["members"].as_array().map(Vec::len), Some(4));
-    assert_eq!(v["leader"].as_u64(), Some(leader));
+    assert!(v["leader"].as_u64().is_some_and(|l| (1..=4).contains(&l)), "{v}");
     let (code, out, _) = cli(&["cluster", "status", "--server", &cl.member(4).base()]).await;
     assert_eq!(code, Some(0));
-    assert!(out.contains(&format!("leader {leader}")) && out.contains("voter"), "{out}");
+    assert!(out.contains("; leader ") && out.contains("voter"), "{out}");
     // Errors are one line naming the server, with a non-zero exit.
     let (code, _, err) = cli(&["cluster", "remove", "99", "--server", &cl.member(4).base()]).await;
     assert_eq!(code, Some(1));
@@ -481,13 +484,14 @@ async fn add_a_fourth_node_by_snapshot_then_remove_one() {
             .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
-    // Remove the current leader: the others go on with three voters.
-    let r = cl.c.delete(format!("{}/v1/cluster/nodes/{leader}", cl.member(4).base())).send().await.unwrap();
+    // Remove the current leader (through another node): the others go on with three voters.
+    let leader = cl.leader(&[1, 2, 3, 4]).await;
+    let rest: Vec<u64> = others(&[1, 2, 3, 4], leader);
+    let r = cl.c.delete(format!("{}/v1/cluster/nodes/{leader}", cl.member(rest[0]).base())).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     cl.kill9(leader);
-    let rest: Vec<u64> = others(&[1, 2, 3, 4], leader);
     let new_leader = cl.leader(&rest).await;
-    assert_eq!(cl.register(4, "MEMBERS", "after").await, StatusCode::NO_CONTENT);
+    assert_eq!(cl.register(rest[0], "MEMBERS", "after").await, StatusCode::NO_CONTENT);
     let st = cl.status(new_leader).await.unwrap();
     let ids: BTreeSet<u64> = st["members"].as_array().unwrap().iter().filter_map(|m| m["id"].as_u64()).collect();
     assert_eq!(ids, rest.iter().copied().collect());
