@@ -163,6 +163,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_MAX_BODY_SIZE", value_name = "BYTES")]
     pub max_body_size: Option<String>,
 
+    /// Registry journal bytes (modes none and p2p) after which they are folded into a snapshot
+    /// file, at least; a larger registry's snapshot size is used instead [default: 33554432].
+    #[arg(long, env = "SYNOD_STORE_COMPACT_BYTES", value_name = "BYTES")]
+    pub store_compact_bytes: Option<String>,
+
     /// Log filter, e.g. `info` or `synod=debug` [default: info,openraft=warn].
     #[arg(long, env = "SYNOD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -192,6 +197,7 @@ struct FileConfig {
     raft_join: Option<toml::Value>,
     max_long_polls: Option<toml::Value>,
     max_body_size: Option<toml::Value>,
+    store_compact_bytes: Option<toml::Value>,
     log: Option<String>,
 }
 
@@ -243,6 +249,8 @@ pub struct Config {
     pub raft: RaftTuning,
     pub max_long_polls: usize,
     pub max_body_size: usize,
+    /// Journal bytes that make a store compaction due, at least.
+    pub store_compact_bytes: u64,
     pub log: String,
 }
 
@@ -264,6 +272,7 @@ impl Default for Config {
             raft: RaftTuning::default(),
             max_long_polls: 1024,
             max_body_size: 256 * 1024,
+            store_compact_bytes: 32 * 1024 * 1024,
             log: "info,openraft=warn".into(),
         }
     }
@@ -440,22 +449,16 @@ impl ServeArgs {
             None => d.self_preservation,
         };
         let max_body_size = match self.max_body_size.or(file_text(file.max_body_size)) {
-            Some(s) => s
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1024..=64 * 1024 * 1024).contains(n))
-                .ok_or_else(|| err("max-body-size", format!("{s:?} must be a byte count from 1024 to 67108864")))?,
+            Some(s) => parse_count("max-body-size", &s, 1024, 64 * 1024 * 1024)? as usize,
             None => d.max_body_size,
         };
         let max_long_polls = match self.max_long_polls.or(file_text(file.max_long_polls)) {
-            Some(s) => s
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=1_000_000).contains(n))
-                .ok_or_else(|| err("max-long-polls", format!("{s:?} must be a number from 1 to 1000000")))?,
+            Some(s) => parse_count("max-long-polls", &s, 1, 1_000_000)? as usize,
             None => d.max_long_polls,
+        };
+        let store_compact_bytes = match self.store_compact_bytes.or(file_text(file.store_compact_bytes)) {
+            Some(s) => parse_count("store-compact-bytes", &s, 64 * 1024, 1 << 30)?,
+            None => d.store_compact_bytes,
         };
         let log = self.log.or(file.log).unwrap_or(d.log);
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
@@ -485,9 +488,19 @@ impl ServeArgs {
             raft,
             max_long_polls,
             max_body_size,
+            store_compact_bytes,
             log,
         })
     }
+}
+
+/// A whole number in `lo..=hi`.
+fn parse_count(name: &'static str, s: &str, lo: u64, hi: u64) -> Result<u64, ConfigError> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (lo..=hi).contains(n))
+        .ok_or_else(|| err(name, format!("{s:?} must be a number from {lo} to {hi}")))
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {

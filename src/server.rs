@@ -42,11 +42,11 @@ impl Node {
         ));
         let replicator: Arc<dyn Replicator> = match config.replication {
             ReplicationMode::None => {
-                let store = Store::open(&config.data_dir.join("registry"))?;
+                let store = Store::open_with(&config.data_dir.join("registry"), config.store_compact_bytes)?;
                 Arc::new(Standalone::start(registry.clone(), store)?)
             }
             ReplicationMode::P2p => {
-                let store = Store::open(&config.data_dir.join("registry"))?;
+                let store = Store::open_with(&config.data_dir.join("registry"), config.store_compact_bytes)?;
                 Arc::new(P2p::start(
                     registry.clone(),
                     store,

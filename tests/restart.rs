@@ -127,8 +127,11 @@ fn invalid_config_stops_startup_with_one_line() {
 #[tokio::test]
 async fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
+    // A tiny compaction threshold: the journal is folded into snapshots all the time, so the
+    // kill also lands in the middle of compactions.
+    let args = ["--store-compact-bytes", "65536"];
     for round in 0..3u32 {
-        let mut server = ServerProcess::start(dir.path(), &[]);
+        let mut server = ServerProcess::start(dir.path(), &args);
         let base = server.eureka_url();
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let mut writers = Vec::new();
@@ -160,7 +163,7 @@ async fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
         let acked = acked.lock().unwrap().clone();
         assert!(acked.len() >= target, "only {} writes acknowledged", acked.len());
 
-        let restarted = ServerProcess::start(dir.path(), &[]);
+        let restarted = ServerProcess::start(dir.path(), &args);
         let after = get_json(&format!("{}/apps", restarted.eureka_url())).await;
         let present: std::collections::HashSet<String> =
             instances(&after).iter().map(|i| i["instanceId"].as_str().unwrap().to_string()).collect();

@@ -1,26 +1,37 @@
-//! Durable registry records in sled, with group commit.
+//! Durable registry records in sled: a journal of group commits plus a snapshot file.
 //!
-//! Each instance is one key (`APP \0 id`) holding its [`PersistedEntry`]. Writers hand their
-//! changed records to one writer thread in apply order; the thread takes everything queued,
-//! writes it as one atomic sled batch, flushes sled and then `fdatasync`s sled's data file,
-//! and only then acknowledges every write in the batch. sled 0.34.7's `flush()` ends with
-//! `sync_file_range`, which survives a process crash but not a power loss; the extra
-//! `fdatasync` closes that gap, and one sync is shared by all writes that arrived meanwhile.
+//! Every instance's state is a record (`APP \0 id` -> bincode [`PersistedEntry`]). Writers hand
+//! their changed records to one writer thread in apply order ([`writer`]); it writes everything
+//! queued as journal records (one sled value per group commit, keyed by sequence number),
+//! flushes sled and then `fdatasync`s sled's data file, and only then acknowledges every write
+//! in the batch. sled 0.34.7's `flush()` ends with `sync_file_range`, which survives a process
+//! crash but not a power loss; the extra `fdatasync` closes that gap, and one sync is shared by
+//! all writes that arrived meanwhile.
+//!
+//! A compaction thread ([`compact`]) folds the journal into a snapshot file once the journal
+//! has grown past the snapshot's size (at least 32 MiB), so disk use and restart time stay
+//! proportional to the registry, and its cost per write stays constant.
 //!
 //! The store knows nothing about replication, so every p2p node can keep its own copy with
 //! it; raft mode keeps its log and state machine in sled through openraft instead.
 
+mod compact;
+mod frame;
+mod writer;
+
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use crate::core::model::InstanceKey;
 use crate::core::state::{PersistedEntry, PersistedRef};
+
+pub use compact::SNAPSHOT_FILE;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +53,9 @@ pub enum StoreError {
 /// One record change: write the entry, or delete the key.
 pub type Change<'a> = (&'a InstanceKey, Option<PersistedRef<'a>>);
 
+/// An encoded record change: key, and the value to write or `None` to delete.
+type Op = (Vec<u8>, Option<Vec<u8>>);
+
 /// What a restart restores.
 #[derive(Debug, Default)]
 pub struct Restored {
@@ -54,29 +68,23 @@ pub struct Restored {
 /// threshold (a quarter of its 512 KiB segment), so every record lives in the synced log file.
 const MAX_RECORD: usize = 100 * 1024;
 
-/// Reserved key holding the change counter (no app name is empty or contains `\0`).
-const VERSION_KEY: &[u8] = b"\0version";
+/// Journal bytes after which a compaction is due, at least.
+const COMPACT_MIN_BYTES: u64 = 32 * 1024 * 1024;
 
-type Op = (Vec<u8>, Option<Vec<u8>>);
-
-/// How long the writer lets concurrent writes gather before a sync.
-const LINGER: Duration = Duration::from_micros(LINGER_US);
-const LINGER_US: u64 = 300;
-
-struct Job {
-    ops: Vec<Op>,
-    done: oneshot::Sender<Result<(), String>>,
-}
+const FORMAT_KEY: &[u8] = b"format";
+/// `1`: one sled record per instance; `2`: journal + snapshot (a `1` store is read and
+/// converted by its first compaction).
+const FORMAT: &[u8] = b"2";
+const LEGACY_FORMAT: &[u8] = b"1";
 
 /// The durable registry store.
 pub struct Store {
-    tree: sled::Tree,
-    tx: Option<mpsc::Sender<Job>>,
+    files: Arc<compact::Files>,
+    tx: Option<mpsc::Sender<writer::Job>>,
     writer: Option<thread::JoinHandle<()>>,
+    compactor: Option<thread::JoinHandle<()>>,
     healthy: Arc<AtomicBool>,
 }
-
-const FORMAT_KEY: &[u8] = b"format";
 
 /// A sled database plus a handle on its log file, for syncs that survive power loss.
 pub struct SyncedDb {
@@ -111,11 +119,26 @@ impl SyncedDb {
         Ok(())
     }
 }
-const FORMAT: &[u8] = b"1";
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves either the old or the new file
+/// whole: written to `dir/tmp`, fsynced, renamed over `name`, and the directory fsynced.
+pub fn write_file_durably(dir: &Path, tmp: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(tmp);
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
 
 impl Store {
-    /// Opens (or creates) the store under `dir`.
+    /// Opens (or creates) the store under `dir`, compacting after at least 32 MiB of journal.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, COMPACT_MIN_BYTES)
+    }
+
+    /// [`Store::open`] with the journal size that makes a compaction due at least.
+    pub fn open_with(dir: &Path, compact_min_bytes: u64) -> Result<Store, StoreError> {
         let synced = SyncedDb::open(dir)?;
         let db = synced.db.clone();
         let meta = db.open_tree("meta")?;
@@ -123,7 +146,7 @@ impl Store {
             None => {
                 meta.insert(FORMAT_KEY, FORMAT)?;
             }
-            Some(v) if v.as_ref() == FORMAT => {}
+            Some(v) if v.as_ref() == FORMAT || v.as_ref() == LEGACY_FORMAT => {}
             Some(v) => {
                 return Err(StoreError::Io(std::io::Error::other(format!(
                     "unsupported store format {:?} in {}",
@@ -132,32 +155,40 @@ impl Store {
                 ))))
             }
         }
-        let tree = db.open_tree("instances")?;
-        let healthy = Arc::new(AtomicBool::new(true));
-        let (tx, rx) = mpsc::channel::<Job>();
-        let writer = {
-            let (tree, healthy) = (tree.clone(), healthy.clone());
-            thread::Builder::new()
-                .name("synod-store".into())
-                .spawn(move || Writer { synced, tree, healthy, carry: Vec::new(), last_batch: 0 }.run(rx))?
+        let journal = db.open_tree("journal")?;
+        let files = Arc::new(compact::Files::new(db, journal.clone(), dir));
+        let next_seq = match journal.last()? {
+            Some((k, _)) => k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0) + 1,
+            None => files.snapshot_through()? + 1,
         };
-        Ok(Store { tree, tx: Some(tx), writer: Some(writer), healthy })
+        let (compactor, compactor_thread) = compact::Compactor::start(files.clone(), compact_min_bytes)?;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (tx, rx) = mpsc::channel::<writer::Job>();
+        let writer = writer::Writer {
+            synced,
+            journal,
+            healthy: healthy.clone(),
+            compactor,
+            next_seq,
+            since_compaction: 0,
+            carry: Vec::new(),
+            version: 0,
+            last_batch: 0,
+        }
+        .spawn(rx)?;
+        meta.insert(FORMAT_KEY, FORMAT)?;
+        Ok(Store { files, tx: Some(tx), writer: Some(writer), compactor: Some(compactor_thread), healthy })
     }
 
     /// Every stored entry and the change counter. An unreadable record stops start-up rather
     /// than being dropped: a silently shrunken registry is worse than a clear error.
     pub fn load(&self) -> Result<Restored, StoreError> {
-        let mut out = Restored::default();
-        for item in self.tree.iter() {
-            let (key, value) = item?;
-            if key.as_ref() == VERSION_KEY {
-                let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| StoreError::Corrupt("version".into()))?;
-                out.version = u64::from_be_bytes(bytes);
-                continue;
-            }
-            let (entry, _) =
-                bincode::serde::decode_from_slice::<PersistedEntry, _>(&value, bincode::config::standard())
-                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(&key))))?;
+        let (snap, journal_bytes) = self.files.read(None)?;
+        tracing::debug!(records = snap.records.len(), journal_bytes, "registry store read");
+        let mut out = Restored { entries: Vec::with_capacity(snap.records.len()), version: snap.version };
+        for (key, value) in &snap.records {
+            let (entry, _) = bincode::serde::decode_from_slice::<PersistedEntry, _>(value, bincode::config::standard())
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(key))))?;
             out.entries.push(entry);
         }
         Ok(out)
@@ -175,7 +206,7 @@ impl Store {
     /// them so the store sees changes in apply order.
     pub fn submit(&self, changes: Vec<Change<'_>>, version: u64) -> oneshot::Receiver<Result<(), String>> {
         let (done, rx) = oneshot::channel();
-        let mut ops = Vec::with_capacity(changes.len() + 1);
+        let mut ops = Vec::with_capacity(changes.len());
         for (key, entry) in changes {
             let value = match entry.map(|e| encode(key, &e)).transpose() {
                 Ok(v) => v,
@@ -186,10 +217,9 @@ impl Store {
             };
             ops.push((encode_key(key), value));
         }
-        ops.push((VERSION_KEY.to_vec(), Some(version.to_be_bytes().to_vec())));
         match &self.tx {
             Some(tx) => {
-                if let Err(mpsc::SendError(job)) = tx.send(Job { ops, done }) {
+                if let Err(mpsc::SendError(job)) = tx.send(writer::Job { ops, version, done }) {
                     let _ = job.done.send(Err(StoreError::Closed.to_string()));
                 }
             }
@@ -203,10 +233,11 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // Closing the channel lets the writer finish what is queued and exit.
+        // Closing the channel lets the writer finish what is queued and exit; its exit closes
+        // the compactor's channel in turn.
         self.tx.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+        for handle in [self.writer.take(), self.compactor.take()].into_iter().flatten() {
+            let _ = handle.join();
         }
     }
 }
@@ -235,90 +266,6 @@ fn encode_key(key: &InstanceKey) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(key.id.as_bytes());
     k
-}
-
-/// The writer thread: group commit.
-struct Writer {
-    synced: SyncedDb,
-    tree: sled::Tree,
-    healthy: Arc<AtomicBool>,
-    /// Operations of batches that failed: their writers were told so, but memory already
-    /// holds the change, so they are written again (before newer ones) until they stick.
-    carry: Vec<Op>,
-    /// Jobs in the previous batch.
-    last_batch: usize,
-}
-
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Job>) {
-        loop {
-            let first = if self.carry.is_empty() {
-                match rx.recv() {
-                    Ok(job) => Some(job),
-                    Err(_) => return,
-                }
-            } else {
-                match rx.recv_timeout(Duration::from_secs(1)) {
-                    Ok(job) => Some(job),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        let _ = self.write(std::iter::empty());
-                        return;
-                    }
-                }
-            };
-            // Under concurrent load, wait a moment so more writers join this sync: each
-            // flush + fdatasync costs far more CPU than the records it carries. A lone writer
-            // (previous batch of one) is synced at once.
-            if self.last_batch > 1 && !LINGER.is_zero() {
-                thread::sleep(LINGER);
-            }
-            let mut jobs: Vec<Job> = first.into_iter().collect();
-            while let Ok(more) = rx.try_recv() {
-                jobs.push(more);
-            }
-            self.last_batch = jobs.len();
-            let ops: Vec<Op> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.ops)).collect();
-            let result = self.write(ops.into_iter());
-            for job in jobs {
-                let _ = job.done.send(result.clone());
-            }
-        }
-    }
-
-    /// Writes the carried and the new operations as one batch and syncs.
-    fn write(&mut self, ops: impl Iterator<Item = Op>) -> Result<(), String> {
-        let mut all = std::mem::take(&mut self.carry);
-        all.extend(ops);
-        let mut batch = sled::Batch::default();
-        for (key, value) in &all {
-            match value {
-                Some(v) => batch.insert(key.as_slice(), v.as_slice()),
-                None => batch.remove(key.as_slice()),
-            }
-        }
-        let result = self
-            .tree
-            .apply_batch(batch)
-            .map_err(StoreError::from)
-            .and_then(|_| self.synced.sync())
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        match &result {
-            Ok(()) => {
-                if !self.healthy.swap(true, Ordering::Relaxed) {
-                    tracing::info!("registry store writes succeed again");
-                }
-            }
-            Err(e) => {
-                if self.healthy.swap(false, Ordering::Relaxed) {
-                    tracing::error!(error = %e, "registry store write failed; retrying");
-                }
-                self.carry = all;
-            }
-        }
-        result
-    }
 }
 
 #[cfg(test)]
@@ -351,5 +298,128 @@ mod tests {
         // Deleting the key removes the record.
         store.submit(vec![(&key, None)], 2).await.unwrap().unwrap();
         assert!(store.load().unwrap().entries.is_empty());
+    }
+
+    /// Registers instance `id` of app A in `st`; returns its key.
+    fn register(st: &mut RegistryState, id: &str) -> InstanceKey {
+        let body = format!(
+            r#"{{"instance":{{"instanceId":"{id}","hostName":"h","app":"A","ipAddr":"1.2.3.4","dataCenterInfo":{{"name":"MyOwn"}}}}}}"#
+        );
+        let tree = crate::codec::json::parse(body.as_bytes()).unwrap();
+        let instance = crate::codec::decode::registration(&tree, 5).unwrap();
+        st.apply(Command::Register { instance: Box::new(instance), now: 10, from_peer: false });
+        InstanceKey::new("A", id)
+    }
+
+    async fn put(store: &Store, st: &RegistryState, key: &InstanceKey) {
+        store.submit(vec![(key, st.persisted_ref(key))], st.version()).await.unwrap().unwrap();
+    }
+
+    fn ids(restored: &Restored) -> Vec<String> {
+        let mut ids: Vec<String> = restored.entries.iter().map(|e| e.info.instance_id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    async fn wait_compacted_through(store: &Store, seq: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.files.snapshot_through().unwrap() < seq {
+            assert!(std::time::Instant::now() < deadline, "no compaction through {seq}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn compaction_folds_the_journal_into_a_snapshot_and_loads_the_same_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = RegistryState::new(CoreConfig::default());
+        let mut expected = Vec::new();
+        {
+            // A compaction is due after every write (one at a time).
+            let store = Store::open_with(dir.path(), 1).unwrap();
+            for i in 0..200 {
+                let key = register(&mut st, &format!("i{i:03}"));
+                put(&store, &st, &key).await;
+                if i % 3 == 0 {
+                    store.submit(vec![(&key, None)], st.version()).await.unwrap().unwrap();
+                } else {
+                    expected.push(key.id.clone());
+                }
+            }
+            wait_compacted_through(&store, 1).await;
+            // Trimmed: the journal keeps only records after the snapshot.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let first = store.files.journal.first().unwrap().map(|(k, _)| k.to_vec());
+                let through = store.files.snapshot_through().unwrap();
+                if first.is_none_or(|k| k.as_slice() > through.to_be_bytes().as_slice()) {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "journal never trimmed behind the snapshot");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(store.files.journal.len() < 200, "journal not trimmed: {} records", store.files.journal.len());
+            assert_eq!(ids(&store.load().unwrap()), expected);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let restored = store.load().unwrap();
+        assert_eq!(ids(&restored), expected);
+        assert_eq!(restored.version, st.version());
+        // Sequence numbers continue after the snapshot.
+        let key = register(&mut st, "later");
+        put(&store, &st, &key).await;
+        expected.push("later".into());
+        drop(store);
+        assert_eq!(ids(&Store::open(dir.path()).unwrap().load().unwrap()), expected);
+    }
+
+    #[tokio::test]
+    async fn journal_records_already_in_the_snapshot_are_not_replayed() {
+        // A crash between writing a snapshot and trimming the journal leaves records the
+        // snapshot contains; replaying a stale "put" would resurrect a deleted instance.
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = RegistryState::new(CoreConfig::default());
+        let store = Store::open(dir.path()).unwrap();
+        let key = register(&mut st, "gone");
+        put(&store, &st, &key).await;
+        let (seq, stale) = store.files.journal.first().unwrap().unwrap();
+        store.submit(vec![(&key, None)], st.version() + 1).await.unwrap().unwrap();
+        let through = u64::from_be_bytes(store.files.journal.last().unwrap().unwrap().0.as_ref().try_into().unwrap());
+        store.files.compact(through).unwrap();
+        assert!(store.files.journal.is_empty());
+        store.files.journal.insert(seq, stale).unwrap();
+        drop(store);
+        let restored = Store::open(dir.path()).unwrap().load().unwrap();
+        assert!(restored.entries.is_empty(), "{:?}", ids(&restored));
+        assert_eq!(restored.version, st.version() + 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_of_the_first_layout_is_read_and_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = RegistryState::new(CoreConfig::default());
+        let old = register(&mut st, "old");
+        {
+            // One sled record per instance plus the change counter, as the first layout wrote.
+            let db = SyncedDb::open(dir.path()).unwrap();
+            db.db.open_tree("meta").unwrap().insert(FORMAT_KEY, LEGACY_FORMAT).unwrap();
+            let tree = db.db.open_tree("instances").unwrap();
+            tree.insert(encode_key(&old), encode(&old, &st.persisted_ref(&old).unwrap()).unwrap()).unwrap();
+            tree.insert(b"\0version", &st.version().to_be_bytes()).unwrap();
+            db.sync().unwrap();
+        }
+        {
+            let store = Store::open_with(dir.path(), 1).unwrap();
+            let restored = store.load().unwrap();
+            assert_eq!(ids(&restored), vec!["old".to_string()]);
+            assert_eq!(restored.version, st.version());
+            let new = register(&mut st, "new");
+            put(&store, &st, &new).await;
+            wait_compacted_through(&store, 1).await;
+            let names = store.files.db.tree_names();
+            assert!(!names.iter().any(|n| n.as_ref() == b"instances"), "first-layout tree kept");
+        }
+        let restored = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(ids(&restored), vec!["new".to_string(), "old".to_string()]);
     }
 }

@@ -13,7 +13,7 @@
 //! the change they describe, so a snapshot taken under that lock is always consistent with
 //! the id it claims (openraft builds snapshots concurrently with `apply`).
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ use super::types::{decode, encode, Entry, LogId, SnapshotMeta, StorageError, Sto
 use crate::core::command::Outcome;
 use crate::core::registry::Registry;
 use crate::core::state::{PersistedEntry, PersistedRef};
-use crate::store::{StoreError, SyncedDb};
+use crate::store::{write_file_durably, StoreError, SyncedDb};
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
@@ -126,14 +126,7 @@ impl StateMachine {
         let sig = Some(stored.meta.signature());
         let bytes = encode(stored).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         let dir = self.dir.clone();
-        let write = move || -> std::io::Result<()> {
-            let tmp = dir.join(SNAPSHOT_TMP);
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-            std::fs::File::open(&dir)?.sync_all()
-        };
+        let write = move || write_file_durably(&dir, SNAPSHOT_TMP, SNAPSHOT_FILE, &bytes);
         match tokio::task::spawn_blocking(write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StorageIOError::write_snapshot(sig, &e).into()),
