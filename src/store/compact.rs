@@ -7,12 +7,15 @@
 //! with the whole journal, or the new one with records it already contains; loading replays
 //! only records after the snapshot's sequence, so both give the same registry.
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
-use super::frame::{self, Snapshot};
+use super::frame::{self, SnapshotHeader, SnapshotReader};
 use super::{write_file_durably, StoreError};
 
 /// File holding the latest snapshot, next to sled's files.
@@ -23,6 +26,9 @@ const SNAPSHOT_TMP: &str = "registry.snapshot.tmp";
 const LEGACY_TREE: &str = "instances";
 const LEGACY_VERSION_KEY: &[u8] = b"\0version";
 
+/// Buffer size for streaming snapshots.
+const IO_BUFFER: usize = 1 << 20;
+
 /// What compaction and loading share: the database, the directory and the rules to read them.
 pub struct Files {
     pub db: sled::Db,
@@ -32,90 +38,153 @@ pub struct Files {
     lock: Mutex<()>,
 }
 
+/// Where the records below the journal come from.
+enum Base {
+    Snapshot(SnapshotReader<BufReader<File>>),
+    Legacy(sled::Iter),
+    Empty,
+}
+
+impl Base {
+    fn next_record(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        match self {
+            Base::Snapshot(r) => r.next_record(),
+            Base::Legacy(iter) => loop {
+                match iter.next().transpose()? {
+                    Some((k, _)) if k.as_ref() == LEGACY_VERSION_KEY => continue,
+                    Some((k, v)) => return Ok(Some((k.to_vec(), v.to_vec()))),
+                    None => return Ok(None),
+                }
+            },
+            Base::Empty => Ok(None),
+        }
+    }
+}
+
+/// The registry's records as of some journal sequence, ready to be streamed in key order: the
+/// base records merged with the journal's changes.
+pub struct Merged {
+    base: Base,
+    changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub header: SnapshotHeader,
+    /// Journal bytes replayed on top of the base.
+    pub journal_bytes: u64,
+}
+
+impl Merged {
+    /// Calls `emit` for every record, in key order.
+    pub fn for_each(mut self, emit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut changes = std::mem::take(&mut self.changes).into_iter().peekable();
+        let mut base = self.base.next_record()?;
+        loop {
+            let take_base = match (&base, changes.peek()) {
+                (None, None) => return Ok(()),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((bk, _)), Some((ck, _))) => bk < ck,
+            };
+            if take_base {
+                if let Some((k, v)) = base.take() {
+                    emit(&k, &v)?;
+                }
+                base = self.base.next_record()?;
+            } else if let Some((ck, cv)) = changes.next() {
+                // A change replaces (or deletes) the base record with the same key.
+                if base.as_ref().is_some_and(|(bk, _)| *bk == ck) {
+                    base = self.base.next_record()?;
+                }
+                if let Some(v) = cv {
+                    emit(&ck, &v)?;
+                }
+            }
+        }
+    }
+}
+
 impl Files {
     pub fn new(db: sled::Db, journal: sled::Tree, dir: &Path) -> Files {
         Files { db, journal, dir: dir.to_path_buf(), lock: Mutex::new(()) }
     }
 
-    /// The registry's records as of journal sequence `upto` (everything when `None`), and the
-    /// journal bytes replayed on top of the snapshot to get there.
-    pub fn read(&self, upto: Option<u64>) -> Result<(Snapshot, u64), StoreError> {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut snap = self.read_base()?;
-        let start = snap.through_seq.saturating_add(1).to_be_bytes();
+    /// The registry as of journal sequence `upto` (everything when `None`).
+    pub fn merged(&self, upto: Option<u64>) -> Result<Merged, StoreError> {
+        let (base, mut header) = self.base()?;
+        let start = header.through_seq.saturating_add(1).to_be_bytes();
         let range = match upto {
             Some(end) => self.journal.range(start..=end.to_be_bytes()),
             None => self.journal.range(start..),
         };
-        let mut bytes = 0;
+        let mut changes = BTreeMap::new();
+        let mut journal_bytes = 0;
         for item in range {
             let (key, value) = item?;
             let seq = key.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| corrupt_key(&key))?;
-            snap.version = frame::apply_record(&value, &mut snap.records)
-                .map_err(|e| StoreError::Corrupt(format!("journal entry {seq}: {e}")))?;
-            snap.through_seq = seq;
-            bytes += value.len() as u64;
+            header.version = frame::for_each_op(&value, |k, v| {
+                changes.insert(k.to_vec(), v.map(<[u8]>::to_vec));
+            })
+            .map_err(|e| StoreError::Corrupt(format!("journal entry {seq}: {e}")))?;
+            header.through_seq = seq;
+            journal_bytes += value.len() as u64;
         }
-        Ok((snap, bytes))
+        Ok(Merged { base, changes, header, journal_bytes })
     }
 
     /// The journal sequence the snapshot file covers (0 without one), from its header alone.
     pub fn snapshot_through(&self) -> Result<u64, StoreError> {
-        use std::io::Read;
-        let mut header = [0u8; 16];
-        match std::fs::File::open(self.dir.join(SNAPSHOT_FILE)) {
-            Ok(mut f) => {
-                f.read_exact(&mut header)?;
-                Ok(u64::from_le_bytes(header[8..].try_into().unwrap_or_default()))
-            }
+        match File::open(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(f) => Ok(SnapshotReader::open(f)?.1.through_seq),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(e.into()),
         }
     }
 
     /// The snapshot file, else the first layout's tree, else nothing.
-    fn read_base(&self) -> Result<Snapshot, StoreError> {
+    fn base(&self) -> Result<(Base, SnapshotHeader), StoreError> {
         let path = self.dir.join(SNAPSHOT_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                return frame::decode_snapshot(&bytes)
-                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))
+        match File::open(&path) {
+            Ok(f) => {
+                let (reader, header) = SnapshotReader::open(BufReader::with_capacity(IO_BUFFER, f))
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+                return Ok((Base::Snapshot(reader), header));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        let mut snap = Snapshot::default();
-        if self.db.tree_names().iter().any(|n| n.as_ref() == LEGACY_TREE.as_bytes()) {
-            for item in self.db.open_tree(LEGACY_TREE)?.iter() {
-                let (key, value) = item?;
-                if key.as_ref() == LEGACY_VERSION_KEY {
-                    let b: [u8; 8] = value.as_ref().try_into().map_err(|_| StoreError::Corrupt("version".into()))?;
-                    snap.version = u64::from_be_bytes(b);
-                } else {
-                    snap.records.insert(key.to_vec(), value.to_vec());
-                }
-            }
+        if !self.db.tree_names().iter().any(|n| n.as_ref() == LEGACY_TREE.as_bytes()) {
+            return Ok((Base::Empty, SnapshotHeader::default()));
         }
-        Ok(snap)
+        let tree = self.db.open_tree(LEGACY_TREE)?;
+        let mut header = SnapshotHeader::default();
+        if let Some(v) = tree.get(LEGACY_VERSION_KEY)? {
+            let b: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt("version".into()))?;
+            header.version = u64::from_be_bytes(b);
+        }
+        Ok((Base::Legacy(tree.iter()), header))
     }
 
     /// Folds the journal up to `through` into a new snapshot; returns the snapshot's size.
     pub fn compact(&self, through: u64) -> Result<u64, StoreError> {
-        let (snap, _) = self.read(Some(through))?;
-        let bytes = frame::encode_snapshot(&snap);
-        {
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            write_file_durably(&self.dir, SNAPSHOT_TMP, SNAPSHOT_FILE, &bytes)?;
-        }
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let merged = self.merged(Some(through))?;
+        let header = merged.header;
+        write_file_durably(&self.dir, SNAPSHOT_TMP, SNAPSHOT_FILE, |w| {
+            frame::write_snapshot(w, header, |emit| merged.for_each(emit)).map(|_| ())
+        })?;
         // The snapshot is durable: the records it contains may go. (If these removals are
         // lost in a crash, loading skips them anyway.)
         let mut batch = sled::Batch::default();
-        for key in self.journal.range(..=snap.through_seq.to_be_bytes()).keys() {
+        for key in self.journal.range(..=header.through_seq.to_be_bytes()).keys() {
             batch.remove(key?);
         }
         self.journal.apply_batch(batch)?;
         self.db.drop_tree(LEGACY_TREE)?;
-        Ok(bytes.len() as u64)
+        Ok(std::fs::metadata(self.dir.join(SNAPSHOT_FILE))?.len())
+    }
+
+    /// Calls `f` with the merged registry while no compaction can replace the snapshot.
+    pub fn read<T>(&self, f: impl FnOnce(Merged) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        f(self.merged(None)?)
     }
 }
 

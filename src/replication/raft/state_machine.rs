@@ -13,7 +13,7 @@
 //! the change they describe, so a snapshot taken under that lock is always consistent with
 //! the id it claims (openraft builds snapshots concurrently with `apply`).
 
-use std::io::Cursor;
+use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -126,7 +126,7 @@ impl StateMachine {
         let sig = Some(stored.meta.signature());
         let bytes = encode(stored).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         let dir = self.dir.clone();
-        let write = move || write_file_durably(&dir, SNAPSHOT_TMP, SNAPSHOT_FILE, &bytes);
+        let write = move || write_file_durably(&dir, SNAPSHOT_TMP, SNAPSHOT_FILE, |w| w.write_all(&bytes));
         match tokio::task::spawn_blocking(write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StorageIOError::write_snapshot(sig, &e).into()),
