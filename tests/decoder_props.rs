@@ -2,7 +2,7 @@
 //! decoded instance always satisfies the validation rules.
 
 use proptest::prelude::*;
-use synod::codec::{decode, json, xml};
+use synod::codec::{decode, json, tree, xml};
 use synod::http::path::segments;
 
 fn valid_json() -> String {
@@ -35,6 +35,28 @@ fn check_decoded(tree: Result<serde_json::Value, synod::codec::DecodeError>) {
     }
 }
 
+/// Both JSON trees (the borrowed one of the registration path and `serde_json::Value`) must
+/// accept the same documents and decode them to the same instance or the same error.
+fn same_decoding(body: &[u8]) {
+    let value = json::parse(body);
+    let node = tree::parse_json(body);
+    assert_eq!(value.is_ok(), node.is_ok(), "{:?}", String::from_utf8_lossy(body));
+    if let (Ok(value), Ok(node)) = (value, node) {
+        assert_eq!(
+            decode::registration(&value, 5),
+            decode::registration(&node, 5),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+/// JSON object text from members, repeats allowed (a `Value` cannot hold them).
+fn object_text(members: &[(String, serde_json::Value)]) -> String {
+    let parts: Vec<String> = members.iter().map(|(k, v)| format!("{}:{}", serde_json::json!(k), v)).collect();
+    format!("{{{}}}", parts.join(","))
+}
+
 /// Mutates a document: replaces a byte range with arbitrary text.
 fn mutate(doc: &str, at: usize, len: usize, with: &str) -> String {
     let bytes = doc.as_bytes();
@@ -52,6 +74,7 @@ proptest! {
     #[test]
     fn json_decoder_never_panics_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
         check_decoded(json::parse(&body));
+        same_decoding(&body);
     }
 
     #[test]
@@ -61,7 +84,9 @@ proptest! {
 
     #[test]
     fn json_decoder_survives_mutations(at in 0usize..2000, len in 0usize..20, with in "[\\PC{}\\[\\]\":,0-9tfn-]{0,12}") {
-        check_decoded(json::parse(mutate(&valid_json(), at, len, &with).as_bytes()));
+        let body = mutate(&valid_json(), at, len, &with);
+        check_decoded(json::parse(body.as_bytes()));
+        same_decoding(body.as_bytes());
     }
 
     #[test]
@@ -73,6 +98,19 @@ proptest! {
     fn json_values_of_any_shape_are_handled(v in arb_json()) {
         let wrapped = serde_json::json!({"instance": v});
         let _ = decode::registration(&wrapped, 0);
+        same_decoding(wrapped.to_string().as_bytes());
+    }
+
+    #[test]
+    fn repeated_members_decode_alike(members in proptest::collection::vec((arb_key(), arb_json()), 0..12)) {
+        let body = format!(r#"{{"instance":{}}}"#, object_text(&members));
+        same_decoding(body.as_bytes());
+        // The same repeats inside a valid instance's objects.
+        let valid = valid_json();
+        let with_repeats = valid.replacen(r#""metadata":{"k":"v"}"#, &format!(r#""metadata":{}"#, object_text(&members)), 1);
+        same_decoding(with_repeats.as_bytes());
+        let at_top = valid.replacen(r#"{"instance":{"#, &format!(r#"{{"instance":{{{},"#, object_text(&members).trim_matches(|c| c == '{' || c == '}')), 1);
+        same_decoding(at_top.as_bytes());
     }
 
     #[test]
@@ -91,7 +129,18 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| serde_json::json!(f)),
         "[a-zA-Z0-9_$@.]{0,8}".prop_map(serde_json::Value::String),
     ];
-    let keys = prop_oneof![
+    let keys = arb_key();
+    leaf.prop_recursive(4, 64, 8, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            proptest::collection::btree_map(keys.clone(), inner, 0..8)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn arb_key() -> impl Strategy<Value = String> + Clone {
+    prop_oneof![
         Just("instanceId".to_string()),
         Just("hostName".to_string()),
         Just("app".to_string()),
@@ -109,14 +158,9 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         Just("lastDirtyTimestamp".to_string()),
         Just("durationInSecs".to_string()),
         Just("countryId".to_string()),
-    ];
-    leaf.prop_recursive(4, 64, 8, move |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
-            proptest::collection::btree_map(keys.clone(), inner, 0..8)
-                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-        ]
-    })
+        Just("k".to_string()),
+        "[a-z]{1,3}",
+    ]
 }
 
 #[test]

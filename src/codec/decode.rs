@@ -1,33 +1,36 @@
-//! Reads an `InstanceInfo` out of a decoded JSON/XML value tree, leniently as the ecosystem's
-//! clients require, and validates it as Eureka's `ApplicationResource.addInstance` does.
+//! Reads an `InstanceInfo` out of a decoded JSON/XML document tree (any [`Tree`]), leniently
+//! as the ecosystem's clients require, and validates it as Eureka's
+//! `ApplicationResource.addInstance` does.
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
-
 use super::limits::*;
+use super::tree::{Tree, View};
 use super::DecodeError;
 use crate::core::limits::{check_metadata, is_xml_safe};
 use crate::core::model::{DataCenterInfo, DataCenterKind, InstanceInfo, LeaseTerms, Port, Status};
 
-type Obj = Map<String, Value>;
-
 /// Decodes the body of a registration: `{"instance": {…}}` (the wrapper is required, as in
 /// Eureka). `now` fills in missing timestamps.
-pub fn registration(root: &Value, now: u64) -> Result<InstanceInfo, DecodeError> {
-    let inner = root
-        .as_object()
-        .and_then(|o| o.get("instance"))
-        .ok_or_else(|| DecodeError::new("body must be an object with an \"instance\" member"))?;
+pub fn registration<T: Tree>(root: &T, now: u64) -> Result<InstanceInfo, DecodeError> {
+    let inner =
+        root.get("instance").ok_or_else(|| DecodeError::new("body must be an object with an \"instance\" member"))?;
     instance(inner, now)
 }
 
+/// `v` unless it is absent or null.
+fn present<T: Tree>(v: Option<&T>) -> Option<&T> {
+    v.filter(|v| !matches!(v.view(), View::Null))
+}
+
 /// Decodes one instance object.
-pub fn instance(v: &Value, now: u64) -> Result<InstanceInfo, DecodeError> {
-    let o = v.as_object().ok_or_else(|| DecodeError::new("instance must be an object"))?;
+pub fn instance<T: Tree>(o: &T, now: u64) -> Result<InstanceInfo, DecodeError> {
+    if !matches!(o.view(), View::Obj) {
+        return Err(DecodeError::new("instance must be an object"));
+    }
     let host_name = text(o, "hostName", MAX_NAME)?.unwrap_or_default();
-    let dc = match o.get("dataCenterInfo") {
-        None | Some(Value::Null) => None,
+    let dc = match present(o.get("dataCenterInfo")) {
+        None => None,
         Some(v) => Some(data_center(v)?),
     };
     let mut instance_id = text(o, "instanceId", MAX_NAME)?.unwrap_or_default();
@@ -97,19 +100,19 @@ pub fn instance(v: &Value, now: u64) -> Result<InstanceInfo, DecodeError> {
 
 /// A scalar as text: strings as they are, numbers and booleans printed; `null` is absent.
 /// XML elements with attributes arrive as objects holding the text under `$`.
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Object(o) => o.get("$").and_then(scalar),
-        _ => None,
+fn scalar<T: Tree>(v: &T) -> Option<String> {
+    match v.view() {
+        View::Str(s) => Some(s.to_owned()),
+        View::Num(n) => Some(n.to_string()),
+        View::Bool(b) => Some(b.to_string()),
+        View::Obj => v.get("$").and_then(scalar),
+        View::Null | View::Arr => None,
     }
 }
 
-fn text(o: &Obj, key: &str, max: usize) -> Result<Option<String>, DecodeError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
+fn text<T: Tree>(o: &T, key: &str, max: usize) -> Result<Option<String>, DecodeError> {
+    match present(o.get(key)) {
+        None => Ok(None),
         Some(v) => {
             let s = scalar(v).ok_or_else(|| DecodeError::new(format!("{key} must be a string")))?;
             if s.len() > max {
@@ -123,30 +126,31 @@ fn text(o: &Obj, key: &str, max: usize) -> Result<Option<String>, DecodeError> {
     }
 }
 
-fn parse_i64(v: &Value, key: &str) -> Result<i64, DecodeError> {
+fn parse_i64<T: Tree>(v: &T, key: &str) -> Result<i64, DecodeError> {
     let bad = || DecodeError::new(format!("{key} must be an integer"));
-    match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).ok_or_else(bad),
-        other => scalar(other).and_then(|s| s.trim().parse().ok()).ok_or_else(bad),
+    match v.view() {
+        View::Num(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).ok_or_else(bad),
+        _ => scalar(v).and_then(|s| s.trim().parse().ok()).ok_or_else(bad),
     }
 }
 
-fn number(o: &Obj, key: &str) -> Result<Option<i64>, DecodeError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(v) => parse_i64(v, key).map(Some),
+fn number<T: Tree>(o: &T, key: &str) -> Result<Option<i64>, DecodeError> {
+    let Some(v) = o.get(key) else { return Ok(None) };
+    match v.view() {
+        View::Null => Ok(None),
+        View::Str(s) if s.trim().is_empty() => Ok(None),
+        _ => parse_i64(v, key).map(Some),
     }
 }
 
-fn timestamp(o: &Obj, key: &str) -> Result<Option<u64>, DecodeError> {
+fn timestamp<T: Tree>(o: &T, key: &str) -> Result<Option<u64>, DecodeError> {
     Ok(number(o, key)?.map(|n| n.max(0) as u64))
 }
 
-fn parse_bool(v: &Value, key: &str) -> Result<bool, DecodeError> {
-    match v {
-        Value::Bool(b) => Ok(*b),
-        other => match scalar(other).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+fn parse_bool<T: Tree>(v: &T, key: &str) -> Result<bool, DecodeError> {
+    match v.view() {
+        View::Bool(b) => Ok(b),
+        _ => match scalar(v).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
             Some("true") => Ok(true),
             Some("false") => Ok(false),
             _ => Err(DecodeError::new(format!("{key} must be true or false"))),
@@ -154,7 +158,7 @@ fn parse_bool(v: &Value, key: &str) -> Result<bool, DecodeError> {
     }
 }
 
-fn status(o: &Obj, keys: &[&str]) -> Result<Option<Status>, DecodeError> {
+fn status<T: Tree>(o: &T, keys: &[&str]) -> Result<Option<Status>, DecodeError> {
     for key in keys {
         if let Some(s) = text(o, key, MAX_NAME)? {
             return s.parse().map(Some).map_err(|e| DecodeError::new(format!("{key}: {e}")));
@@ -165,32 +169,32 @@ fn status(o: &Obj, keys: &[&str]) -> Result<Option<Status>, DecodeError> {
 
 /// A port: `{"$": 8080, "@enabled": "true"}`, or a bare number/string (eureka-js-client's
 /// README example).
-fn port(v: Option<&Value>, default: Port, key: &str) -> Result<Port, DecodeError> {
+fn port<T: Tree>(v: Option<&T>, default: Port, key: &str) -> Result<Port, DecodeError> {
     let check = |n: i64| {
         u32::try_from(n)
             .ok()
             .filter(|p| *p <= 65535)
             .ok_or_else(|| DecodeError::new(format!("{key} must be between 0 and 65535")))
     };
-    match v {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Object(o)) => {
-            let port = match o.get("$") {
-                None | Some(Value::Null) => default.port,
-                Some(p) => check(parse_i64(p, key)?)?,
-            };
-            let enabled = match o.get("@enabled") {
-                None | Some(Value::Null) => default.enabled,
-                Some(e) => parse_bool(e, &format!("{key}.@enabled"))?,
-            };
-            Ok(Port { port, enabled })
-        }
-        Some(other) => Ok(Port { port: check(parse_i64(other, key)?)?, enabled: default.enabled }),
+    let Some(v) = present(v) else { return Ok(default) };
+    if !matches!(v.view(), View::Obj) {
+        return Ok(Port { port: check(parse_i64(v, key)?)?, enabled: default.enabled });
     }
+    let port = match present(v.get("$")) {
+        None => default.port,
+        Some(p) => check(parse_i64(p, key)?)?,
+    };
+    let enabled = match present(v.get("@enabled")) {
+        None => default.enabled,
+        Some(e) => parse_bool(e, &format!("{key}.@enabled"))?,
+    };
+    Ok(Port { port, enabled })
 }
 
-fn data_center(v: &Value) -> Result<DataCenterInfo, DecodeError> {
-    let o = v.as_object().ok_or_else(|| DecodeError::new("dataCenterInfo must be an object"))?;
+fn data_center<T: Tree>(o: &T) -> Result<DataCenterInfo, DecodeError> {
+    if !matches!(o.view(), View::Obj) {
+        return Err(DecodeError::new("dataCenterInfo must be an object"));
+    }
     let name = text(o, "name", MAX_NAME)?
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| DecodeError::new("Missing dataCenterInfo Name"))?;
@@ -210,9 +214,9 @@ fn data_center(v: &Value) -> Result<DataCenterInfo, DecodeError> {
     Ok(DataCenterInfo { kind, name, metadata })
 }
 
-fn lease_terms(v: Option<&Value>) -> Result<LeaseTerms, DecodeError> {
+fn lease_terms<T: Tree>(v: Option<&T>) -> Result<LeaseTerms, DecodeError> {
     let d = LeaseTerms::default();
-    let Some(Value::Object(o)) = v else { return Ok(d) };
+    let Some(o) = v.filter(|v| matches!(v.view(), View::Obj)) else { return Ok(d) };
     let pick = |key: &str, default: u32| -> Result<u32, DecodeError> {
         Ok(match number(o, key)? {
             Some(n) if n > 0 => u32::try_from(n).unwrap_or(u32::MAX).min(24 * 3600),
@@ -226,27 +230,27 @@ fn lease_terms(v: Option<&Value>) -> Result<LeaseTerms, DecodeError> {
 }
 
 /// A flat string map (metadata), with size limits.
-pub fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>, DecodeError> {
+pub fn string_map<T: Tree>(v: Option<&T>, what: &str) -> Result<BTreeMap<String, String>, DecodeError> {
     let mut out = BTreeMap::new();
-    let o = match v {
-        None | Some(Value::Null) => return Ok(out),
-        Some(Value::String(s)) if s.trim().is_empty() => return Ok(out),
-        Some(Value::Object(o)) => o,
-        Some(_) => return Err(DecodeError::new(format!("{what} must be an object of strings"))),
-    };
-    for (k, v) in o {
+    let Some(v) = present(v) else { return Ok(out) };
+    match v.view() {
+        View::Str(s) if s.trim().is_empty() => return Ok(out),
+        View::Obj => {}
+        _ => return Err(DecodeError::new(format!("{what} must be an object of strings"))),
+    }
+    for (k, v) in v.members() {
         if k == "@class" {
             continue;
         }
-        let s = match v {
-            Value::Null => String::new(),
-            Value::Array(_) | Value::Object(_) => {
+        let s = match v.view() {
+            View::Null => String::new(),
+            View::Arr | View::Obj => {
                 return Err(DecodeError::new(format!("{what}.{k} must be a string")));
             }
-            other => scalar(other).unwrap_or_default(),
+            _ => scalar(v).unwrap_or_default(),
         };
         check_metadata_entry(k, &s, what)?;
-        out.insert(k.clone(), s);
+        out.insert(k.to_owned(), s);
         if out.len() > MAX_METADATA_ENTRIES {
             return Err(DecodeError::new(format!("{what} has more than {MAX_METADATA_ENTRIES} entries")));
         }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::path::segments;
 use super::respond::{self, empty, error, Reject};
 use super::AppState;
-use crate::codec::{self, decode, json, xml};
+use crate::codec::{self, decode, json, tree, xml};
 use crate::core::command::{Command, Outcome};
 use crate::core::model::{InstanceInfo, InstanceKey, Status};
 use crate::core::registry::{Format, ViewKind};
@@ -282,17 +282,17 @@ fn decode_registration(headers: &HeaderMap, body: &[u8], now: u64) -> Result<Ins
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_ascii_lowercase();
-    let tree = if ctype.contains("json") {
-        json::parse(body)
+    let decoded = if ctype.contains("json") {
+        tree::parse_json(body).and_then(|t| decode::registration(&t, now))
     } else if ctype.contains("xml") {
-        xml::parse(body)
+        xml::parse(body).and_then(|t| decode::registration(&t, now))
     } else {
         return Err(Reject(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type {ctype:?} is not supported; use application/json or application/xml"),
         ));
     };
-    tree.and_then(|t| decode::registration(&t, now)).map_err(Reject::bad_request)
+    decoded.map_err(Reject::bad_request)
 }
 
 /// Eureka's replication header: a peer's call is applied but not replicated onward.
