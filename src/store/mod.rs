@@ -178,10 +178,6 @@ impl Store {
             healthy: healthy.clone(),
             compactor,
             next_seq,
-            since_compaction: 0,
-            carry: Vec::new(),
-            version: 0,
-            last_batch: 0,
         }
         .spawn(rx)?;
         meta.insert(FORMAT_KEY, FORMAT)?;

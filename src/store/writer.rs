@@ -1,12 +1,20 @@
-//! The writer thread: group commit into the journal.
+//! Group commit into the journal, in two pipelined stages.
 //!
-//! It takes every job queued, writes their operations as journal records in one atomic sled
-//! batch, flushes sled, `fdatasync`s sled's data file, and only then acknowledges the jobs. One
-//! sled insert per group commit (instead of one per instance record) is what makes the write
-//! path cheap: sled's per-key insert cost, not the sync, dominated the first layout.
+//! The *writer* thread takes every job queued, writes their operations as journal records in
+//! one atomic sled batch and hands the batch to the *syncer*. The syncer takes every batch
+//! handed over so far, flushes sled, `fdatasync`s sled's data file, and only then acknowledges
+//! their jobs. While one sync waits for the disk, the next batch is gathered and inserted, so
+//! a write waits for at most about two syncs and the disk is never idle under load. One sled
+//! insert per group commit (instead of one per instance record) is what makes the write path
+//! cheap: sled's per-key insert cost, not the sync, dominated the first layout.
+//!
+//! Failures: a batch whose insert or sync fails is reported to its writers, and its operations
+//! (with those of every batch inserted after it and not yet synced) are written again, in
+//! their original order, before anything newer — memory already holds those changes, so disk
+//! must catch up, and a newer record must never be overwritten by an older retried one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -21,7 +29,7 @@ use super::{Op, StoreError, SyncedDb};
 /// stay well below that (a single operation is itself capped by `MAX_RECORD`).
 const MAX_JOURNAL_RECORD: usize = 96 * 1024;
 
-/// How long the writer lets concurrent writes gather before a sync.
+/// How long the writer lets concurrent writes gather before inserting a batch.
 const LINGER: Duration = Duration::from_micros(300);
 
 /// Operations from one apply, in order, with the registry's change counter after it.
@@ -31,6 +39,46 @@ pub struct Job {
     pub done: oneshot::Sender<Result<(), String>>,
 }
 
+/// A batch inserted into the journal, waiting for a sync.
+struct Inserted {
+    dones: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Kept to be written again should the sync fail.
+    ops: Vec<Op>,
+    bytes: u64,
+    last_seq: u64,
+}
+
+/// What the two stages share, under one lock.
+#[derive(Default)]
+struct Pipe {
+    inserted: Vec<Inserted>,
+    /// Operations to write again, oldest first, ahead of anything newer.
+    carry: Vec<Op>,
+    closed: bool,
+}
+
+struct Shared {
+    pipe: Mutex<Pipe>,
+    ready: Condvar,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pipe> {
+        self.pipe.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_healthy(&self, ok: bool, error: &str) {
+        let was = self.healthy.swap(ok, Ordering::Relaxed);
+        if ok && !was {
+            tracing::info!("registry store writes succeed again");
+        } else if !ok && was {
+            tracing::error!(error, "registry store write failed; retrying");
+        }
+    }
+}
+
+/// The writer stage; it starts the syncer stage.
 pub struct Writer {
     pub synced: SyncedDb,
     pub journal: sled::Tree,
@@ -38,42 +86,52 @@ pub struct Writer {
     pub compactor: Compactor,
     /// Sequence number of the next journal record.
     pub next_seq: u64,
-    /// Journal bytes written since the last compaction request.
-    pub since_compaction: u64,
-    /// Operations of batches that failed: their writers were told so, but memory already holds
-    /// the change, so they are written again (before newer ones) until they stick.
-    pub carry: Vec<Op>,
-    /// The newest change counter seen.
-    pub version: u64,
-    /// Jobs in the previous batch.
-    pub last_batch: usize,
 }
 
 impl Writer {
+    /// Starts both stages; the returned thread ends after both have finished.
     pub fn spawn(self, rx: mpsc::Receiver<Job>) -> std::io::Result<thread::JoinHandle<()>> {
-        thread::Builder::new().name("synod-store".into()).spawn(move || self.run(rx))
+        let shared =
+            Arc::new(Shared { pipe: Mutex::new(Pipe::default()), ready: Condvar::new(), healthy: self.healthy });
+        let syncer = Syncer { synced: self.synced, shared: shared.clone(), compactor: self.compactor, since_compaction: 0 };
+        let syncer = thread::Builder::new().name("synod-sync".into()).spawn(move || syncer.run())?;
+        let stage = Inserter { journal: self.journal, shared, next_seq: self.next_seq, version: 0, last_batch: 0 };
+        thread::Builder::new().name("synod-store".into()).spawn(move || {
+            stage.run(rx);
+            let _ = syncer.join();
+        })
     }
+}
 
+struct Inserter {
+    journal: sled::Tree,
+    shared: Arc<Shared>,
+    next_seq: u64,
+    /// The newest change counter seen.
+    version: u64,
+    /// Jobs in the previous batch.
+    last_batch: usize,
+}
+
+impl Inserter {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         loop {
-            let first = if self.carry.is_empty() {
-                match rx.recv() {
-                    Ok(job) => Some(job),
-                    Err(_) => return,
-                }
-            } else {
+            let retrying = !self.shared.lock().carry.is_empty();
+            let first = if retrying {
                 match rx.recv_timeout(Duration::from_secs(1)) {
                     Ok(job) => Some(job),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        let _ = self.write(Vec::new());
-                        return;
-                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(job) => Some(job),
+                    Err(_) => break,
                 }
             };
-            // Under concurrent load, wait a moment so more writers join this sync: each
+            // Under concurrent load, wait a moment so more writers join this batch: each
             // flush + fdatasync costs far more CPU than the records it carries. A lone writer
-            // (previous batch of one) is synced at once.
+            // (previous batch of one) is written at once.
             if self.last_batch > 1 {
                 thread::sleep(LINGER);
             }
@@ -82,37 +140,39 @@ impl Writer {
                 jobs.push(more);
             }
             self.last_batch = jobs.len();
-            let mut ops = Vec::new();
-            for job in &mut jobs {
-                ops.append(&mut job.ops);
-                self.version = self.version.max(job.version);
-            }
-            let result = self.write(ops);
-            for job in jobs {
-                let _ = job.done.send(result.clone());
-            }
+            self.insert(jobs);
         }
+        // Shutting down: one last attempt at anything still to be written again.
+        self.insert(Vec::new());
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_one();
     }
 
-    /// Writes the carried and the new operations as one atomic batch of journal records and
-    /// syncs.
-    fn write(&mut self, ops: Vec<Op>) -> Result<(), String> {
-        let mut all = std::mem::take(&mut self.carry);
-        all.extend(ops);
-        if all.is_empty() {
-            return Ok(());
+    /// Inserts the carried operations and those of `jobs` as one atomic batch of journal
+    /// records and hands it to the syncer. Holding the lock throughout keeps the order of
+    /// records and retried operations consistent with the syncer's failure handling.
+    fn insert(&mut self, jobs: Vec<Job>) {
+        let mut pipe = self.shared.lock();
+        let mut ops = std::mem::take(&mut pipe.carry);
+        let mut dones = Vec::with_capacity(jobs.len());
+        for mut job in jobs {
+            ops.append(&mut job.ops);
+            self.version = self.version.max(job.version);
+            dones.push(job.done);
         }
+        if ops.is_empty() {
+            return;
+        }
+        let first_seq = self.next_seq;
         let mut batch = sled::Batch::default();
         let mut bytes = 0u64;
         let mut record = frame::record_header(self.version);
         let header = record.len();
-        for op in &all {
+        for op in &ops {
             if record.len() > header && record.len() + frame::op_len(op) > MAX_JOURNAL_RECORD {
                 bytes += record.len() as u64;
-                batch.insert(
-                    &self.next_seq.to_be_bytes(),
-                    std::mem::replace(&mut record, frame::record_header(self.version)),
-                );
+                let full = std::mem::replace(&mut record, frame::record_header(self.version));
+                batch.insert(&self.next_seq.to_be_bytes(), full);
                 self.next_seq += 1;
             }
             frame::put_op(&mut record, op);
@@ -120,29 +180,79 @@ impl Writer {
         bytes += record.len() as u64;
         batch.insert(&self.next_seq.to_be_bytes(), record);
         self.next_seq += 1;
-        let result = self
-            .journal
-            .apply_batch(batch)
-            .map_err(StoreError::from)
-            .and_then(|_| self.synced.sync())
-            .map_err(|e| e.to_string());
-        match &result {
+        match self.journal.apply_batch(batch) {
             Ok(()) => {
-                if !self.healthy.swap(true, Ordering::Relaxed) {
-                    tracing::info!("registry store writes succeed again");
-                }
-                self.since_compaction += bytes;
-                if self.compactor.due(self.since_compaction) && self.compactor.request(self.next_seq - 1) {
-                    self.since_compaction = 0;
-                }
+                pipe.inserted.push(Inserted { dones, ops, bytes, last_seq: self.next_seq - 1 });
+                self.shared.ready.notify_one();
             }
             Err(e) => {
-                if self.healthy.swap(false, Ordering::Relaxed) {
-                    tracing::error!(error = %e, "registry store write failed; retrying");
+                // Nothing of an atomic batch was written; its sequence numbers stay unused.
+                let e = StoreError::from(e).to_string();
+                self.shared.set_healthy(false, &e);
+                pipe.carry = ops;
+                for done in dones {
+                    let _ = done.send(Err(e.clone()));
                 }
-                self.carry = all;
+                tracing::debug!(first_seq, "journal insert failed");
             }
         }
-        result
+    }
+}
+
+struct Syncer {
+    synced: SyncedDb,
+    shared: Arc<Shared>,
+    compactor: Compactor,
+    /// Journal bytes synced since the last compaction request.
+    since_compaction: u64,
+}
+
+impl Syncer {
+    fn run(mut self) {
+        loop {
+            let batches = {
+                let mut pipe = self.shared.lock();
+                while pipe.inserted.is_empty() && !pipe.closed {
+                    pipe = self.shared.ready.wait(pipe).unwrap_or_else(|e| e.into_inner());
+                }
+                if pipe.inserted.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut pipe.inserted)
+            };
+            // Everything inserted before this sync starts is durable when it returns.
+            match self.synced.sync() {
+                Ok(()) => {
+                    self.shared.set_healthy(true, "");
+                    let last_seq = batches.last().map_or(0, |b| b.last_seq);
+                    for b in batches {
+                        self.since_compaction += b.bytes;
+                        for done in b.dones {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
+                    if self.compactor.due(self.since_compaction) && self.compactor.request(last_seq) {
+                        self.since_compaction = 0;
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    self.shared.set_healthy(false, &e);
+                    // These batches and every one inserted after them are written again, in
+                    // order, before anything newer (the writer holds the lock while inserting).
+                    let mut pipe = self.shared.lock();
+                    let later = std::mem::take(&mut pipe.inserted);
+                    let mut carry = Vec::new();
+                    for b in batches.into_iter().chain(later) {
+                        carry.extend(b.ops);
+                        for done in b.dones {
+                            let _ = done.send(Err(e.clone()));
+                        }
+                    }
+                    carry.append(&mut pipe.carry);
+                    pipe.carry = carry;
+                }
+            }
+        }
     }
 }
