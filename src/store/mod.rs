@@ -172,14 +172,7 @@ impl Store {
         let (compactor, compactor_thread) = compact::Compactor::start(files.clone(), compact_min_bytes)?;
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::channel::<writer::Job>();
-        let writer = writer::Writer {
-            synced,
-            journal,
-            healthy: healthy.clone(),
-            compactor,
-            next_seq,
-        }
-        .spawn(rx)?;
+        let writer = writer::Writer { synced, journal, healthy: healthy.clone(), compactor, next_seq }.spawn(rx)?;
         meta.insert(FORMAT_KEY, FORMAT)?;
         Ok(Store { files, tx: Some(tx), writer: Some(writer), compactor: Some(compactor_thread), healthy })
     }

@@ -54,6 +54,8 @@ struct Pipe {
     inserted: Vec<Inserted>,
     /// Operations to write again, oldest first, ahead of anything newer.
     carry: Vec<Op>,
+    /// Whether the syncer is waiting for the disk.
+    syncing: bool,
     closed: bool,
 }
 
@@ -93,7 +95,8 @@ impl Writer {
     pub fn spawn(self, rx: mpsc::Receiver<Job>) -> std::io::Result<thread::JoinHandle<()>> {
         let shared =
             Arc::new(Shared { pipe: Mutex::new(Pipe::default()), ready: Condvar::new(), healthy: self.healthy });
-        let syncer = Syncer { synced: self.synced, shared: shared.clone(), compactor: self.compactor, since_compaction: 0 };
+        let syncer =
+            Syncer { synced: self.synced, shared: shared.clone(), compactor: self.compactor, since_compaction: 0 };
         let syncer = thread::Builder::new().name("synod-sync".into()).spawn(move || syncer.run())?;
         let stage = Inserter { journal: self.journal, shared, next_seq: self.next_seq, version: 0, last_batch: 0 };
         thread::Builder::new().name("synod-store".into()).spawn(move || {
@@ -129,10 +132,11 @@ impl Inserter {
                     Err(_) => break,
                 }
             };
-            // Under concurrent load, wait a moment so more writers join this batch: each
-            // flush + fdatasync costs far more CPU than the records it carries. A lone writer
-            // (previous batch of one) is written at once.
-            if self.last_batch > 1 {
+            // While the disk is busy with the previous batch, wait a moment so more writers
+            // join this one: each insert, flush and fdatasync costs far more CPU than the
+            // records it carries. With the disk idle, or a lone writer (previous batch of
+            // one), the batch goes at once.
+            if self.last_batch > 1 && self.shared.lock().syncing {
                 thread::sleep(LINGER);
             }
             let mut jobs: Vec<Job> = first.into_iter().collect();
@@ -218,10 +222,13 @@ impl Syncer {
                 if pipe.inserted.is_empty() {
                     return;
                 }
+                pipe.syncing = true;
                 std::mem::take(&mut pipe.inserted)
             };
             // Everything inserted before this sync starts is durable when it returns.
-            match self.synced.sync() {
+            let synced = self.synced.sync();
+            self.shared.lock().syncing = false;
+            match synced {
                 Ok(()) => {
                     self.shared.set_healthy(true, "");
                     let last_seq = batches.last().map_or(0, |b| b.last_seq);
