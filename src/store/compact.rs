@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
-use super::frame::{self, SnapshotHeader, SnapshotReader};
+use super::frame::{self, Emit, Record, SnapshotHeader, SnapshotReader};
 use super::{write_file_durably, StoreError};
 
 /// File holding the latest snapshot, next to sled's files.
@@ -41,12 +41,12 @@ pub struct Files {
 /// Where the records below the journal come from.
 enum Base {
     Snapshot(SnapshotReader<BufReader<File>>),
-    Legacy(sled::Iter),
+    Legacy(Box<sled::Iter>),
     Empty,
 }
 
 impl Base {
-    fn next_record(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn next_record(&mut self) -> Result<Option<Record>, StoreError> {
         match self {
             Base::Snapshot(r) => r.next_record(),
             Base::Legacy(iter) => loop {
@@ -73,7 +73,7 @@ pub struct Merged {
 
 impl Merged {
     /// Calls `emit` for every record, in key order.
-    pub fn for_each(mut self, emit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    pub fn for_each(mut self, emit: Emit<'_>) -> Result<(), StoreError> {
         let mut changes = std::mem::take(&mut self.changes).into_iter().peekable();
         let mut base = self.base.next_record()?;
         loop {
@@ -159,7 +159,7 @@ impl Files {
             let b: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt("version".into()))?;
             header.version = u64::from_be_bytes(b);
         }
-        Ok((Base::Legacy(tree.iter()), header))
+        Ok((Base::Legacy(Box::new(tree.iter())), header))
     }
 
     /// Folds the journal up to `through` into a new snapshot; returns the snapshot's size.

@@ -18,6 +18,12 @@ use super::{Op, StoreError};
 /// First bytes of a snapshot file, with the layout version.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SYNREG01";
 
+/// A stored record: key and encoded entry.
+pub type Record = (Vec<u8>, Vec<u8>);
+
+/// Receives records (key, value) in key order.
+pub type Emit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>;
+
 /// Marks the end of a snapshot's records (no key is 4 GiB long).
 const END: u32 = u32::MAX;
 
@@ -73,7 +79,7 @@ pub struct SnapshotHeader {
 pub fn write_snapshot<W: Write>(
     w: &mut W,
     header: SnapshotHeader,
-    records: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError>,
+    records: impl FnOnce(Emit<'_>) -> Result<(), StoreError>,
 ) -> Result<u64, StoreError> {
     w.write_all(SNAPSHOT_MAGIC)?;
     w.write_all(&header.through_seq.to_le_bytes())?;
@@ -114,7 +120,7 @@ impl<R: Read> SnapshotReader<R> {
 
     /// The next record, or `None` after the last one (checked against the stored count and
     /// the end of the file).
-    pub fn next_record(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn next_record(&mut self) -> Result<Option<Record>, StoreError> {
         if self.done {
             return Ok(None);
         }
@@ -207,7 +213,7 @@ mod tests {
         })
     }
 
-    fn read_all(bytes: &[u8]) -> Result<(SnapshotHeader, Vec<(Vec<u8>, Vec<u8>)>), StoreError> {
+    fn read_all(bytes: &[u8]) -> Result<(SnapshotHeader, Vec<Record>), StoreError> {
         let (mut r, header) = SnapshotReader::open(bytes)?;
         let mut out = Vec::new();
         while let Some(rec) = r.next_record()? {
