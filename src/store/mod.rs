@@ -84,6 +84,8 @@ pub struct Store {
     writer: Option<thread::JoinHandle<()>>,
     compactor: Option<thread::JoinHandle<()>>,
     healthy: Arc<AtomicBool>,
+    #[cfg(test)]
+    fail_syncs: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// A sled database plus a handle on its log file, for syncs that survive power loss.
@@ -172,9 +174,28 @@ impl Store {
         let (compactor, compactor_thread) = compact::Compactor::start(files.clone(), compact_min_bytes)?;
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::channel::<writer::Job>();
-        let writer = writer::Writer { synced, journal, healthy: healthy.clone(), compactor, next_seq }.spawn(rx)?;
+        #[cfg(test)]
+        let fail_syncs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let writer = writer::Writer {
+            synced,
+            journal,
+            healthy: healthy.clone(),
+            compactor,
+            next_seq,
+            #[cfg(test)]
+            fail_syncs: fail_syncs.clone(),
+        }
+        .spawn(rx)?;
         meta.insert(FORMAT_KEY, FORMAT)?;
-        Ok(Store { files, tx: Some(tx), writer: Some(writer), compactor: Some(compactor_thread), healthy })
+        Ok(Store {
+            files,
+            tx: Some(tx),
+            writer: Some(writer),
+            compactor: Some(compactor_thread),
+            healthy,
+            #[cfg(test)]
+            fail_syncs,
+        })
     }
 
     /// Every stored entry and the change counter. An unreadable record stops start-up rather
@@ -378,6 +399,27 @@ mod tests {
         assert!(store.files.journal.is_empty());
         drop(store);
         assert_eq!(ids(&Store::open(dir.path()).unwrap().load().unwrap()), expected);
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_is_reported_and_its_changes_are_written_again_before_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = RegistryState::new(CoreConfig::default());
+        let store = Store::open(dir.path()).unwrap();
+        let a = register(&mut st, "a");
+        let b = register(&mut st, "b");
+        store.fail_syncs.store(1, Ordering::Release);
+        let failed = store.submit(vec![(&a, st.persisted_ref(&a)), (&b, st.persisted_ref(&b))], st.version());
+        assert!(failed.await.unwrap().is_err(), "a failed sync was acknowledged");
+        assert!(!store.is_healthy());
+        // Memory moved on: b is deleted after the failure. The retried "put b" must land
+        // before this delete, or b would come back.
+        store.submit(vec![(&b, None)], st.version() + 1).await.unwrap().unwrap();
+        assert!(store.is_healthy());
+        drop(store);
+        let restored = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(ids(&restored), vec!["a".to_string()]);
+        assert_eq!(restored.version, st.version() + 1);
     }
 
     #[tokio::test]

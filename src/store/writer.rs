@@ -63,6 +63,9 @@ struct Shared {
     pipe: Mutex<Pipe>,
     ready: Condvar,
     healthy: Arc<AtomicBool>,
+    /// Tests: how many of the next syncs fail.
+    #[cfg(test)]
+    fail_syncs: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Shared {
@@ -88,13 +91,20 @@ pub struct Writer {
     pub compactor: Compactor,
     /// Sequence number of the next journal record.
     pub next_seq: u64,
+    #[cfg(test)]
+    pub fail_syncs: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Writer {
     /// Starts both stages; the returned thread ends after both have finished.
     pub fn spawn(self, rx: mpsc::Receiver<Job>) -> std::io::Result<thread::JoinHandle<()>> {
-        let shared =
-            Arc::new(Shared { pipe: Mutex::new(Pipe::default()), ready: Condvar::new(), healthy: self.healthy });
+        let shared = Arc::new(Shared {
+            pipe: Mutex::new(Pipe::default()),
+            ready: Condvar::new(),
+            healthy: self.healthy,
+            #[cfg(test)]
+            fail_syncs: self.fail_syncs,
+        });
         let syncer =
             Syncer { synced: self.synced, shared: shared.clone(), compactor: self.compactor, since_compaction: 0 };
         let syncer = thread::Builder::new().name("synod-sync".into()).spawn(move || syncer.run())?;
@@ -212,6 +222,14 @@ struct Syncer {
 }
 
 impl Syncer {
+    fn sync(&self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.shared.fail_syncs.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Io(std::io::Error::other("injected sync failure")));
+        }
+        self.synced.sync()
+    }
+
     fn run(mut self) {
         loop {
             let batches = {
@@ -226,7 +244,7 @@ impl Syncer {
                 std::mem::take(&mut pipe.inserted)
             };
             // Everything inserted before this sync starts is durable when it returns.
-            let synced = self.synced.sync();
+            let synced = self.sync();
             self.shared.lock().syncing = false;
             match synced {
                 Ok(()) => {
