@@ -54,8 +54,6 @@ struct Pipe {
     inserted: Vec<Inserted>,
     /// Operations to write again, oldest first, ahead of anything newer.
     carry: Vec<Op>,
-    /// Whether the syncer is waiting for the disk.
-    syncing: bool,
     closed: bool,
 }
 
@@ -142,11 +140,11 @@ impl Inserter {
                     Err(_) => break,
                 }
             };
-            // While the disk is busy with the previous batch, wait a moment so more writers
-            // join this one: each insert, flush and fdatasync costs far more CPU than the
-            // records it carries. With the disk idle, or a lone writer (previous batch of
-            // one), the batch goes at once.
-            if self.last_batch > 1 && self.shared.lock().syncing {
+            // Under concurrent load, wait a moment so more writers join this batch: each
+            // insert, flush and fdatasync costs far more CPU than the records it carries. A
+            // lone writer (previous batch of one) is written at once. (Skipping the wait while
+            // the disk is idle was measured: smaller batches, more CPU, ~15 % fewer writes/s.)
+            if self.last_batch > 1 {
                 thread::sleep(LINGER);
             }
             let mut jobs: Vec<Job> = first.into_iter().collect();
@@ -240,13 +238,10 @@ impl Syncer {
                 if pipe.inserted.is_empty() {
                     return;
                 }
-                pipe.syncing = true;
                 std::mem::take(&mut pipe.inserted)
             };
             // Everything inserted before this sync starts is durable when it returns.
-            let synced = self.sync();
-            self.shared.lock().syncing = false;
-            match synced {
+            match self.sync() {
                 Ok(()) => {
                     self.shared.set_healthy(true, "");
                     let last_seq = batches.last().map_or(0, |b| b.last_seq);
