@@ -308,17 +308,32 @@ mod tests {
         let key = InstanceKey::new("A", "i1");
         st.apply(Command::Register { instance: Box::new(instance), now: 10, from_peer: false });
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = reopen(dir.path(), COMPACT_MIN_BYTES);
             let done = store.submit(vec![(&key, st.persisted_ref(&key))], st.version());
             done.await.unwrap().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path(), COMPACT_MIN_BYTES);
         let restored = store.load().unwrap();
         assert_eq!(restored.version, 1);
         assert_eq!(restored.entries, vec![st.persisted(&key).unwrap()]);
         // Deleting the key removes the record.
         store.submit(vec![(&key, None)], 2).await.unwrap().unwrap();
         assert!(store.load().unwrap().entries.is_empty());
+    }
+
+    /// Opens the store in `dir`. A store just dropped in this process may hold sled's file
+    /// lock a moment longer (sled's I/O pool finishes its last job), so a reopen waits for it.
+    fn reopen(dir: &Path, compact_min_bytes: u64) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open_with(dir, compact_min_bytes) {
+                Ok(store) => return store,
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => panic!("cannot open the store: {e}"),
+            }
+        }
     }
 
     /// Registers instance `id` of app A in `st`; returns its key.
@@ -357,7 +372,7 @@ mod tests {
         let mut expected = Vec::new();
         {
             // A compaction is due after every write (one at a time).
-            let store = Store::open_with(dir.path(), 1).unwrap();
+            let store = reopen(dir.path(), 1);
             for i in 0..200 {
                 let key = register(&mut st, &format!("i{i:03}"));
                 put(&store, &st, &key).await;
@@ -382,7 +397,7 @@ mod tests {
             assert!(store.files.journal.len() < 200, "journal not trimmed: {} records", store.files.journal.len());
             assert_eq!(ids(&store.load().unwrap()), expected);
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path(), COMPACT_MIN_BYTES);
         let restored = store.load().unwrap();
         assert_eq!(ids(&restored), expected);
         assert_eq!(restored.version, st.version());
@@ -398,14 +413,14 @@ mod tests {
         store.files.compact(last.unwrap()).unwrap();
         assert!(store.files.journal.is_empty());
         drop(store);
-        assert_eq!(ids(&Store::open(dir.path()).unwrap().load().unwrap()), expected);
+        assert_eq!(ids(&reopen(dir.path(), COMPACT_MIN_BYTES).load().unwrap()), expected);
     }
 
     #[tokio::test]
     async fn a_failed_sync_is_reported_and_its_changes_are_written_again_before_newer_ones() {
         let dir = tempfile::tempdir().unwrap();
         let mut st = RegistryState::new(CoreConfig::default());
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path(), COMPACT_MIN_BYTES);
         let a = register(&mut st, "a");
         let b = register(&mut st, "b");
         store.fail_syncs.store(1, Ordering::Release);
@@ -417,7 +432,7 @@ mod tests {
         store.submit(vec![(&b, None)], st.version() + 1).await.unwrap().unwrap();
         assert!(store.is_healthy());
         drop(store);
-        let restored = Store::open(dir.path()).unwrap().load().unwrap();
+        let restored = reopen(dir.path(), COMPACT_MIN_BYTES).load().unwrap();
         assert_eq!(ids(&restored), vec!["a".to_string()]);
         assert_eq!(restored.version, st.version() + 1);
     }
@@ -428,7 +443,7 @@ mod tests {
         // snapshot contains; replaying a stale "put" would resurrect a deleted instance.
         let dir = tempfile::tempdir().unwrap();
         let mut st = RegistryState::new(CoreConfig::default());
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path(), COMPACT_MIN_BYTES);
         let key = register(&mut st, "gone");
         put(&store, &st, &key).await;
         let (seq, stale) = store.files.journal.first().unwrap().unwrap();
@@ -438,7 +453,7 @@ mod tests {
         assert!(store.files.journal.is_empty());
         store.files.journal.insert(seq, stale).unwrap();
         drop(store);
-        let restored = Store::open(dir.path()).unwrap().load().unwrap();
+        let restored = reopen(dir.path(), COMPACT_MIN_BYTES).load().unwrap();
         assert!(restored.entries.is_empty(), "{:?}", ids(&restored));
         assert_eq!(restored.version, st.version() + 1);
     }
@@ -458,7 +473,7 @@ mod tests {
             db.sync().unwrap();
         }
         {
-            let store = Store::open_with(dir.path(), 1).unwrap();
+            let store = reopen(dir.path(), 1);
             let restored = store.load().unwrap();
             assert_eq!(ids(&restored), vec!["old".to_string()]);
             assert_eq!(restored.version, st.version());
@@ -468,7 +483,7 @@ mod tests {
             let names = store.files.db.tree_names();
             assert!(!names.iter().any(|n| n.as_ref() == b"instances"), "first-layout tree kept");
         }
-        let restored = Store::open(dir.path()).unwrap().load().unwrap();
+        let restored = reopen(dir.path(), COMPACT_MIN_BYTES).load().unwrap();
         assert_eq!(ids(&restored), vec!["new".to_string(), "old".to_string()]);
     }
 }
