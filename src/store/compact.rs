@@ -19,7 +19,7 @@ use super::frame::{self, Emit, Record, SnapshotHeader, SnapshotReader};
 use super::{write_file_durably, StoreError};
 
 /// File holding the latest snapshot, next to sled's files.
-pub const SNAPSHOT_FILE: &str = "registry.snapshot";
+const SNAPSHOT_FILE: &str = "registry.snapshot";
 const SNAPSHOT_TMP: &str = "registry.snapshot.tmp";
 
 /// Tree of the first store layout: one record per instance plus the change counter.

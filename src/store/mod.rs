@@ -31,8 +31,6 @@ use tokio::sync::oneshot;
 use crate::core::model::InstanceKey;
 use crate::core::state::{PersistedEntry, PersistedRef};
 
-pub use compact::SNAPSHOT_FILE;
-
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -153,9 +151,7 @@ impl Store {
         let db = synced.db.clone();
         let meta = db.open_tree("meta")?;
         match meta.get(FORMAT_KEY)? {
-            None => {
-                meta.insert(FORMAT_KEY, FORMAT)?;
-            }
+            None => {}
             Some(v) if v.as_ref() == FORMAT || v.as_ref() == LEGACY_FORMAT => {}
             Some(v) => {
                 return Err(StoreError::Io(std::io::Error::other(format!(
@@ -186,6 +182,7 @@ impl Store {
             fail_syncs: fail_syncs.clone(),
         }
         .spawn(rx)?;
+        // Written (or upgraded from the first layout) once this code can run on the store.
         meta.insert(FORMAT_KEY, FORMAT)?;
         Ok(Store {
             files,
