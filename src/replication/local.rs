@@ -58,8 +58,12 @@ impl LocalNode {
         (applied.outcome, Durable(rx))
     }
 
-    /// Applies a command and waits until it is durable.
+    /// Applies a command and waits until it is durable. A store that has failed refuses the
+    /// command before it is applied, so memory does not run ahead of what a restart restores.
     pub async fn apply(&self, cmd: Command) -> Result<Outcome, ReplicationError> {
+        if let Some(e) = self.store.failure() {
+            return Err(ReplicationError::Storage(e.to_string()));
+        }
         let (outcome, durable) = self.apply_queued(cmd);
         durable.wait().await?;
         Ok(outcome)
@@ -67,6 +71,6 @@ impl LocalNode {
 
     /// Whether the store accepts writes.
     pub fn is_healthy(&self) -> bool {
-        self.store.is_healthy()
+        self.store.failure().is_none()
     }
 }

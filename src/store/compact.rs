@@ -188,7 +188,7 @@ impl Files {
     }
 }
 
-fn corrupt_key(key: &[u8]) -> StoreError {
+pub(super) fn corrupt_key(key: &[u8]) -> StoreError {
     StoreError::Corrupt(format!("journal key of {} bytes", key.len()))
 }
 

@@ -19,11 +19,11 @@ mod compact;
 mod frame;
 mod writer;
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use tokio::sync::oneshot;
@@ -81,17 +81,22 @@ pub struct Store {
     tx: Option<mpsc::Sender<writer::Job>>,
     writer: Option<thread::JoinHandle<()>>,
     compactor: Option<thread::JoinHandle<()>>,
-    healthy: Arc<AtomicBool>,
+    failure: writer::Failure,
     #[cfg(test)]
     fail_syncs: Arc<std::sync::atomic::AtomicU32>,
 }
 
-/// A sled database plus a handle on its log file, for syncs that survive power loss.
+/// A sled database plus a handle on its files, for syncs that survive power loss.
 pub struct SyncedDb {
     pub db: sled::Db,
-    /// sled keeps every tree in this one file; `fdatasync` on it after sled's own flush makes
-    /// everything flushed so far durable against power loss.
+    /// sled keeps every tree in this one log file, except pages too large for its segments.
     pub data_file: File,
+    /// Where sled writes pages larger than a quarter of a segment, one file each, which it
+    /// never syncs. Journal and raft records stay below that size, but sled writes a whole
+    /// leaf node (up to 17 of them) when it consolidates one, and such a node can be larger.
+    blobs: PathBuf,
+    /// Blob files already synced; files sled has since removed are dropped from it.
+    synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
 }
 
 impl SyncedDb {
@@ -109,13 +114,47 @@ impl SyncedDb {
         db.flush()?;
         data_file.sync_all()?;
         File::open(dir)?.sync_all()?;
-        Ok(SyncedDb { db, data_file })
+        let synced = SyncedDb { db, data_file, blobs: dir.join("blobs"), synced_blobs: Mutex::default() };
+        synced.sync_blobs()?;
+        Ok(synced)
     }
 
-    /// Flushes sled's buffers and syncs its log file: everything written before is durable.
+    /// Flushes sled's buffers and syncs its files: everything written before is durable.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         self.data_file.sync_data()?;
+        self.sync_blobs()
+    }
+
+    /// Syncs the blob files written since the last call, and then their directory. A set of
+    /// names rather than the highest one: sled writes blobs from several threads, so one with
+    /// a lower name can appear after a higher one was synced.
+    fn sync_blobs(&self) -> Result<(), StoreError> {
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut present = HashSet::with_capacity(synced.len());
+        let mut new = false;
+        for entry in entries {
+            let name = entry?.file_name();
+            if !synced.contains(&name) {
+                match File::open(self.blobs.join(&name)) {
+                    Ok(f) => f.sync_data()?,
+                    // Removed by sled's blob collection since the listing.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            File::open(&self.blobs)?.sync_all()?;
+        }
+        *synced = present;
         Ok(())
     }
 }
@@ -163,19 +202,22 @@ impl Store {
         }
         let journal = db.open_tree("journal")?;
         let files = Arc::new(compact::Files::new(db, journal.clone(), dir));
-        let next_seq = match journal.last()? {
-            Some((k, _)) => k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0) + 1,
-            None => files.snapshot_through()? + 1,
+        // After the newest record, and after the snapshot: records the snapshot already holds
+        // are skipped on load, so a reused number would hide a new record.
+        let last = match journal.last()? {
+            Some((k, _)) => k.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| compact::corrupt_key(&k))?,
+            None => 0,
         };
+        let next_seq = last.max(files.snapshot_through()?) + 1;
         let (compactor, compactor_thread) = compact::Compactor::start(files.clone(), compact_min_bytes)?;
-        let healthy = Arc::new(AtomicBool::new(true));
+        let failure = writer::Failure::default();
         let (tx, rx) = mpsc::channel::<writer::Job>();
         #[cfg(test)]
         let fail_syncs = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let writer = writer::Writer {
             synced,
             journal,
-            healthy: healthy.clone(),
+            failure: failure.clone(),
             compactor,
             next_seq,
             #[cfg(test)]
@@ -189,7 +231,7 @@ impl Store {
             tx: Some(tx),
             writer: Some(writer),
             compactor: Some(compactor_thread),
-            healthy,
+            failure,
             #[cfg(test)]
             fail_syncs,
         })
@@ -212,11 +254,10 @@ impl Store {
         })
     }
 
-    /// Whether the last write reached the disk. After a failure the writer keeps retrying the
-    /// failed records (so disk catches up with memory) and this reports false until one
-    /// succeeds.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+    /// Why the store refuses writes, if it does: after a failed write or sync it refuses
+    /// every later one until the process restarts (see [`writer`] for why it does not retry).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
     }
 
     /// Queues changes and the registry's change counter, in order; the receiver resolves once
@@ -414,24 +455,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_sync_is_reported_and_its_changes_are_written_again_before_newer_ones() {
+    async fn a_failed_sync_stops_the_store_and_a_restart_reads_back_what_was_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
         let mut st = RegistryState::new(CoreConfig::default());
         let store = reopen(dir.path(), COMPACT_MIN_BYTES);
         let a = register(&mut st, "a");
+        put(&store, &st, &a).await;
+        assert!(store.failure().is_none());
         let b = register(&mut st, "b");
-        store.fail_syncs.store(1, Ordering::Release);
-        let failed = store.submit(vec![(&a, st.persisted_ref(&a)), (&b, st.persisted_ref(&b))], st.version());
+        store.fail_syncs.store(1, std::sync::atomic::Ordering::Release);
+        let failed = store.submit(vec![(&b, st.persisted_ref(&b))], st.version());
         assert!(failed.await.unwrap().is_err(), "a failed sync was acknowledged");
-        assert!(!store.is_healthy());
-        // Memory moved on: b is deleted after the failure. The retried "put b" must land
-        // before this delete, or b would come back.
-        store.submit(vec![(&b, None)], st.version() + 1).await.unwrap().unwrap();
-        assert!(store.is_healthy());
+        assert!(store.failure().is_some_and(|e| e.contains("injected sync failure")), "{:?}", store.failure());
+        // No retry on the same database: later writes are refused, and not written.
+        let c = register(&mut st, "c");
+        let refused = store.submit(vec![(&c, st.persisted_ref(&c))], st.version()).await.unwrap();
+        assert!(refused.unwrap_err().contains("injected sync failure"));
+        assert!(store.failure().is_some());
         drop(store);
-        let restored = reopen(dir.path(), COMPACT_MIN_BYTES).load().unwrap();
-        assert_eq!(ids(&restored), vec!["a".to_string()]);
-        assert_eq!(restored.version, st.version() + 1);
+        let store = reopen(dir.path(), COMPACT_MIN_BYTES);
+        assert!(store.failure().is_none());
+        let restored = ids(&store.load().unwrap());
+        // "b" was inserted before its sync failed, so it may be on disk; it was not
+        // acknowledged, so losing it would be allowed too.
+        assert!(restored == ["a"] || restored == ["a", "b"], "{restored:?}");
+        put(&store, &st, &c).await;
+        drop(store);
+        assert!(ids(&reopen(dir.path(), COMPACT_MIN_BYTES).load().unwrap()).contains(&"c".to_string()));
+    }
+
+    #[test]
+    fn a_sync_covers_the_pages_sled_writes_as_blob_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SyncedDb::open(dir.path()).unwrap();
+        // A value above a quarter of sled's 512 KiB segment is written as a blob file, as a
+        // consolidated leaf node of many journal records can be.
+        db.db.insert(b"big", vec![7u8; 200 * 1024]).unwrap();
+        db.sync().unwrap();
+        let on_disk: HashSet<_> =
+            std::fs::read_dir(dir.path().join("blobs")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(!on_disk.is_empty(), "sled wrote no blob file");
+        assert_eq!(*db.synced_blobs.lock().unwrap(), on_disk);
     }
 
     #[tokio::test]
@@ -450,9 +514,16 @@ mod tests {
         assert!(store.files.journal.is_empty());
         store.files.journal.insert(seq, stale).unwrap();
         drop(store);
-        let restored = reopen(dir.path(), COMPACT_MIN_BYTES).load().unwrap();
+        let store = reopen(dir.path(), COMPACT_MIN_BYTES);
+        let restored = store.load().unwrap();
         assert!(restored.entries.is_empty(), "{:?}", ids(&restored));
         assert_eq!(restored.version, st.version() + 1);
+        // New records are numbered after the snapshot, not after the stale record, or they
+        // too would be taken for records the snapshot holds.
+        let key = register(&mut st, "new");
+        put(&store, &st, &key).await;
+        drop(store);
+        assert_eq!(ids(&reopen(dir.path(), COMPACT_MIN_BYTES).load().unwrap()), vec!["new".to_string()]);
     }
 
     #[tokio::test]

@@ -8,13 +8,15 @@
 //! insert per group commit (instead of one per instance record) is what makes the write path
 //! cheap: sled's per-key insert cost, not the sync, dominated the first layout.
 //!
-//! Failures: a batch whose insert or sync fails is reported to its writers, and its operations
-//! (with those of every batch inserted after it and not yet synced) are written again, in
-//! their original order, before anything newer — memory already holds those changes, so disk
-//! must catch up, and a newer record must never be overwritten by an older retried one.
+//! Failures stop the store: a batch whose insert or sync fails is reported to its writers,
+//! and so is every batch after it, until a restart. Retrying on the same sled database is not
+//! safe: sled keeps the first I/O error and fails every later flush, and after a failed
+//! `fdatasync` the kernel may have dropped the dirty pages, so a later sync that succeeds
+//! would not mean the earlier writes reached the disk — sled's recovery would then stop at the
+//! hole and drop everything acknowledged after it. A restart reads back exactly what was
+//! acknowledged (PostgreSQL and etcd stop on a failed fsync for the same reason).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -24,9 +26,9 @@ use super::compact::Compactor;
 use super::frame;
 use super::{Op, StoreError, SyncedDb};
 
-/// Largest journal record the writer builds from several operations. sled keeps values above
-/// a quarter of its 512 KiB segment as separate blob files, which it never fsyncs, so records
-/// stay well below that (a single operation is itself capped by `MAX_RECORD`).
+/// Largest journal record the writer builds from several operations (a single operation is
+/// itself capped by `MAX_RECORD`). Larger records would not be less durable — the sync also
+/// covers sled's blob files — but each one is copied whole by sled's leaf consolidations.
 const MAX_JOURNAL_RECORD: usize = 96 * 1024;
 
 /// How long the writer lets concurrent writes gather before inserting a batch.
@@ -39,11 +41,14 @@ pub struct Job {
     pub done: oneshot::Sender<Result<(), String>>,
 }
 
+/// Why the store stopped taking writes, once it has; shared with [`super::Store`].
+pub type Failure = Arc<OnceLock<String>>;
+
+type Done = oneshot::Sender<Result<(), String>>;
+
 /// A batch inserted into the journal, waiting for a sync.
 struct Inserted {
-    dones: Vec<oneshot::Sender<Result<(), String>>>,
-    /// Kept to be written again should the sync fail.
-    ops: Vec<Op>,
+    dones: Vec<Done>,
     bytes: u64,
     last_seq: u64,
 }
@@ -52,15 +57,13 @@ struct Inserted {
 #[derive(Default)]
 struct Pipe {
     inserted: Vec<Inserted>,
-    /// Operations to write again, oldest first, ahead of anything newer.
-    carry: Vec<Op>,
     closed: bool,
 }
 
 struct Shared {
     pipe: Mutex<Pipe>,
     ready: Condvar,
-    healthy: Arc<AtomicBool>,
+    failure: Failure,
     /// Tests: how many of the next syncs fail.
     #[cfg(test)]
     fail_syncs: Arc<std::sync::atomic::AtomicU32>,
@@ -71,12 +74,19 @@ impl Shared {
         self.pipe.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_healthy(&self, ok: bool, error: &str) {
-        let was = self.healthy.swap(ok, Ordering::Relaxed);
-        if ok && !was {
-            tracing::info!("registry store writes succeed again");
-        } else if !ok && was {
-            tracing::error!(error, "registry store write failed; retrying");
+    /// Stops the store for good (the first failure is the one reported).
+    fn fail(&self, error: String) {
+        if self.failure.set(error).is_ok() {
+            let error = self.failure.get().map(String::as_str).unwrap_or_default();
+            tracing::error!(error, "registry store failed; writes are refused until synod restarts");
+        }
+    }
+
+    /// Reports the store's failure to `dones`.
+    fn refuse(&self, dones: impl IntoIterator<Item = Done>) {
+        let e = self.failure.get().cloned().unwrap_or_else(|| StoreError::Closed.to_string());
+        for done in dones {
+            let _ = done.send(Err(e.clone()));
         }
     }
 }
@@ -85,7 +95,7 @@ impl Shared {
 pub struct Writer {
     pub synced: SyncedDb,
     pub journal: sled::Tree,
-    pub healthy: Arc<AtomicBool>,
+    pub failure: Failure,
     pub compactor: Compactor,
     /// Sequence number of the next journal record.
     pub next_seq: u64,
@@ -99,7 +109,7 @@ impl Writer {
         let shared = Arc::new(Shared {
             pipe: Mutex::new(Pipe::default()),
             ready: Condvar::new(),
-            healthy: self.healthy,
+            failure: self.failure,
             #[cfg(test)]
             fail_syncs: self.fail_syncs,
         });
@@ -126,20 +136,7 @@ struct Inserter {
 
 impl Inserter {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
-        loop {
-            let retrying = !self.shared.lock().carry.is_empty();
-            let first = if retrying {
-                match rx.recv_timeout(Duration::from_secs(1)) {
-                    Ok(job) => Some(job),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match rx.recv() {
-                    Ok(job) => Some(job),
-                    Err(_) => break,
-                }
-            };
+        while let Ok(first) = rx.recv() {
             // Under concurrent load, wait a moment so more writers join this batch: each
             // insert, flush and fdatasync costs far more CPU than the records it carries. A
             // lone writer (previous batch of one) is written at once. (Skipping the wait while
@@ -147,33 +144,29 @@ impl Inserter {
             if self.last_batch > 1 {
                 thread::sleep(LINGER);
             }
-            let mut jobs: Vec<Job> = first.into_iter().collect();
+            let mut jobs = vec![first];
             while let Ok(more) = rx.try_recv() {
                 jobs.push(more);
             }
             self.last_batch = jobs.len();
             self.insert(jobs);
         }
-        // Shutting down: one last attempt at anything still to be written again.
-        self.insert(Vec::new());
+        // Shutting down: the syncer syncs what is inserted, then stops.
         self.shared.lock().closed = true;
         self.shared.ready.notify_one();
     }
 
-    /// Inserts the carried operations and those of `jobs` as journal records and hands them
-    /// to the syncer. Holding the lock throughout keeps the order of records and retried
-    /// operations consistent with the syncer's failure handling.
+    /// Writes the operations of `jobs` as journal records and hands them to the syncer.
     fn insert(&mut self, jobs: Vec<Job>) {
-        let mut pipe = self.shared.lock();
-        let mut ops = std::mem::take(&mut pipe.carry);
+        let mut ops = Vec::new();
         let mut dones = Vec::with_capacity(jobs.len());
         for mut job in jobs {
             ops.append(&mut job.ops);
             self.version = self.version.max(job.version);
             dones.push(job.done);
         }
-        if ops.is_empty() {
-            return;
+        if self.shared.failure.get().is_some() {
+            return self.shared.refuse(dones);
         }
         let mut records = Vec::new();
         let mut record = frame::record_header(self.version);
@@ -193,20 +186,12 @@ impl Inserter {
         // changes at worst.
         for record in records {
             if let Err(e) = self.journal.insert(self.next_seq.to_be_bytes(), record) {
-                // Records inserted before the failure stay; the carried operations are written
-                // again after them, which yields the same state.
-                let e = StoreError::from(e).to_string();
-                self.shared.set_healthy(false, &e);
-                pipe.carry = ops;
-                for done in dones {
-                    let _ = done.send(Err(e.clone()));
-                }
-                tracing::debug!(seq = self.next_seq, "journal insert failed");
-                return;
+                self.shared.fail(StoreError::from(e).to_string());
+                return self.shared.refuse(dones);
             }
             self.next_seq += 1;
         }
-        pipe.inserted.push(Inserted { dones, ops, bytes, last_seq: self.next_seq - 1 });
+        self.shared.lock().inserted.push(Inserted { dones, bytes, last_seq: self.next_seq - 1 });
         self.shared.ready.notify_one();
     }
 }
@@ -222,7 +207,14 @@ struct Syncer {
 impl Syncer {
     fn sync(&self) -> Result<(), StoreError> {
         #[cfg(test)]
-        if self.shared.fail_syncs.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
+        if self
+            .shared
+            .fail_syncs
+            .fetch_update(std::sync::atomic::Ordering::AcqRel, std::sync::atomic::Ordering::Acquire, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok()
+        {
             return Err(StoreError::Io(std::io::Error::other("injected sync failure")));
         }
         self.synced.sync()
@@ -240,38 +232,25 @@ impl Syncer {
                 }
                 std::mem::take(&mut pipe.inserted)
             };
-            // Everything inserted before this sync starts is durable when it returns.
-            match self.sync() {
-                Ok(()) => {
-                    self.shared.set_healthy(true, "");
-                    let last_seq = batches.last().map_or(0, |b| b.last_seq);
-                    for b in batches {
-                        self.since_compaction += b.bytes;
-                        for done in b.dones {
-                            let _ = done.send(Ok(()));
-                        }
-                    }
-                    if self.compactor.due(self.since_compaction) && self.compactor.request(last_seq) {
-                        self.since_compaction = 0;
-                    }
+            if self.shared.failure.get().is_none() {
+                // Everything inserted before this sync starts is durable when it returns.
+                if let Err(e) = self.sync() {
+                    self.shared.fail(e.to_string());
                 }
-                Err(e) => {
-                    let e = e.to_string();
-                    self.shared.set_healthy(false, &e);
-                    // These batches and every one inserted after them are written again, in
-                    // order, before anything newer (the writer holds the lock while inserting).
-                    let mut pipe = self.shared.lock();
-                    let later = std::mem::take(&mut pipe.inserted);
-                    let mut carry = Vec::new();
-                    for b in batches.into_iter().chain(later) {
-                        carry.extend(b.ops);
-                        for done in b.dones {
-                            let _ = done.send(Err(e.clone()));
-                        }
-                    }
-                    carry.append(&mut pipe.carry);
-                    pipe.carry = carry;
+            }
+            if self.shared.failure.get().is_some() {
+                self.shared.refuse(batches.into_iter().flat_map(|b| b.dones));
+                continue;
+            }
+            let last_seq = batches.last().map_or(0, |b| b.last_seq);
+            for b in batches {
+                self.since_compaction += b.bytes;
+                for done in b.dones {
+                    let _ = done.send(Ok(()));
                 }
+            }
+            if self.compactor.due(self.since_compaction) && self.compactor.request(last_seq) {
+                self.since_compaction = 0;
             }
         }
     }
