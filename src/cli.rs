@@ -207,16 +207,27 @@ pub async fn app(args: ServerArgs, name: &str) -> anyhow::Result<String> {
         .iter()
         .map(|(_, i)| {
             let port = i["port"]["$"].as_u64().or_else(|| i["port"]["$"].as_str().and_then(|p| p.parse().ok()));
-            let renewed = ms_field(&i["leaseInfo"]["lastRenewalTimestamp"]);
+            let registered = ms_field(&i["leaseInfo"]["registrationTimestamp"]);
             vec![
                 i["instanceId"].as_str().unwrap_or("").to_string(),
                 i["status"].as_str().unwrap_or("").to_string(),
                 format!("{}:{}", i["ipAddr"].as_str().unwrap_or(""), port.map_or("-".into(), |p| p.to_string())),
-                if renewed == 0 { "-".into() } else { format!("{:.1}s", now.saturating_sub(renewed) as f64 / 1000.0) },
+                if registered == 0 { "-".into() } else { age(now.saturating_sub(registered)) },
             ]
         })
         .collect();
-    Ok(columns(&["ID", "STATUS", "ADDRESS", "LAST RENEWAL"], &rows))
+    Ok(columns(&["ID", "STATUS", "ADDRESS", "LEASE AGE"], &rows))
+}
+
+/// A duration in milliseconds as an operator reads it: `42s`, `5m07s`, `3h02m`, `2d04h`.
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
 }
 
 fn encode_segment(s: &str) -> String {
@@ -295,7 +306,9 @@ fn scalar(v: &Value) -> String {
 
 /// `synod watch`: prints every registry change as it happens, using the long-polled delta
 /// (against a server without it, the same request answers at once and is repeated every
-/// second). Runs until interrupted.
+/// second). Runs until interrupted. A server that cannot be reached at the start is an
+/// error; once watching, a failed poll is reported on stderr and retried with a growing
+/// pause (up to 5 s), so a server restart does not end the watch.
 pub async fn watch(args: ServerArgs) -> anyhow::Result<()> {
     let c = client()?;
     let e = args.eureka();
@@ -307,13 +320,29 @@ pub async fn watch(args: ServerArgs) -> anyhow::Result<()> {
     }
     let mut since = first["applications"]["versions__delta"].as_str().and_then(|s| s.parse::<u64>().ok());
     eprintln!("watching {e} (Ctrl-C stops)");
+    let mut failures = 0u32;
     loop {
         let url = match since {
             Some(v) => format!("{e}/apps/delta?waitMs=30000&since={v}"),
             None => format!("{e}/apps/delta?waitMs=30000"),
         };
         let started = std::time::Instant::now();
-        let v = get_json(&c, &url).await?;
+        let v = match get_json(&c, &url).await {
+            Ok(v) => {
+                if failures > 0 {
+                    eprintln!("watching {e} again");
+                    failures = 0;
+                }
+                v
+            }
+            Err(err) => {
+                failures += 1;
+                let pause = Duration::from_millis(500 * (1u64 << failures.min(4))).min(Duration::from_secs(5));
+                eprintln!("synod: {err:#}; retrying in {:.1}s", pause.as_secs_f64());
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
         let version = v["applications"]["versions__delta"].as_str().and_then(|s| s.parse::<u64>().ok());
         for (app, i) in instances(&v) {
             let id = i["instanceId"].as_str().unwrap_or("").to_string();

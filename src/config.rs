@@ -26,7 +26,7 @@ pub enum Command {
     Cluster(crate::cli::ClusterArgs),
     /// Applications with instance counts by status.
     Apps(crate::cli::ServerArgs),
-    /// The instances of one application: status, address, time since last renewal.
+    /// The instances of one application: status, address, lease age (time since registration).
     App {
         /// Application name (case-insensitive).
         name: String,

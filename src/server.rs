@@ -93,6 +93,8 @@ impl Node {
                 started: std::time::Instant::now(),
                 max_body_size: self.config.max_body_size,
                 long_polls: Arc::new(tokio::sync::Semaphore::new(self.config.max_long_polls)),
+                max_long_polls: self.config.max_long_polls,
+                long_polls_refused: Arc::default(),
             },
             self.config.max_body_size,
         )

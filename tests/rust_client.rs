@@ -5,11 +5,13 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{py_instance, ServerProcess};
 use reqwest::{Client, StatusCode};
-use synod_client::{ClientConfig, EurekaClient, InstanceConfig, Status};
+use synod_client::{ClientConfig, EurekaClient, InstanceConfig, Server, Status};
 
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -131,8 +133,8 @@ async fn periodic_deltas_fall_back_to_a_full_fetch_when_the_hash_differs() {
     cfg.register = false;
     cfg.registry_fetch_interval = Duration::from_secs(2);
     let client = EurekaClient::start(cfg, instance("watcher", 1)).await.unwrap();
-    // Let the client's first delta round pass, so the next one comes after the retention.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait for the client's first delta round, so the next one comes after the retention.
+    eventually("the first delta", || async { client.registry().delta_version().is_some() }).await;
     let r = c.post(format!("{e}/apps/late")).json(&py_instance("late", "127.0.0.1", 7000)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let took = eventually("late instance via the fallback", || async { client.instances("late").len() == 1 }).await;
@@ -164,9 +166,128 @@ async fn fails_over_between_servers_and_the_cache_outlives_them() {
     s1.kill9();
     eventually("registered on the second server", || async { server_has(&c, &e2, "MOBILE", id).await }).await;
 
-    // Every server down: the cached registry still answers.
+    // Every server down: refreshes fail, and the cached registry still answers.
     s2.kill9();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually("failed refreshes", || async { client.refresh_failures() >= 2 }).await;
     assert_eq!(client.instances("peer").len(), 1, "cache must keep answering");
     assert!(client.choose("peer").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_in_the_clients_zone_are_tried_first() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (s1, s2) = (ServerProcess::start(d1.path(), &[]), ServerProcess::start(d2.path(), &[]));
+    let (e1, e2) = (s1.eureka_url(), s2.eureka_url());
+    let c = Client::new();
+    // Listed second, but in the client's zone.
+    let cfg =
+        ClientConfig::with_zones(Some("zone-b"), vec![Server::in_zone(&e1, "zone-a"), Server::in_zone(&e2, "zone-b")]);
+    let client = EurekaClient::start(cfg, instance("zoned", 8080)).await.unwrap();
+    let id = "127.0.0.1:zoned:8080";
+    assert!(server_has(&c, &e2, "ZONED", id).await, "registered in its own zone");
+    assert!(!server_has(&c, &e1, "ZONED", id).await, "not on the other zone's server");
+    drop(client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_without_a_free_slot_is_answered_by_a_plain_delta_not_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--max-long-polls", "1"]);
+    let e = server.eureka_url();
+    let root = format!("http://{}", server.addr);
+    let c = Client::new();
+    let r = c.post(format!("{e}/apps/held")).json(&py_instance("held", "127.0.0.1", 7000)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let status = |c: Client, root: String| async move {
+        c.get(format!("{root}/v1/status")).send().await.unwrap().json::<serde_json::Value>().await.unwrap()
+    };
+    // The only slot is taken (nothing changes while the test runs, so it stays taken).
+    let version = status(c.clone(), root.clone()).await["registry_version"].as_u64().unwrap();
+    let holder = {
+        let (c, e) = (c.clone(), e.clone());
+        tokio::spawn(async move { c.get(format!("{e}/apps/delta?waitMs=60000&since={version}")).send().await })
+    };
+    eventually("the slot taken", || async { status(c.clone(), root.clone()).await["long_polls_waiting"] == 1 }).await;
+    let mut cfg = ClientConfig::new(vec![e.clone()]);
+    cfg.register = false;
+    let client = EurekaClient::start(cfg, instance("watcher", 1)).await.unwrap();
+    eventually("three refused long polls", || async {
+        status(c.clone(), root.clone()).await["long_polls_refused"].as_u64() >= Some(3)
+    })
+    .await;
+    assert_eq!(client.refresh_failures(), 0, "a busy answer is no server failure");
+    assert_eq!(client.instances("held").len(), 1);
+    holder.abort();
+}
+
+/// A stand-in for a Eureka server without long-poll support (Netflix Eureka answers
+/// `waitMs` requests as plain deltas, without `x-synod-long-poll`): an empty registry with a
+/// delta version; counts the requests and can fail the next deltas.
+#[derive(Default)]
+struct PlainEureka {
+    full: AtomicU64,
+    deltas: AtomicU64,
+    waits: AtomicU64,
+    fail_deltas: AtomicU64,
+}
+
+async fn plain_eureka() -> (String, Arc<PlainEureka>) {
+    use axum::extract::{Query, State};
+    use axum::http::StatusCode as Code;
+    use axum::routing::get;
+    use axum::Json;
+    use std::collections::HashMap;
+    fn empty() -> Json<serde_json::Value> {
+        Json(serde_json::json!({"applications": {"versions__delta": "1", "apps__hashcode": "", "application": []}}))
+    }
+    let state = Arc::new(PlainEureka::default());
+    let app = axum::Router::new()
+        .route(
+            "/eureka/apps",
+            get(|State(s): State<Arc<PlainEureka>>| async move {
+                s.full.fetch_add(1, Ordering::Relaxed);
+                empty()
+            }),
+        )
+        .route(
+            "/eureka/apps/delta",
+            get(|State(s): State<Arc<PlainEureka>>, Query(q): Query<HashMap<String, String>>| async move {
+                if q.contains_key("waitMs") {
+                    s.waits.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    s.deltas.fetch_add(1, Ordering::Relaxed);
+                }
+                if s.fail_deltas.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                    return Err(Code::INTERNAL_SERVER_ERROR);
+                }
+                Ok(empty())
+            }),
+        )
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/eureka"), state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_server_without_long_poll_it_polls_periodically_and_refetches_after_a_failure() {
+    let (url, s) = plain_eureka().await;
+    let mut cfg = ClientConfig::new(vec![url]);
+    cfg.register = false;
+    cfg.registry_fetch_interval = Duration::from_millis(300);
+    let start = Instant::now();
+    let client = EurekaClient::start(cfg, instance("plain", 1)).await.unwrap();
+    eventually("four periodic deltas", || async { s.deltas.load(Ordering::Relaxed) >= 4 }).await;
+    // One delta learns the version, one long poll finds it unsupported, then a delta every
+    // interval: the fourth comes three intervals after the first, never in a busy loop.
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(850), "four deltas in {took:?}");
+    assert_eq!(s.waits.load(Ordering::Relaxed), 1, "long poll tried once");
+    // A failed delta: the next round fetches the registry whole.
+    let fulls = s.full.load(Ordering::Relaxed);
+    s.fail_deltas.store(1, Ordering::Relaxed);
+    eventually("a full fetch after the failed delta", || async { s.full.load(Ordering::Relaxed) > fulls }).await;
+    eventually("refresh healthy again", || async { client.refresh_failures() == 0 }).await;
+    assert_eq!(s.waits.load(Ordering::Relaxed), 1, "no long poll against this server");
 }

@@ -33,6 +33,10 @@ pub struct StatusBody {
     pub instances: usize,
     pub applications: usize,
     pub registry_version: u64,
+    /// Long-polled delta requests waiting now (at most `--max-long-polls`).
+    pub long_polls_waiting: usize,
+    /// Long polls refused (503) for want of a slot since start.
+    pub long_polls_refused: u64,
     pub self_preservation: PreservationStatus,
     /// Links to the other nodes (p2p).
     pub peers: Vec<crate::replication::p2p::peer::PeerStatus>,
@@ -51,6 +55,8 @@ pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
         instances,
         applications,
         registry_version,
+        long_polls_waiting: s.max_long_polls.saturating_sub(s.long_polls.available_permits()),
+        long_polls_refused: s.long_polls_refused.load(std::sync::atomic::Ordering::Relaxed),
         self_preservation: s.registry.preservation(),
         peers: s.replicator.peers(),
         cluster: s.replicator.cluster_status(),

@@ -204,16 +204,23 @@ async fn long_poll_delta(s: &AppState, query: &Query<'_>, headers: &HeaderMap, o
         return error(StatusCode::SERVICE_UNAVAILABLE, "registry is still being synced from peers; retry shortly");
     }
     let Ok(_slot) = s.long_polls.clone().try_acquire_owned() else {
-        return error(
+        s.long_polls_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut resp = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many long-polled delta requests waiting; retry later or poll without waitMs",
         );
+        // Lets a client tell "no waiter slot" from a failing server: it polls without
+        // waitMs instead of failing over.
+        resp.headers_mut().insert(LONG_POLL_HEADER, axum::http::HeaderValue::from_static("busy"));
+        return resp;
     };
     let mut rx = s.registry.watch_version();
     let since = since.unwrap_or_else(|| *rx.borrow());
     // Both answers carry only what came after `since` (nothing, at the deadline): a long
     // polling client has applied everything before it, so it never re-reads the window.
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(wait_ms), rx.wait_for(|v| *v > since)).await;
+    // A `since` ahead of this node's version (learnt from another node, or before a restart
+    // of a node without a store) is answered at once, with this node's version to go on from.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(wait_ms), rx.wait_for(|v| *v != since)).await;
     let fmt = respond::format(headers);
     let now = s.registry.now();
     let view = s.registry.read(|st| views::delta_since(st, now, since.min(st.version())));

@@ -34,6 +34,10 @@ pub struct AppState {
     /// Slots for long-polled deltas (`GET apps/delta?waitMs=…`); a request that finds none
     /// free gets 503 instead of queueing.
     pub long_polls: Arc<tokio::sync::Semaphore>,
+    /// How many slots `long_polls` started with.
+    pub max_long_polls: usize,
+    /// Long polls refused for want of a slot since start.
+    pub long_polls_refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Builds the server's router.

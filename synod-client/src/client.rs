@@ -1,7 +1,7 @@
 //! The client: registration and heartbeats, the registry copy and its refresh, discovery.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +14,29 @@ use crate::registry::{self, Instance, Registry};
 use crate::servers::{Server, ServerList};
 use crate::Error;
 
-/// Response header by which a server says it honoured `waitMs` (synod does).
+/// Response header by which a server says it honoured `waitMs` (synod does), or, on a 503,
+/// that it has no waiter slot free (`busy`).
 const LONG_POLL_HEADER: &str = "x-synod-long-poll";
+
+/// Pause before long-polling again after a round that could not long-poll: the server had
+/// no waiter slot free, or the copy had to be fetched whole (its delta position is lost).
+/// Short, so changes still arrive within about a second; not zero, so a server that is
+/// busy or whose hash never matches is not asked in a loop.
+const RESUME_PAUSE: Duration = Duration::from_secs(1);
+
+/// When the next refresh round starts.
+enum Next {
+    /// At once (the server long-polled this round, or it taught the version to wait on).
+    Now,
+    /// After this pause.
+    After(Duration),
+}
+
+/// Whether `r` is a server's "no long-poll slot free" answer (not a failure of the server).
+fn long_poll_busy(r: &reqwest::Response) -> bool {
+    r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+        && r.headers().get(LONG_POLL_HEADER).is_some_and(|v| v.as_bytes() == b"busy")
+}
 
 /// Client settings; `new` gives Eureka's defaults.
 #[derive(Debug, Clone)]
@@ -41,11 +62,17 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults for the given service URLs.
+    /// Defaults for the given service URLs (in no zone: tried in the given order).
     pub fn new(urls: Vec<String>) -> ClientConfig {
+        ClientConfig::with_zones(None, urls.iter().map(|u| Server::new(u)).collect())
+    }
+
+    /// Defaults for servers in zones: those in `zone` (this client's) are tried first, then
+    /// the others, each group in the given order.
+    pub fn with_zones(zone: Option<&str>, servers: Vec<Server>) -> ClientConfig {
         ClientConfig {
-            servers: urls.iter().map(|u| Server::new(u)).collect(),
-            zone: None,
+            servers,
+            zone: zone.map(str::to_string),
             register: true,
             fetch_registry: true,
             registry_fetch_interval: Duration::from_secs(30),
@@ -66,6 +93,8 @@ struct Inner {
     registry: RwLock<Registry>,
     round_robin: Mutex<HashMap<String, usize>>,
     long_poll: AtomicBool,
+    /// Refresh rounds failed in a row.
+    refresh_failures: AtomicU64,
 }
 
 /// A running client. Dropping it stops its tasks without cancelling the registration; call
@@ -108,6 +137,7 @@ impl EurekaClient {
             registry: RwLock::new(Registry::default()),
             round_robin: Mutex::new(HashMap::new()),
             long_poll: AtomicBool::new(cfg.long_poll),
+            refresh_failures: AtomicU64::new(0),
             cfg,
         });
         let mut tasks = Vec::new();
@@ -126,6 +156,12 @@ impl EurekaClient {
             tasks.push(tokio::spawn(async move { i.refresh().await }));
         }
         Ok(EurekaClient { inner, tasks })
+    }
+
+    /// Registry refresh rounds that failed in a row (0 after a success): while every server
+    /// is down this grows and the local copy keeps answering.
+    pub fn refresh_failures(&self) -> u64 {
+        self.inner.refresh_failures.load(Ordering::Relaxed)
     }
 
     /// A copy of the local registry.
@@ -214,7 +250,8 @@ impl EurekaClient {
 }
 
 impl Inner {
-    /// Sends a request to the first server that answers without a transport error or 5xx.
+    /// Sends a request to the first server that answers without a transport error or 5xx
+    /// (a long poll's "busy" 503 is an answer: the server works, it has no waiter slot).
     async fn send(
         &self,
         timeout: Duration,
@@ -223,7 +260,7 @@ impl Inner {
         let mut last = String::from("no server tried");
         for (i, url) in self.servers.order() {
             match build(&self.http, &url).timeout(timeout).send().await {
-                Ok(r) if !r.status().is_server_error() => {
+                Ok(r) if !r.status().is_server_error() || long_poll_busy(&r) => {
                     self.servers.succeeded(i);
                     return Ok(r);
                 }
@@ -287,41 +324,58 @@ impl Inner {
         }
     }
 
-    async fn get_json(&self, path: &str, timeout: Duration) -> Result<(serde_json::Value, bool), Error> {
+    /// GETs `path` as JSON; also says whether the server long-polled it. `Ok(None)`: a long
+    /// poll the server had no waiter slot for.
+    async fn get_json(&self, path: &str, timeout: Duration) -> Result<Option<(serde_json::Value, bool)>, Error> {
         let r =
             self.send(timeout, |c, base| c.get(format!("{base}/{path}")).header("accept", "application/json")).await?;
         let url = r.url().to_string();
+        if long_poll_busy(&r) {
+            return Ok(None);
+        }
         if !r.status().is_success() {
             return Err(Error::Protocol { url, reason: format!("HTTP {}", r.status()) });
         }
         let long_poll = r.headers().contains_key(LONG_POLL_HEADER);
         let v = r.json().await.map_err(|e| Error::Protocol { url, reason: e.to_string() })?;
-        Ok((v, long_poll))
+        Ok(Some((v, long_poll)))
+    }
+
+    /// [`Inner::get_json`] of a request that is never long-polled.
+    async fn get_plain(&self, path: &str) -> Result<serde_json::Value, Error> {
+        match self.get_json(path, self.cfg.request_timeout).await? {
+            Some((v, _)) => Ok(v),
+            None => Err(Error::Protocol { url: path.into(), reason: "busy answer to a plain request".into() }),
+        }
     }
 
     async fn full_fetch(&self) -> Result<(), Error> {
-        let (v, _) = self.get_json("apps", self.cfg.request_timeout).await?;
+        let v = self.get_plain("apps").await?;
         let doc = registry::parse(&v)
             .ok_or_else(|| Error::Protocol { url: "apps".into(), reason: "no applications".into() })?;
         self.registry.write().replace(doc);
         Ok(())
     }
 
-    /// One delta round; returns whether the next may start at once (the server long-polled
-    /// this one). The first delta after a full fetch is not long-polled: it learns the
-    /// registry's version to wait on.
-    async fn delta_round(&self) -> Result<bool, Error> {
+    /// One delta round. The first delta after a full fetch is not long-polled: it learns the
+    /// registry's version to wait on. A server that did not honour `waitMs` (not synod, e.g.
+    /// Netflix Eureka) is polled every fetch interval from then on; one without a waiter slot
+    /// free is asked for a plain delta, and long-polled again after a short pause.
+    async fn delta_round(&self) -> Result<Next, Error> {
         let since = self.registry.read().version;
         let long_poll = self.long_poll.load(Ordering::Relaxed);
-        let (path, timeout) = match (long_poll, since) {
-            (true, Some(v)) => (
-                format!("apps/delta?waitMs={}&since={v}", self.cfg.long_poll_wait.as_millis()),
-                self.cfg.long_poll_wait + self.cfg.request_timeout,
-            ),
-            _ => ("apps/delta".to_string(), self.cfg.request_timeout),
+        let polling = long_poll && since.is_some();
+        let path = match since {
+            Some(v) if polling => format!("apps/delta?waitMs={}&since={v}", self.cfg.long_poll_wait.as_millis()),
+            _ => "apps/delta".to_string(),
         };
-        let (v, polled) = self.get_json(&path, timeout).await?;
-        if long_poll && since.is_some() {
+        let timeout =
+            if polling { self.cfg.long_poll_wait + self.cfg.request_timeout } else { self.cfg.request_timeout };
+        let (v, polled, busy) = match self.get_json(&path, timeout).await? {
+            Some((v, polled)) => (v, polled, false),
+            None => (self.get_plain("apps/delta").await?, false, true),
+        };
+        if polling && !busy {
             self.long_poll.store(polled, Ordering::Relaxed);
         }
         let doc = registry::parse(&v)
@@ -331,22 +385,46 @@ impl Inner {
             tracing::debug!("registry hash differs from the server's after a delta; fetching it whole");
             self.full_fetch().await?;
         }
-        // After the round that learned the version, the first long poll starts at once.
-        Ok(polled || (long_poll && since.is_none()))
+        let resume = RESUME_PAUSE.min(self.cfg.registry_fetch_interval);
+        let learnt_version = !polling && long_poll && self.registry.read().version.is_some();
+        Ok(if busy || (!consistent && self.long_poll.load(Ordering::Relaxed)) {
+            Next::After(resume)
+        } else if polled || learnt_version {
+            Next::Now
+        } else {
+            Next::After(self.cfg.registry_fetch_interval)
+        })
     }
 
     /// Keeps the registry copy current: long-polled deltas when the server supports them,
-    /// else a delta every fetch interval.
+    /// else a delta every fetch interval. After a failed round the next one is a full
+    /// fetch (as the Java client does when a delta cannot be had): the failure may have
+    /// moved the client to another server, whose deltas the copy cannot be trusted with.
     async fn refresh(&self) {
+        let mut full = false;
         loop {
-            let result = if !self.registry.read().loaded {
-                self.full_fetch().await.map(|()| false)
+            let result = if full || !self.registry.read().loaded {
+                // A delta round follows at once when long-polling (it waits on the server).
+                let long_poll = self.long_poll.load(Ordering::Relaxed);
+                self.full_fetch().await.map(|()| {
+                    if long_poll {
+                        Next::Now
+                    } else {
+                        Next::After(self.cfg.registry_fetch_interval)
+                    }
+                })
             } else {
                 self.delta_round().await
             };
+            full = result.is_err();
+            if full {
+                self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.refresh_failures.store(0, Ordering::Relaxed);
+            }
             match result {
-                Ok(true) => {}
-                Ok(false) => tokio::time::sleep(self.cfg.registry_fetch_interval).await,
+                Ok(Next::Now) => {}
+                Ok(Next::After(pause)) => tokio::time::sleep(pause).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "registry refresh failed; keeping the local copy");
                     tokio::time::sleep(self.cfg.registry_fetch_interval.min(Duration::from_secs(1))).await;

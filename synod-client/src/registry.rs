@@ -111,6 +111,12 @@ pub(crate) fn parse(v: &Value) -> Option<Document> {
 }
 
 impl Registry {
+    /// The `versions__delta` of the last delta applied; `None` right after a full fetch
+    /// (its version is no position in the change stream) or against a server without one.
+    pub fn delta_version(&self) -> Option<u64> {
+        self.version
+    }
+
     /// Replaces everything with a full fetch.
     pub(crate) fn replace(&mut self, doc: Document) {
         self.apps.clear();

@@ -18,6 +18,11 @@ impl Server {
     pub fn new(url: &str) -> Server {
         Server { url: url.trim_end_matches('/').to_string(), zone: None }
     }
+
+    /// A server in `zone`.
+    pub fn in_zone(url: &str, zone: &str) -> Server {
+        Server { zone: Some(zone.to_string()), ..Server::new(url) }
+    }
 }
 
 pub(crate) struct ServerList {
