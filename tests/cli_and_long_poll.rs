@@ -284,13 +284,20 @@ async fn long_polled_delta_wakes_on_change_times_out_empty_and_caps_waiters() {
     let (_, body) = delta(&c, &e, &format!("waitMs=20000&since={v}")).await;
     assert!(t.elapsed() < Duration::from_secs(2));
     assert!(version(&body) > v);
-    // So does a version this node has not reached (learnt from another node): the answer
-    // carries this node's version to go on from.
+    // So does a version this node has not reached (learnt from another node, or from before
+    // a restart): the answer is the whole window, as a plain delta, with this node's version
+    // to go on from.
     let t = Instant::now();
-    let (code, ahead) = delta(&c, &e, &format!("waitMs=20000&since={}", v + 1000)).await;
+    let (code, ahead) = delta(&c, &e, &format!("waitMs=20000&since={}", version(&body) + 1000)).await;
     assert_eq!(code, StatusCode::OK);
     assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
     assert_eq!(version(&ahead), version(&body));
+    assert_eq!(ahead["applications"]["apps__hashcode"], "UP_2_");
+    let (_, window) = delta(&c, &e, "").await;
+    assert_eq!(ahead["applications"]["application"], window["applications"]["application"]);
+    for id in ["127.0.0.1:one:7000", "127.0.0.1:two:7001"] {
+        assert!(ahead.to_string().contains(id), "{ahead}");
+    }
 
     // The cap: two waiters hold the slots, a third is refused with a reason.
     let now_v = version(&body);

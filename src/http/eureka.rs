@@ -176,10 +176,11 @@ fn registry_read(s: &AppState, kind: ViewKind, headers: &HeaderMap, origin: Orig
 /// Longest accepted `waitMs`.
 const MAX_WAIT_MS: u64 = 5 * 60 * 1000;
 
-/// `GET apps/delta?waitMs=W[&since=V]`: answers as soon as the registry version exceeds `V`
-/// (default: the version now) with the changes after `V`, or after `W` ms with an empty delta;
-/// both carry the current version and the whole registry's hash. Clients pass the `versions__delta` of their last
-/// answer as `since`, so a change between two polls is never missed. Stock Eureka clients
+/// `GET apps/delta?waitMs=W[&since=V]`: answers as soon as the registry version differs from
+/// `V` (default: the version now) with the changes after `V` (the whole window when `V` is
+/// ahead of this node), or after `W` ms with an empty delta; both carry the current version
+/// and the whole registry's hash. Clients pass the `versions__delta` of their last answer as
+/// `since`, so a change between two polls is never missed. Stock Eureka clients
 /// never send `waitMs` and get the ordinary delta. Waiters are capped; nothing is kept once
 /// a request ends.
 async fn long_poll_delta(s: &AppState, query: &Query<'_>, headers: &HeaderMap, origin: Origin) -> Response {
@@ -219,11 +220,13 @@ async fn long_poll_delta(s: &AppState, query: &Query<'_>, headers: &HeaderMap, o
     // Both answers carry only what came after `since` (nothing, at the deadline): a long
     // polling client has applied everything before it, so it never re-reads the window.
     // A `since` ahead of this node's version (learnt from another node, or before a restart
-    // of a node without a store) is answered at once, with this node's version to go on from.
+    // of a node without a store) is answered at once: it is a position in another numbering,
+    // so the client gets the whole window, as a plain delta, and this node's version to go on
+    // from; the hash tells it whether it must fetch the registry whole.
     let _ = tokio::time::timeout(std::time::Duration::from_millis(wait_ms), rx.wait_for(|v| *v != since)).await;
     let fmt = respond::format(headers);
     let now = s.registry.now();
-    let view = s.registry.read(|st| views::delta_since(st, now, since.min(st.version())));
+    let view = s.registry.read(|st| views::delta_since(st, now, if since > st.version() { 0 } else { since }));
     let mut resp = respond::payload(&crate::core::cache::Payload::new(encode_apps(&view, fmt)), fmt, headers);
     // Tells clients the wait was honoured (servers without long-poll answer at once).
     resp.headers_mut().insert(LONG_POLL_HEADER, axum::http::HeaderValue::from_static("1"));
