@@ -221,8 +221,9 @@ async fn a_long_poll_without_a_free_slot_is_answered_by_a_plain_delta_not_a_fail
 }
 
 /// A stand-in for a Eureka server without long-poll support (Netflix Eureka answers
-/// `waitMs` requests as plain deltas, without `x-synod-long-poll`): an empty registry with a
-/// delta version; counts the requests and can fail the next deltas.
+/// `waitMs` requests as plain deltas, without `x-synod-long-poll`): an empty registry, with
+/// or without a delta version and with a fixed hash; counts the requests and can fail the
+/// next deltas.
 #[derive(Default)]
 struct PlainEureka {
     full: AtomicU64,
@@ -231,36 +232,45 @@ struct PlainEureka {
     fail_deltas: AtomicU64,
 }
 
-async fn plain_eureka() -> (String, Arc<PlainEureka>) {
+impl PlainEureka {
+    fn requests(&self) -> u64 {
+        self.full.load(Ordering::Relaxed) + self.deltas.load(Ordering::Relaxed) + self.waits.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves a [`PlainEureka`] on an ephemeral loopback port until the test's runtime ends.
+/// `version`: the `versions__delta` of every answer, or none; `hash`: its `apps__hashcode`.
+async fn plain_eureka(version: Option<&str>, hash: &str) -> (String, Arc<PlainEureka>) {
     use axum::extract::{Query, State};
     use axum::http::StatusCode as Code;
     use axum::routing::get;
     use axum::Json;
     use std::collections::HashMap;
-    fn empty() -> Json<serde_json::Value> {
-        Json(serde_json::json!({"applications": {"versions__delta": "1", "apps__hashcode": "", "application": []}}))
+    let mut body = serde_json::json!({"applications": {"apps__hashcode": hash, "application": []}});
+    if let Some(v) = version {
+        body["applications"]["versions__delta"] = v.into();
     }
+    let full_body = body.clone();
     let state = Arc::new(PlainEureka::default());
     let app = axum::Router::new()
         .route(
             "/eureka/apps",
-            get(|State(s): State<Arc<PlainEureka>>| async move {
+            get(move |State(s): State<Arc<PlainEureka>>| {
                 s.full.fetch_add(1, Ordering::Relaxed);
-                empty()
+                std::future::ready(Json(full_body.clone()))
             }),
         )
         .route(
             "/eureka/apps/delta",
-            get(|State(s): State<Arc<PlainEureka>>, Query(q): Query<HashMap<String, String>>| async move {
+            get(move |State(s): State<Arc<PlainEureka>>, Query(q): Query<HashMap<String, String>>| {
                 if q.contains_key("waitMs") {
                     s.waits.fetch_add(1, Ordering::Relaxed);
                 } else {
                     s.deltas.fetch_add(1, Ordering::Relaxed);
                 }
-                if s.fail_deltas.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
-                    return Err(Code::INTERNAL_SERVER_ERROR);
-                }
-                Ok(empty())
+                let failed =
+                    s.fail_deltas.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+                std::future::ready(if failed { Err(Code::INTERNAL_SERVER_ERROR) } else { Ok(Json(body.clone())) })
             }),
         )
         .with_state(state.clone());
@@ -272,7 +282,7 @@ async fn plain_eureka() -> (String, Arc<PlainEureka>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_a_server_without_long_poll_it_polls_periodically_and_refetches_after_a_failure() {
-    let (url, s) = plain_eureka().await;
+    let (url, s) = plain_eureka(Some("1"), "").await;
     let mut cfg = ClientConfig::new(vec![url]);
     cfg.register = false;
     cfg.registry_fetch_interval = Duration::from_millis(300);
@@ -290,4 +300,26 @@ async fn against_a_server_without_long_poll_it_polls_periodically_and_refetches_
     eventually("a full fetch after the failed delta", || async { s.full.load(Ordering::Relaxed) > fulls }).await;
     eventually("refresh healthy again", || async { client.refresh_failures() == 0 }).await;
     assert_eq!(s.waits.load(Ordering::Relaxed), 1, "no long poll against this server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_server_whose_deltas_carry_no_version_it_polls_every_interval() {
+    // No version to long-poll on, and a hash the copy never matches: every delta is followed
+    // by a full fetch, and the next round still waits the whole interval.
+    let (url, s) = plain_eureka(None, "UP_1_").await;
+    let interval = Duration::from_millis(1500);
+    let mut cfg = ClientConfig::new(vec![url]);
+    cfg.register = false;
+    cfg.registry_fetch_interval = interval;
+    let start = Instant::now();
+    let client = EurekaClient::start(cfg, instance("plain", 1)).await.unwrap();
+    eventually("three deltas", || async { s.deltas.load(Ordering::Relaxed) >= 3 }).await;
+    let took = start.elapsed();
+    // The first delta follows the initial fetch at once; the others one interval apart.
+    assert!(took >= interval * 2 - Duration::from_millis(50), "three deltas in {took:?}");
+    let deltas = s.deltas.load(Ordering::Relaxed);
+    assert_eq!(s.waits.load(Ordering::Relaxed), 0, "nothing to long-poll on");
+    // The start's fetch, then a full fetch after each mismatching delta.
+    assert!(s.requests() <= 2 * deltas + 1, "{} requests for {deltas} deltas", s.requests());
+    assert_eq!(client.refresh_failures(), 0);
 }

@@ -359,7 +359,8 @@ impl Inner {
 
     /// One delta round. The first delta after a full fetch is not long-polled: it learns the
     /// registry's version to wait on. A server that did not honour `waitMs` (not synod, e.g.
-    /// Netflix Eureka) is polled every fetch interval from then on; one without a waiter slot
+    /// Netflix Eureka), or whose deltas carry no version, is polled every fetch interval from
+    /// then on; one without a waiter slot
     /// free is asked for a plain delta, and long-polled again after a short pause.
     async fn delta_round(&self) -> Result<Next, Error> {
         let since = self.registry.read().version;
@@ -380,6 +381,11 @@ impl Inner {
         }
         let doc = registry::parse(&v)
             .ok_or_else(|| Error::Protocol { url: path.clone(), reason: "no applications".into() })?;
+        if doc.version.is_none() {
+            // No `versions__delta`: nothing to pass as `since`, so this server can only be
+            // polled, every fetch interval.
+            self.long_poll.store(false, Ordering::Relaxed);
+        }
         let consistent = self.registry.write().apply_delta(doc);
         if !consistent {
             tracing::debug!("registry hash differs from the server's after a delta; fetching it whole");
