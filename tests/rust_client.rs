@@ -174,18 +174,31 @@ async fn fails_over_between_servers_and_the_cache_outlives_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn servers_in_the_clients_zone_are_tried_first() {
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (s1, s2) = (ServerProcess::start(d1.path(), &[]), ServerProcess::start(d2.path(), &[]));
-    let (e1, e2) = (s1.eureka_url(), s2.eureka_url());
+async fn servers_in_the_clients_zone_are_tried_first_also_on_failover() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut s: Vec<ServerProcess> = dirs.iter().map(|d| ServerProcess::start(d.path(), &[])).collect();
+    let e: Vec<String> = s.iter().map(ServerProcess::eureka_url).collect();
     let c = Client::new();
-    // Listed second, but in the client's zone.
-    let cfg =
-        ClientConfig::with_zones(Some("zone-b"), vec![Server::in_zone(&e1, "zone-a"), Server::in_zone(&e2, "zone-b")]);
+    // The other zone's server is listed first; the client's zone has the second and third.
+    let cfg = ClientConfig::with_zones(
+        Some("zone-b"),
+        vec![Server::in_zone(&e[0], "zone-a"), Server::in_zone(&e[1], "zone-b"), Server::in_zone(&e[2], "zone-b")],
+    );
     let client = EurekaClient::start(cfg, instance("zoned", 8080)).await.unwrap();
     let id = "127.0.0.1:zoned:8080";
-    assert!(server_has(&c, &e2, "ZONED", id).await, "registered in its own zone");
-    assert!(!server_has(&c, &e1, "ZONED", id).await, "not on the other zone's server");
+    let on = |i: usize| server_has(&c, &e[i], "ZONED", id);
+    assert!(on(1).await, "registered in its own zone");
+    assert!(!on(0).await && !on(2).await, "only on the first server of its zone");
+
+    // Its zone's first server dies: the heartbeats move to the zone's other server (which
+    // answers 404, so the client registers there), not to the other zone's.
+    s[1].kill9();
+    eventually("registered on the zone's second server", || on(2)).await;
+    assert!(!on(0).await, "not on the other zone's server while its own zone has one");
+
+    // Its whole zone down: only then the other zone.
+    s[2].kill9();
+    eventually("registered in the other zone", || on(0)).await;
     drop(client);
 }
 
@@ -208,13 +221,20 @@ async fn a_long_poll_without_a_free_slot_is_answered_by_a_plain_delta_not_a_fail
         tokio::spawn(async move { c.get(format!("{e}/apps/delta?waitMs=60000&since={version}")).send().await })
     };
     eventually("the slot taken", || async { status(c.clone(), root.clone()).await["long_polls_waiting"] == 1 }).await;
-    let mut cfg = ClientConfig::new(vec![e.clone()]);
+    // A second server, which a client that took "busy" for a failure would move to.
+    let (other, counted) = plain_eureka(Some("1"), "").await;
+    let mut cfg = ClientConfig::new(vec![e.clone(), other]);
     cfg.register = false;
+    let start = Instant::now();
     let client = EurekaClient::start(cfg, instance("watcher", 1)).await.unwrap();
     eventually("three refused long polls", || async {
         status(c.clone(), root.clone()).await["long_polls_refused"].as_u64() >= Some(3)
     })
     .await;
+    // Each refusal is followed by a plain delta and a pause before the next long poll.
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1900), "three refusals in {took:?}");
+    assert_eq!(counted.requests(), 0, "the busy server was treated as failed");
     assert_eq!(client.refresh_failures(), 0, "a busy answer is no server failure");
     assert_eq!(client.instances("held").len(), 1);
     holder.abort();
