@@ -202,8 +202,12 @@ pub async fn app(args: ServerArgs, name: &str) -> anyhow::Result<String> {
     if args.output == Output::Json {
         return Ok(serde_json::to_string_pretty(&v)?);
     }
-    let now = now_ms();
-    let rows: Vec<Vec<String>> = instances(&v)
+    Ok(app_table(&v, now_ms()))
+}
+
+/// An application's instances as a table; lease ages as of `now` (ms since the epoch).
+fn app_table(v: &Value, now: u64) -> String {
+    let rows: Vec<Vec<String>> = instances(v)
         .iter()
         .map(|(_, i)| {
             let port = i["port"]["$"].as_u64().or_else(|| i["port"]["$"].as_str().and_then(|p| p.parse().ok()));
@@ -216,7 +220,7 @@ pub async fn app(args: ServerArgs, name: &str) -> anyhow::Result<String> {
             ]
         })
         .collect();
-    Ok(columns(&["ID", "STATUS", "ADDRESS", "LEASE AGE"], &rows))
+    columns(&["ID", "STATUS", "ADDRESS", "LEASE AGE"], &rows)
 }
 
 /// A duration in milliseconds as an operator reads it: `42s`, `5m07s`, `3h02m`, `2d04h`.
@@ -420,4 +424,38 @@ fn table(v: &Value) -> String {
         out.push_str(&format!("{:<4} {:<width$} {role}\n", id, m["url"].as_str().unwrap_or("")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_ages_read_in_the_two_largest_units() {
+        let cases = [
+            (0, "0s"),
+            (59_999, "59s"),
+            (60_000, "1m00s"),
+            (307_000, "5m07s"),
+            (3_600_000, "1h00m"),
+            (10_920_000, "3h02m"),
+            (86_400_000 * 2 + 4 * 3_600_000 + 59_000, "2d04h"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(age(ms), want, "{ms} ms");
+        }
+    }
+
+    #[test]
+    fn app_rows_age_from_the_registration_not_the_last_renewal() {
+        let now = 1_000_000_000;
+        let v = serde_json::json!({"application": {"name": "A", "instance": [{
+            "instanceId": "a1", "status": "UP", "ipAddr": "10.0.0.1", "port": {"$": 80},
+            "leaseInfo": {"registrationTimestamp": now - 125_000, "lastRenewalTimestamp": now - 1_000}}]}});
+        let table = app_table(&v, now);
+        assert_eq!(
+            table.lines().nth(1).map(|l| l.split_whitespace().collect::<Vec<_>>()),
+            Some(vec!["a1", "UP", "10.0.0.1:80", "2m05s"])
+        );
+    }
 }

@@ -135,6 +135,37 @@ async fn cli_lists_changes_and_reports_in_both_forms() {
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["instances"], 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_shows_the_lease_age_since_registration_not_the_last_renewal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let e = server.eureka_url();
+    let c = Client::new();
+    register(&c, &e, "aged", 7300).await;
+    let id = "127.0.0.1:aged:7300";
+    // Renewed right before each look, the instance keeps a last renewal under a second,
+    // while its lease age grows with the time since registration.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = c.put(format!("{e}/apps/AGED/{id}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let (code, out, err) = synod(&["app", "aged", "--server", &e]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(
+            out.lines().next().map(|h| h.split_whitespace().collect::<Vec<_>>()),
+            Some(vec!["ID", "STATUS", "ADDRESS", "LEASE", "AGE"])
+        );
+        let row = out.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{out}"));
+        let age = row.split_whitespace().last().unwrap_or("");
+        let secs: u64 = age.strip_suffix('s').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{row}"));
+        if secs >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lease age never reached 2 s: {row}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs `synod ARGS`; its stdout and stderr lines arrive on the receiver.
 fn spawn_lines(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
