@@ -1,12 +1,12 @@
-//! Change notification benchmark: how long from a registration on the server until a
+//! Change notification benchmark: how long from a registration's 204 until a
 //! `synod-client` cache shows it, with long-polled deltas and with periodic deltas at
 //! Eureka's default 30 s interval, side by side; and what 1,000 idle long-poll waiters cost
 //! the server (memory and CPU).
 //!
 //! `cargo bench --bench client_bench`. Settings: `SYNOD_BENCH_SAMPLES` (200 long-poll
-//! samples), `SYNOD_BENCH_PERIODIC_SECS` (60: one registration a second for this long, for the periodic figures),
-//! `SYNOD_BENCH_WAITERS` (1000). Without `--bench` it only prints how to run it. Figures are
-//! a report, never asserted.
+//! samples), `SYNOD_BENCH_PERIODIC_SECS` (60: one registration a second for this long, for
+//! the periodic figures; 0 skips them), `SYNOD_BENCH_WAITERS` (1000). Without `--bench` it
+//! only prints how to run it. Figures are a report, never asserted.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -77,7 +77,8 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 /// Registers `samples` instances one by one (spaced by `gap`) and measures, for each, the
-/// time until `client`'s cache shows it.
+/// time from the server's 204 until `client`'s cache shows it (about 0 when the cache had it
+/// already: long polls wake as the change is applied, which can be before the 204 arrives).
 async fn visibility(
     http: &reqwest::Client,
     eureka: &str,
@@ -89,9 +90,9 @@ async fn visibility(
     let mut out = Vec::new();
     for n in 0..samples {
         let before = client.instances(app).len();
-        let t = Instant::now();
         let ok =
             http.post(format!("{eureka}/apps/{app}")).json(&body(app, n)).send().await.is_ok_and(|r| r.status() == 204);
+        let t = Instant::now();
         if !ok {
             continue;
         }
