@@ -360,8 +360,8 @@ impl Inner {
     /// One delta round. The first delta after a full fetch is not long-polled: it learns the
     /// registry's version to wait on. A server that did not honour `waitMs` (not synod, e.g.
     /// Netflix Eureka), or whose deltas carry no version, is polled every fetch interval from
-    /// then on; one without a waiter slot
-    /// free is asked for a plain delta, and long-polled again after a short pause.
+    /// then on; one without a waiter slot free is asked for a plain delta, and long-polled
+    /// again after a short pause.
     async fn delta_round(&self) -> Result<Next, Error> {
         let since = self.registry.read().version;
         let long_poll = self.long_poll.load(Ordering::Relaxed);
