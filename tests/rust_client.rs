@@ -319,7 +319,12 @@ async fn against_a_server_without_long_poll_it_polls_periodically_and_refetches_
     s.fail_deltas.store(1, Ordering::Relaxed);
     eventually("a full fetch after the failed delta", || async { s.full.load(Ordering::Relaxed) > fulls }).await;
     eventually("refresh healthy again", || async { client.refresh_failures() == 0 }).await;
-    assert_eq!(s.waits.load(Ordering::Relaxed), 1, "no long poll against this server");
+    // After a failure it may be talking to another server: one long poll finds out again,
+    // then deltas go back to one per interval.
+    eventually("one new long-poll attempt", || async { s.waits.load(Ordering::Relaxed) == 2 }).await;
+    let deltas = s.deltas.load(Ordering::Relaxed);
+    eventually("two more deltas", || async { s.deltas.load(Ordering::Relaxed) >= deltas + 2 }).await;
+    assert_eq!(s.waits.load(Ordering::Relaxed), 2, "no more long polls against this server");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

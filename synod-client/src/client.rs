@@ -410,6 +410,11 @@ impl Inner {
         let mut full = false;
         loop {
             let result = if full || !self.registry.read().loaded {
+                if full {
+                    // The failure may have moved the client to another server: find out
+                    // afresh whether it long-polls.
+                    self.long_poll.store(self.cfg.long_poll, Ordering::Relaxed);
+                }
                 // A delta round follows at once when long-polling (it waits on the server).
                 let long_poll = self.long_poll.load(Ordering::Relaxed);
                 self.full_fetch().await.map(|()| {
