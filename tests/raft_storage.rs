@@ -50,9 +50,11 @@ fn register_entry(index: u64, id: &str) -> Entry {
     let info = synod::codec::decode::registration(&body, 1).expect("valid instance");
     Entry {
         log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Proposal {
-            commands: vec![Command::Register { instance: Box::new(info), now: 1_000 + index, from_peer: false }],
-        }),
+        payload: EntryPayload::Normal(Proposal::from(vec![Command::Register {
+            instance: Box::new(info),
+            now: 1_000 + index,
+            from_peer: false,
+        }])),
     }
 }
 

@@ -5,10 +5,17 @@
 //! (append, vote, truncate, purge) flushes sled and then `fdatasync`s its log file, so an
 //! acknowledged append or vote survives a power loss, not only a process crash; one sync
 //! covers a whole append batch.
+//!
+//! The newest entries are also kept in memory ([`Recent`]): right after an append, openraft
+//! reads the same entries back once per follower to replicate them and once more to apply
+//! them, and serving those reads from memory spares a sled lookup and a bincode decode each.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError};
@@ -20,12 +27,62 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
-/// The log store; clones share one database.
+/// How many of the newest entries [`Recent`] keeps: enough for every follower that is
+/// keeping up (a few hundred entries a second under load, each read back within
+/// milliseconds) while bounding the memory to a few MiB of batched commands.
+const RECENT_ENTRIES: usize = 256;
+
+/// The newest log entries, in index order without gaps, and always ending at the last entry
+/// in sled (every append adds here too; truncate and purge remove here too), so a read
+/// whose range starts inside it can be answered from it alone.
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<Entry>,
+}
+
+impl Recent {
+    fn push(&mut self, entry: Entry) {
+        if self.entries.back().is_some_and(|last| last.log_id.index + 1 != entry.log_id.index) {
+            self.entries.clear();
+        }
+        self.entries.push_back(entry);
+        if self.entries.len() > RECENT_ENTRIES {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Drops entries with index ≥ `from`.
+    fn truncate(&mut self, from: u64) {
+        while self.entries.back().is_some_and(|e| e.log_id.index >= from) {
+            self.entries.pop_back();
+        }
+    }
+
+    /// Drops entries with index ≤ `upto`.
+    fn purge(&mut self, upto: u64) {
+        while self.entries.front().is_some_and(|e| e.log_id.index <= upto) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// The entries in `range`, if the range starts at or after the first entry kept.
+    fn get(&self, start: u64, range: &impl RangeBounds<u64>) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.log_id.index;
+        if start < first {
+            return None;
+        }
+        let skip = usize::try_from(start - first).ok()?;
+        Some(self.entries.iter().skip(skip).take_while(|e| range.contains(&e.log_id.index)).cloned().collect())
+    }
+}
+
+/// The log store; clones share one database and one [`Recent`].
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<SyncedDb>,
     log: sled::Tree,
     meta: sled::Tree,
+    recent: Arc<Mutex<Recent>>,
 }
 
 impl LogStore {
@@ -33,7 +90,7 @@ impl LogStore {
     pub fn open(db: Arc<SyncedDb>) -> Result<LogStore, StoreError> {
         let log = db.db.open_tree("raft_log")?;
         let meta = db.db.open_tree("raft_meta")?;
-        Ok(LogStore { db, log, meta })
+        Ok(LogStore { db, log, meta, recent: Arc::default() })
     }
 
     /// Flush + fdatasync off the async runtime.
@@ -106,6 +163,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        if let Some(entries) = self.recent.lock().get(start, &range) {
+            return Ok(entries);
+        }
         let mut out = Vec::new();
         for item in self.log.range(start.to_be_bytes()..) {
             let (k, v) = item.map_err(read_err)?;
@@ -163,6 +223,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             let bytes = encode(&entry).map_err(write_err)?;
             self.log.insert(entry.log_id.index.to_be_bytes(), bytes).map_err(write_err)?;
+            self.recent.lock().push(entry);
         }
         match self.sync().await {
             Ok(()) => {
@@ -179,6 +240,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.remove_range(log_id.index, None).map_err(write_err)?;
+        self.recent.lock().truncate(log_id.index);
         self.sync().await.map_err(write_err)
     }
 
@@ -186,7 +248,53 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: a crash in between leaves extra entries below it
         // (ignored), never a hole.
         self.write_meta(LAST_PURGED, &log_id).map_err(write_err)?;
+        self.recent.lock().purge(log_id.index);
         self.sync().await.map_err(write_err)?;
         self.remove_range(0, Some(log_id.index)).map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank }
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|es| es.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_answer_only_ranges_that_start_inside_them() {
+        let mut r = Recent::default();
+        assert_eq!(indexes(r.get(0, &(0..))), None, "empty: read sled");
+        for i in 5..=9 {
+            r.push(entry(i));
+        }
+        assert_eq!(indexes(r.get(4, &(4..8))), None, "starts before the first kept entry");
+        assert_eq!(indexes(r.get(6, &(6..8))), Some(vec![6, 7]));
+        assert_eq!(indexes(r.get(7, &(7..))), Some(vec![7, 8, 9]));
+        assert_eq!(indexes(r.get(12, &(12..20))), Some(vec![]), "past the last entry, as sled");
+
+        r.truncate(8);
+        assert_eq!(indexes(r.get(5, &(5..))), Some(vec![5, 6, 7]));
+        r.purge(5);
+        assert_eq!(indexes(r.get(5, &(5..))), None);
+        assert_eq!(indexes(r.get(6, &(6..=7))), Some(vec![6, 7]));
+
+        // A gap (an append after a snapshot jumped the log forward) starts afresh.
+        r.push(entry(20));
+        assert_eq!(indexes(r.get(6, &(6..))), None);
+        assert_eq!(indexes(r.get(20, &(20..))), Some(vec![20]));
+
+        for i in 21..21 + RECENT_ENTRIES as u64 {
+            r.push(entry(i));
+        }
+        assert_eq!(r.entries.len(), RECENT_ENTRIES, "bounded");
+        assert_eq!(indexes(r.get(20, &(20..))), None, "the oldest was dropped");
     }
 }

@@ -312,7 +312,7 @@ pub async fn propose_local(shared: &RaftShared, mut cmds: Vec<Command>, deadline
         c.set_now(now);
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(remaining, shared.raft.client_write(Proposal { commands: cmds })).await {
+    match tokio::time::timeout(remaining, shared.raft.client_write(Proposal::from(cmds))).await {
         Err(_) => Attempt::Failed(ReplicationError::Unavailable(format!(
             "write not committed within {} ms (no quorum?); it may still be applied",
             shared.write_timeout().as_millis()
@@ -325,7 +325,7 @@ pub async fn propose_local(shared: &RaftShared, mut cmds: Vec<Command>, deadline
 
 /// On a follower: sends the proposal to the leader and waits until this node applied it.
 async fn forward(shared: &RaftShared, url: &str, cmds: &[Command], deadline: Instant) -> Attempt<ForwardReply> {
-    let body = match encode(&Proposal { commands: cmds.to_vec() }) {
+    let body = match encode(&Proposal::from(cmds.to_vec())) {
         Ok(b) => b,
         Err(e) => return Attempt::Failed(ReplicationError::Unavailable(format!("cannot encode proposal: {e}"))),
     };

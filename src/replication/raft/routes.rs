@@ -127,7 +127,7 @@ async fn forward(State(s): State<Shared>, body: Bytes) -> Response {
         return not_leader();
     }
     // Into this node's own queue: forwarded writes share log entries with local ones.
-    let results = s.proposer.submit_forwarded(proposal.commands).await;
+    let results = s.proposer.submit_forwarded(std::sync::Arc::unwrap_or_clone(proposal.commands)).await;
     let mut reply = ForwardReply { index: 0, outcomes: Vec::with_capacity(results.len()) };
     for r in results {
         match r {

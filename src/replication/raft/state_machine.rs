@@ -188,7 +188,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(proposal) => {
                     let mut outcomes = Vec::with_capacity(proposal.commands.len());
                     let last = proposal.commands.len();
-                    for (i, cmd) in proposal.commands.into_iter().enumerate() {
+                    // A copy when the log store's cache still shares the commands.
+                    let commands = Arc::unwrap_or_clone(proposal.commands);
+                    for (i, cmd) in commands.into_iter().enumerate() {
                         // The applied id moves with the last command, under the same lock.
                         let (applied, ()) = self.registry.apply(cmd, |_, _| {
                             if i + 1 == last {

@@ -5,6 +5,7 @@
 //! through bincode; the Eureka JSON/XML shapes never enter the log.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,9 +22,19 @@ pub struct Member {
 
 /// One log entry's payload: commands that arrived together, applied in order. Batching is
 /// what makes the log fast: one append, one flush and one replication round per batch.
+///
+/// The commands sit behind an `Arc` because an entry is copied several times on its way (to
+/// the log store's cache of recent entries, to each follower's replication stream); those
+/// copies share one allocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
-    pub commands: Vec<Command>,
+    pub commands: Arc<Vec<Command>>,
+}
+
+impl From<Vec<Command>> for Proposal {
+    fn from(commands: Vec<Command>) -> Proposal {
+        Proposal { commands: Arc::new(commands) }
+    }
 }
 
 openraft::declare_raft_types!(
