@@ -257,9 +257,12 @@ pub async fn propose(shared: &RaftShared, cmds: Vec<Command>) -> Result<ForwardR
     let started = Instant::now();
     let deadline = started + shared.write_timeout();
     let mut leaderless_since: Option<Instant> = None;
+    // Shared with the log entry rather than copied for it; a retry after the entry was
+    // handed to openraft copies the commands only if openraft still holds them.
+    let mut cmds = Arc::new(cmds);
     loop {
         let attempt = match shared.live_leader() {
-            Some((id, _)) if id == shared.id => propose_local(shared, cmds.clone(), deadline).await,
+            Some((id, _)) if id == shared.id => propose_local(shared, &mut cmds, deadline).await,
             Some((_, url)) => {
                 leaderless_since = None;
                 forward(shared, &url, &cmds, deadline).await
@@ -306,13 +309,13 @@ async fn retry_or_give_up(
 }
 
 /// On the leader: stamps the commands with the leader's clock and commits them as one entry.
-pub async fn propose_local(shared: &RaftShared, mut cmds: Vec<Command>, deadline: Instant) -> Attempt<ForwardReply> {
+async fn propose_local(shared: &RaftShared, cmds: &mut Arc<Vec<Command>>, deadline: Instant) -> Attempt<ForwardReply> {
     let now = shared.registry.now();
-    for c in &mut cmds {
+    for c in Arc::make_mut(cmds) {
         c.set_now(now);
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(remaining, shared.raft.client_write(Proposal::from(cmds))).await {
+    match tokio::time::timeout(remaining, shared.raft.client_write(Proposal { commands: cmds.clone() })).await {
         Err(_) => Attempt::Failed(ReplicationError::Unavailable(format!(
             "write not committed within {} ms (no quorum?); it may still be applied",
             shared.write_timeout().as_millis()
@@ -324,8 +327,8 @@ pub async fn propose_local(shared: &RaftShared, mut cmds: Vec<Command>, deadline
 }
 
 /// On a follower: sends the proposal to the leader and waits until this node applied it.
-async fn forward(shared: &RaftShared, url: &str, cmds: &[Command], deadline: Instant) -> Attempt<ForwardReply> {
-    let body = match encode(&Proposal::from(cmds.to_vec())) {
+async fn forward(shared: &RaftShared, url: &str, cmds: &Arc<Vec<Command>>, deadline: Instant) -> Attempt<ForwardReply> {
+    let body = match encode(&Proposal { commands: cmds.clone() }) {
         Ok(b) => b,
         Err(e) => return Attempt::Failed(ReplicationError::Unavailable(format!("cannot encode proposal: {e}"))),
     };
