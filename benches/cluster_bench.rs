@@ -12,8 +12,10 @@
 //! `cargo bench --bench cluster_bench`. Settings: `SYNOD_BENCH_CONNS` (64),
 //! `SYNOD_BENCH_SECS` (5), `SYNOD_BENCH_SAMPLES` (100), `SYNOD_BENCH_MODES`
 //! (`none,p2p,raft,etcd`), `SYNOD_BENCH_BIG` (100000: instances for the restart and disk
-//! figures; 0 skips them). Without `--bench` (as under `cargo test --all-targets`) it only prints how to
-//! run it. The figures are a report, never asserted.
+//! figures; 0 skips them), `SYNOD_BENCH_BIN` (the synod binary to run, for comparing two
+//! builds in alternating runs; default: this build's). Without `--bench` (as under
+//! `cargo test --all-targets`) it only prints how to run it. The figures are a report, never
+//! asserted.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -101,7 +103,10 @@ fn dir_bytes(p: &Path) -> u64 {
         .sum()
 }
 
-const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
+/// The synod binary the nodes run.
+fn synod_bin() -> String {
+    std::env::var("SYNOD_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synod").to_string())
+}
 
 /// Starts `n` synod nodes with `--replication mode`.
 fn start_synod(mode: &str, n: usize) -> Vec<Proc> {
@@ -125,7 +130,7 @@ fn start_synod(mode: &str, n: usize) -> Vec<Proc> {
                 }
             }
             let mut p = Proc { child: None, addr: addrs[i].clone(), dir, args };
-            p.spawn(SYNOD);
+            p.spawn(&synod_bin());
             p
         })
         .collect()
@@ -509,7 +514,7 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
                 k += 1;
             }
             times.push(t.elapsed().as_secs_f64() * 1000.0);
-            s.nodes[leader].spawn(SYNOD);
+            s.nodes[leader].spawn(&synod_bin());
             s.wait_ready().await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -550,7 +555,7 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
             }
             let t = Instant::now();
             for n in s.nodes.iter_mut() {
-                n.spawn(SYNOD);
+                n.spawn(&synod_bin());
             }
             let deadline = Instant::now() + Duration::from_secs(120);
             'wait: loop {
