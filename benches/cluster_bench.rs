@@ -103,6 +103,27 @@ fn dir_bytes(p: &Path) -> u64 {
         .sum()
 }
 
+/// Files of at least 1 MiB under `p`, with their sizes, largest first.
+fn big_files(p: &Path) -> Vec<(String, u64)> {
+    fn walk(root: &Path, p: &Path, out: &mut Vec<(String, u64)>) {
+        let Ok(rd) = std::fs::read_dir(p) else { return };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => walk(root, &e.path(), out),
+                Ok(m) if m.len() >= 1 << 20 => {
+                    let name = e.path().strip_prefix(root).map(|r| r.display().to_string()).unwrap_or_default();
+                    out.push((name, m.len()));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(p, p, &mut out);
+    out.sort_by_key(|f| std::cmp::Reverse(f.1));
+    out
+}
+
 /// The synod binary the nodes run.
 fn synod_bin() -> String {
     std::env::var("SYNOD_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synod").to_string())
@@ -547,6 +568,17 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
                 "  disk after churn, {target} instances (+{base_count} others): {} MiB per node",
                 disk.iter().map(|d| format!("{:.1}", *d as f64 / 1048576.0)).collect::<Vec<_>>().join(" / ")
             );
+            for n in &s.nodes {
+                let files = big_files(n.dir.path());
+                println!(
+                    "    {}",
+                    files
+                        .iter()
+                        .map(|(f, b)| format!("{f} {:.1}", *b as f64 / 1048576.0))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             // Restart the whole cluster (kill -9) and time until every node serves the
             // full registry with a leader.
             let expected = s.status(&s.nodes[0].base()).await.and_then(|v| v["instances"].as_u64()).unwrap_or(0);

@@ -163,8 +163,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_MAX_BODY_SIZE", value_name = "BYTES")]
     pub max_body_size: Option<String>,
 
-    /// Registry journal bytes (modes none and p2p) after which they are folded into a snapshot
-    /// file, at least; a larger registry's snapshot size is used instead [default: 33554432].
+    /// Registry journal bytes (modes none and p2p) or raft log bytes after which they are
+    /// folded into a snapshot, at least; a larger registry's snapshot size is used instead
+    /// [default: 33554432].
     #[arg(long, env = "SYNOD_STORE_COMPACT_BYTES", value_name = "BYTES")]
     pub store_compact_bytes: Option<String>,
 
@@ -216,6 +217,9 @@ pub struct RaftTuning {
     pub election_timeout: Duration,
     pub snapshot_timeout: Duration,
     pub snapshot_every: u64,
+    /// Log bytes since the last snapshot that make a snapshot due, at least (the last
+    /// snapshot's size if larger); set from `--store-compact-bytes`.
+    pub snapshot_log_bytes: u64,
     pub join: bool,
 }
 
@@ -226,6 +230,7 @@ impl Default for RaftTuning {
             election_timeout: Duration::from_millis(400),
             snapshot_timeout: Duration::from_secs(10),
             snapshot_every: 10_000,
+            snapshot_log_bytes: 32 * 1024 * 1024,
             join: false,
         }
     }
@@ -407,7 +412,7 @@ impl ServeArgs {
             file.anti_entropy_interval,
             d.anti_entropy_interval,
         )?;
-        let raft = RaftTuning {
+        let mut raft = RaftTuning {
             heartbeat: duration("raft-heartbeat", self.raft_heartbeat, file.raft_heartbeat, d.raft.heartbeat)?,
             election_timeout: duration(
                 "raft-election-timeout",
@@ -427,6 +432,7 @@ impl ServeArgs {
                 })?,
                 None => d.raft.snapshot_every,
             },
+            snapshot_log_bytes: d.raft.snapshot_log_bytes,
             join: match self.raft_join.or(file_text(file.raft_join)) {
                 Some(s) => parse_bool("raft-join", &s)?,
                 None => d.raft.join,
@@ -460,6 +466,7 @@ impl ServeArgs {
             Some(s) => parse_count("store-compact-bytes", &s, 64 * 1024, 1 << 30)?,
             None => d.store_compact_bytes,
         };
+        raft.snapshot_log_bytes = store_compact_bytes;
         let log = self.log.or(file.log).unwrap_or(d.log);
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
             return Err(err("log", format!("{log:?} is not a log filter")));

@@ -544,3 +544,32 @@ async fn single_node_raft_cluster_persists() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_built_once_the_log_outgrows_the_size_limit() {
+    // The entry count that would trigger one is out of reach: only the size rule can.
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let p = ServerProcess::start(
+        dir.path(),
+        &["--replication", "raft", "--raft-snapshot-every", "10000000", "--store-compact-bytes", "65536"],
+    );
+    let eureka = p.eureka_url();
+    let status = || async {
+        let r = c.get(format!("http://{}/v1/status", p.addr)).send().await.ok()?;
+        r.json::<Value>().await.ok()
+    };
+    let deadline = Instant::now() + LIMIT;
+    let mut registered = 0;
+    // Each registration is one entry of a few hundred bytes: 64 KiB takes a few hundred.
+    while status().await.is_none_or(|s| s["snapshot_index"].is_null()) {
+        assert!(registered < 2000, "no snapshot after {registered} registrations");
+        assert!(Instant::now() < deadline, "no snapshot within {LIMIT:?}");
+        if register_at(&c, &eureka, "GROW", &format!("g{registered}")).await == StatusCode::NO_CONTENT {
+            registered += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(registered >= 20, "a snapshot after only {registered} registrations: not by size");
+}

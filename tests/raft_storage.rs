@@ -11,7 +11,7 @@ use synod::core::command::Command;
 use synod::core::preservation::PreservationConfig;
 use synod::core::registry::Registry;
 use synod::core::state::CoreConfig;
-use synod::replication::raft::log_store::LogStore;
+use synod::replication::raft::log_store::{LogGrowth, LogStore};
 use synod::replication::raft::state_machine::StateMachine;
 use synod::replication::raft::types::{Entry, Proposal, StorageError, TypeConfig};
 use synod::store::SyncedDb;
@@ -23,7 +23,12 @@ fn registry() -> Arc<Registry> {
 fn open(dir: &std::path::Path) -> (LogStore, StateMachine, Arc<Registry>) {
     let db = Arc::new(SyncedDb::open(dir).expect("open sled"));
     let reg = registry();
-    (LogStore::open(db.clone()).expect("log"), StateMachine::open(&db, dir, reg.clone()).expect("sm"), reg)
+    let growth = Arc::new(LogGrowth::new(32 << 20));
+    (
+        LogStore::open(db.clone(), growth.clone()).expect("log"),
+        StateMachine::open(&db, dir, reg.clone(), growth).expect("sm"),
+        reg,
+    )
 }
 
 struct Builder;

@@ -13,9 +13,11 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError};
@@ -76,21 +78,71 @@ impl Recent {
     }
 }
 
-/// The log store; clones share one database and one [`Recent`].
+/// Log bytes appended since the last snapshot, so that a snapshot is also built by size.
+///
+/// openraft's policy counts entries only, and entries range from one command to ~96 KiB of
+/// them: 10,000 entries can be 20 MiB or 1 GiB of log on disk, and as much to replay on a
+/// restart. A snapshot is due once the log since the last one outgrows the larger of a
+/// floor and that snapshot's size, as the none-mode store compacts its journal, so the log
+/// never holds more than about one registry's worth of history.
+pub struct LogGrowth {
+    bytes: AtomicU64,
+    floor: u64,
+    snapshot_bytes: AtomicU64,
+    /// Set when a snapshot was asked for and not yet built, so it is asked for once.
+    asked: AtomicBool,
+    due: Notify,
+}
+
+impl LogGrowth {
+    /// Growth tracking with `floor` bytes as the least log that makes a snapshot due.
+    pub fn new(floor: u64) -> LogGrowth {
+        LogGrowth {
+            bytes: AtomicU64::new(0),
+            floor,
+            snapshot_bytes: AtomicU64::new(0),
+            asked: AtomicBool::new(false),
+            due: Notify::new(),
+        }
+    }
+
+    fn appended(&self, n: u64) {
+        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        let limit = self.floor.max(self.snapshot_bytes.load(Ordering::Relaxed));
+        if total >= limit && !self.asked.swap(true, Ordering::AcqRel) {
+            self.due.notify_one();
+        }
+    }
+
+    /// A snapshot of `size` bytes was built or installed: the count starts again.
+    pub fn snapshot_taken(&self, size: u64) {
+        self.snapshot_bytes.store(size, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        self.asked.store(false, Ordering::Release);
+    }
+
+    /// Waits until a snapshot is due by size.
+    pub async fn due(&self) {
+        self.due.notified().await
+    }
+}
+
+/// The log store; clones share one database, one [`Recent`] and one [`LogGrowth`].
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<SyncedDb>,
     log: sled::Tree,
     meta: sled::Tree,
     recent: Arc<Mutex<Recent>>,
+    growth: Arc<LogGrowth>,
 }
 
 impl LogStore {
-    /// Opens the log trees in `db`.
-    pub fn open(db: Arc<SyncedDb>) -> Result<LogStore, StoreError> {
+    /// Opens the log trees in `db`; appends are counted in `growth`.
+    pub fn open(db: Arc<SyncedDb>, growth: Arc<LogGrowth>) -> Result<LogStore, StoreError> {
         let log = db.db.open_tree("raft_log")?;
         let meta = db.db.open_tree("raft_meta")?;
-        Ok(LogStore { db, log, meta, recent: Arc::default() })
+        Ok(LogStore { db, log, meta, recent: Arc::default(), growth })
     }
 
     /// Flush + fdatasync off the async runtime.
@@ -222,6 +274,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // which Raft allows.
         for entry in entries {
             let bytes = encode(&entry).map_err(write_err)?;
+            self.growth.appended(bytes.len() as u64);
             self.log.insert(entry.log_id.index.to_be_bytes(), bytes).map_err(write_err)?;
             self.recent.lock().push(entry);
         }

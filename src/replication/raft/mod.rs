@@ -36,7 +36,7 @@ use crate::store::SyncedDb;
 
 use super::{BoxFuture, Consistency, Origin, ReplicationError, Replicator, Role};
 use lease::Leases;
-use log_store::LogStore;
+use log_store::{LogGrowth, LogStore};
 use network::Network;
 use proposer::Proposer;
 use state_machine::StateMachine;
@@ -180,8 +180,9 @@ impl RaftBackend {
         tuning: RaftTuning,
     ) -> anyhow::Result<RaftBackend> {
         let db = Arc::new(SyncedDb::open(dir)?);
-        let log = LogStore::open(db.clone())?;
-        let sm = StateMachine::open(&db, dir, registry.clone())?;
+        let growth = Arc::new(LogGrowth::new(tuning.snapshot_log_bytes));
+        let log = LogStore::open(db.clone(), growth.clone())?;
+        let sm = StateMachine::open(&db, dir, registry.clone(), growth.clone())?;
         let election_ms = tuning.election_timeout.as_millis() as u64;
         let config = OpenraftConfig {
             cluster_name: "synod".into(),
@@ -213,6 +214,7 @@ impl RaftBackend {
             leases: Leases::new(),
             proposer: Proposer::new(),
         });
+        spawn_snapshots_by_size(shared.raft.clone(), growth);
         proposer::spawn(shared.clone());
         lease::spawn(shared.clone());
         init::spawn(shared.clone());
@@ -228,6 +230,21 @@ impl RaftBackend {
     pub async fn shutdown(&self) {
         let _ = self.shared.raft.shutdown().await;
     }
+}
+
+/// Builds a snapshot whenever the log has grown enough since the last one (see
+/// [`LogGrowth`]); openraft's own policy builds one every `--raft-snapshot-every` entries.
+fn spawn_snapshots_by_size(raft: Raft, growth: Arc<LogGrowth>) {
+    tokio::spawn(async move {
+        loop {
+            growth.due().await;
+            tracing::debug!("raft log outgrew the last snapshot: building one");
+            if let Err(e) = raft.trigger().snapshot().await {
+                tracing::debug!(error = %e, "raft stopped: no more snapshots by size");
+                return;
+            }
+        }
+    });
 }
 
 /// Splits eviction keys into slices of at most ~32 KiB of names.

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::log_store::LogGrowth;
 use super::types::{decode, encode, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::core::command::Outcome;
 use crate::core::registry::Registry;
@@ -70,12 +71,19 @@ pub struct StateMachine {
     dir: PathBuf,
     /// Snapshot id counter.
     snapshots: sled::Tree,
+    /// Told about every snapshot built or installed.
+    growth: Arc<LogGrowth>,
 }
 
 impl StateMachine {
     /// Opens the state machine of the node whose data lives in `dir` (sled's `db` beside
     /// the snapshot file) and rebuilds the registry from the stored snapshot, if any.
-    pub fn open(db: &SyncedDb, dir: &Path, registry: Arc<Registry>) -> Result<StateMachine, StoreError> {
+    pub fn open(
+        db: &SyncedDb,
+        dir: &Path,
+        registry: Arc<Registry>,
+        growth: Arc<LogGrowth>,
+    ) -> Result<StateMachine, StoreError> {
         let snapshots = db.db.open_tree("sm_snapshot")?;
         let sm = StateMachine {
             registry,
@@ -83,8 +91,10 @@ impl StateMachine {
             applied_tx: Arc::new(watch::channel(0).0),
             dir: dir.to_path_buf(),
             snapshots,
+            growth,
         };
         if let Some(stored) = sm.read_current()? {
+            sm.growth.snapshot_taken(stored.data.len() as u64);
             let data: SnapshotIn =
                 decode(&stored.data).map_err(|e| StoreError::Corrupt(format!("raft snapshot: {e}")))?;
             tracing::info!(instances = data.entries.len(), last_log_id = ?stored.meta.last_log_id, "registry restored from snapshot");
@@ -158,6 +168,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
         let stored = StoredSnapshot { meta, data };
         self.persist(&stored).await?;
+        self.growth.snapshot_taken(stored.data.len() as u64);
         tracing::info!(
             instances = entries.len(),
             bytes = stored.data.len(),
@@ -240,6 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             decode(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.persist(&stored).await?;
+        self.growth.snapshot_taken(stored.data.len() as u64);
         tracing::info!(instances = parsed.entries.len(), last_log_id = ?meta.last_log_id, "raft snapshot installed");
         self.install(meta, parsed);
         Ok(())
