@@ -18,7 +18,8 @@
 //! Settings (environment): `SYNOD_BENCH_CONNS` (64), `SYNOD_BENCH_SECS` (5),
 //! `SYNOD_BENCH_RUNS` (3), `SYNOD_BENCH_WARMUP_SECS` (1), `SYNOD_BENCH_CLIENT_THREADS` (2),
 //! `SYNOD_BENCH_SERVER_LOG` (RUST_LOG for the server, `warn`), `SYNOD_BENCH_ONLY` (comma-separated
-//! workload names or prefixes, e.g. `ceiling,renew`; all by default).
+//! workload names or prefixes, e.g. `ceiling,renew`; all by default), `SYNOD_BENCH_BIN` (the
+//! synod binary to run, for comparing two builds in alternating runs; default: this build's).
 //!
 //! Without a `--bench` argument (as under `cargo test --all-targets`) it only runs a smoke of a
 //! couple of seconds (every workload, tiny registry, 0.2 s each) so test runs stay fast; it fails
@@ -209,7 +210,8 @@ fn start_synod(cfg: &Config, extra: &[&str]) -> ChildGuard {
     let base = option_env!("CARGO_TARGET_TMPDIR").map(Into::into).unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base).expect("create bench tmp dir");
     let dir = tempfile::Builder::new().prefix("synod-bench-").tempdir_in(&base).expect("tempdir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod"));
+    let bin = std::env::var("SYNOD_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synod").to_string());
+    let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .args(extra)
