@@ -25,6 +25,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 
@@ -95,9 +96,23 @@ pub struct SyncedDb {
     /// never syncs. Journal and raft records stay below that size, but sled writes a whole
     /// leaf node (up to 17 of them) when it consolidates one, and such a node can be larger.
     blobs: PathBuf,
-    /// Blob files already synced; files sled has since removed are dropped from it.
-    synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
+    synced_blobs: Mutex<SyncedBlobs>,
 }
+
+/// What [`SyncedDb::sync_blobs`] knows about the blob directory.
+#[derive(Default)]
+struct SyncedBlobs {
+    /// Blob files already synced; files sled has since removed are dropped from it.
+    names: HashSet<std::ffi::OsString>,
+    /// The directory's modification time when it was last listed, if that time was already
+    /// well in the past then: while it stays the same, no file was added and the listing
+    /// (a few syscalls on every sync) is skipped.
+    listed_at_mtime: Option<SystemTime>,
+}
+
+/// How old a directory's modification time must be before an unchanged one is trusted: a
+/// file created within the same clock tick as the last listing could leave it unchanged.
+const MTIME_SETTLED: Duration = Duration::from_secs(1);
 
 impl SyncedDb {
     /// Opens (or creates) a sled database in `dir`; a directory locked by another process is
@@ -130,17 +145,26 @@ impl SyncedDb {
     /// names rather than the highest one: sled writes blobs from several threads, so one with
     /// a lower name can appear after a higher one was synced.
     fn sync_blobs(&self) -> Result<(), StoreError> {
+        let now = SystemTime::now();
+        let mtime = match std::fs::metadata(&self.blobs) {
+            Ok(m) => m.modified()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
+        if synced.listed_at_mtime == Some(mtime) {
+            return Ok(());
+        }
         let entries = match std::fs::read_dir(&self.blobs) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
-        let mut present = HashSet::with_capacity(synced.len());
+        let mut present = HashSet::with_capacity(synced.names.len());
         let mut new = false;
         for entry in entries {
             let name = entry?.file_name();
-            if !synced.contains(&name) {
+            if !synced.names.contains(&name) {
                 match File::open(self.blobs.join(&name)) {
                     Ok(f) => f.sync_data()?,
                     // Removed by sled's blob collection since the listing.
@@ -154,7 +178,8 @@ impl SyncedDb {
         if new {
             File::open(&self.blobs)?.sync_all()?;
         }
-        *synced = present;
+        let settled = now.duration_since(mtime).is_ok_and(|age| age >= MTIME_SETTLED);
+        *synced = SyncedBlobs { names: present, listed_at_mtime: settled.then_some(mtime) };
         Ok(())
     }
 }
@@ -495,7 +520,19 @@ mod tests {
         let on_disk: HashSet<_> =
             std::fs::read_dir(dir.path().join("blobs")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert!(!on_disk.is_empty(), "sled wrote no blob file");
-        assert_eq!(*db.synced_blobs.lock().unwrap(), on_disk);
+        assert_eq!(db.synced_blobs.lock().unwrap().names, on_disk);
+
+        // Once the directory's modification time has settled, a sync does not list it again,
+        // but a new blob file changes that time and is synced.
+        let blobs = dir.path().join("blobs");
+        File::open(&blobs).unwrap().set_modified(SystemTime::now() - Duration::from_secs(10)).unwrap();
+        db.sync().unwrap();
+        assert!(db.synced_blobs.lock().unwrap().listed_at_mtime.is_some());
+        db.db.insert(b"bigger", vec![8u8; 300 * 1024]).unwrap();
+        db.sync().unwrap();
+        let on_disk: HashSet<_> = std::fs::read_dir(&blobs).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(on_disk.len() > 1, "sled wrote no second blob file");
+        assert_eq!(db.synced_blobs.lock().unwrap().names, on_disk);
     }
 
     #[tokio::test]
