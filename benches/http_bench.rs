@@ -14,6 +14,11 @@
 //! * `fetch 1k` / `fetch 10k`: `GET /eureka/apps` (JSON, gzip) with that many instances.
 //! * `delta 20`: `GET /eureka/apps/delta` (JSON, gzip) in steady state: 1k instances registered,
 //!   20 of them changed within the delta window.
+//! * `zk create` / `zk ping`: the same machine's ZooKeeper, standalone (Debian package
+//!   `zookeeper`, skipped when it or `java` is missing): one session per connection creating
+//!   distinct ephemeral nodes that hold a register body, and session pings. `register` is
+//!   judged against `zk create` of the same run; the first run of each gets 5 s more warm-up for
+//!   the JVM's compiler.
 //!
 //! Settings (environment): `SYNOD_BENCH_CONNS` (64), `SYNOD_BENCH_SECS` (5),
 //! `SYNOD_BENCH_RUNS` (3), `SYNOD_BENCH_WARMUP_SECS` (1), `SYNOD_BENCH_CLIENT_THREADS` (2),
@@ -34,10 +39,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[path = "common/lean_http.rs"]
 mod lean_http;
+#[path = "common/zookeeper.rs"]
+mod zookeeper;
 
 use bytes::Bytes;
 use lean_http::{Conn, Response};
 use tokio::runtime::Runtime;
+use zookeeper::Ensemble;
 
 /// Set in the environment of the re-executed child that serves the ceiling handler.
 const BASELINE_ENV: &str = "SYNOD_BENCH_BASELINE";
@@ -59,8 +67,12 @@ const REFERENCE_FIGURES: &[(&str, &str)] = &[
     ("ZooKeeper standalone ephemeral create", "~26k/s"),
 ];
 
-/// ZooKeeper standalone ephemeral creates per second: the bar a durable register should clear.
+/// ZooKeeper standalone ephemeral creates per second, measured when the targets were set: the
+/// bar a durable register should clear when ZooKeeper cannot run in the same bench run.
 const ZOOKEEPER_CREATES_PER_SEC: f64 = 26_000.0;
+
+/// Extra warm-up before ZooKeeper's first measured run, for the JVM's just-in-time compiler.
+const ZK_JIT_WARMUP: Duration = Duration::from_secs(5);
 
 /// Renew should cost little more than an empty request: its target as a fraction of the ceiling.
 const RENEW_TARGET_RATIO: f64 = 0.7;
@@ -203,13 +215,8 @@ fn spawn_server(mut cmd: Command, banner: &'static str, data_dir: Option<tempfil
 }
 
 /// Starts `synod serve` on an ephemeral loopback port with a fresh data directory.
-///
-/// The directory lives under cargo's target tmp dir rather than /tmp, which may be a tmpfs where
-/// fsync costs nothing and durable writes would look cheaper than they are.
 fn start_synod(cfg: &Config, extra: &[&str]) -> ChildGuard {
-    let base = option_env!("CARGO_TARGET_TMPDIR").map(Into::into).unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&base).expect("create bench tmp dir");
-    let dir = tempfile::Builder::new().prefix("synod-bench-").tempdir_in(&base).expect("tempdir");
+    let dir = tempfile::Builder::new().prefix("synod-bench-").tempdir_in(bench_tmp()).expect("tempdir");
     let bin = std::env::var("SYNOD_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synod").to_string());
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -219,6 +226,14 @@ fn start_synod(cfg: &Config, extra: &[&str]) -> ChildGuard {
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
     spawn_server(cmd, SYNOD_BANNER, Some(dir))
+}
+
+/// Where servers keep their data: under cargo's target tmp dir rather than /tmp, which may be a
+/// tmpfs where fsync costs nothing and durable writes would look cheaper than they are.
+fn bench_tmp() -> std::path::PathBuf {
+    let base = option_env!("CARGO_TARGET_TMPDIR").map(Into::into).unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).expect("create bench tmp dir");
+    base
 }
 
 /// Starts this binary again as the ceiling server.
@@ -354,30 +369,51 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Runs `wl` against `server` on `conns` connections for warm-up plus the measured window.
 fn timed_run(rt: &Runtime, server: &ChildGuard, cfg: &Config, wl: &Workload) -> RunResult {
     let addr = server.addr;
-    let server_pid = server.child.id();
+    timed_loops(rt, &[server.child.id()], cfg, cfg.warmup, |c, from, until, mut stats| {
+        let wl = wl.clone();
+        async move {
+            timed_conn(addr, c, wl, from, until, &mut stats).await;
+            stats
+        }
+    })
+}
+
+/// Runs `conn_loop` for each of `cfg.conns` connections over `warmup` plus the measured window
+/// and sums what they saw; `servers` are the processes whose CPU time is charged to the
+/// requests. A loop gets its connection index, the measured window and an empty `ConnStats`
+/// to fill and hand back.
+fn timed_loops<F, Fut>(rt: &Runtime, servers: &[u32], cfg: &Config, warmup: Duration, conn_loop: F) -> RunResult
+where
+    F: Fn(usize, Instant, Instant, ConnStats) -> Fut,
+    Fut: std::future::Future<Output = ConnStats> + Send + 'static,
+{
+    let server_cpu = || -> Option<f64> { servers.iter().map(|p| cpu_seconds(&p.to_string())).sum() };
     rt.block_on(async {
-        let from = Instant::now() + cfg.warmup;
+        let from = Instant::now() + warmup;
         let until = from + cfg.measure;
         // Enough for ~200k req/s spread over all connections without regrowing in the loop.
         let capacity = ((200_000.0 * cfg.measure.as_secs_f64()) as usize / cfg.conns).min(1 << 20);
         let tasks: Vec<_> = (0..cfg.conns)
             .map(|c| {
-                let wl = wl.clone();
+                let stats = ConnStats { latencies_us: Vec::with_capacity(capacity), ..ConnStats::default() };
+                let run = conn_loop(c, from, until, stats);
                 tokio::spawn(async move {
-                    let mut stats = ConnStats { latencies_us: Vec::with_capacity(capacity), ..ConnStats::default() };
-                    let run = timed_conn(addr, c, wl, from, until, &mut stats);
-                    if tokio::time::timeout_at((until + STRAGGLER_GRACE).into(), run).await.is_err() {
-                        stats.error(|| format!("no response {STRAGGLER_GRACE:?} after the run ended"));
+                    match tokio::time::timeout_at((until + STRAGGLER_GRACE).into(), run).await {
+                        Ok(stats) => stats,
+                        Err(_) => {
+                            let mut stats = ConnStats::default();
+                            stats.error(|| format!("no response {STRAGGLER_GRACE:?} after the run ended"));
+                            stats
+                        }
                     }
-                    stats
                 })
             })
             .collect();
         // CPU time of both sides over exactly the measured window.
         tokio::time::sleep_until(from.into()).await;
-        let cpu_from = (cpu_seconds("self"), cpu_seconds(&server_pid.to_string()));
+        let cpu_from = (cpu_seconds("self"), server_cpu());
         tokio::time::sleep_until(until.into()).await;
-        let cpu_until = (cpu_seconds("self"), cpu_seconds(&server_pid.to_string()));
+        let cpu_until = (cpu_seconds("self"), server_cpu());
         let mut all = ConnStats::default();
         for t in tasks {
             let s = t.await.expect("load task panicked");
@@ -403,6 +439,25 @@ fn timed_run(rt: &Runtime, server: &ChildGuard, cfg: &Config, wl: &Workload) -> 
             server_cpu_us: per_req_us(cpu_from.1, cpu_until.1),
             client_cpu_us: per_req_us(cpu_from.0, cpu_until.0),
             first_error: all.first_error,
+        }
+    })
+}
+
+/// One timed run of `op` against a ZooKeeper ensemble, one session per connection (connection
+/// `c` of run `run` creates `/reg/r{run}c{c}-{seq}`, each holding a register body).
+fn zk_run(rt: &Runtime, zk: &Ensemble, cfg: &Config, op: zookeeper::Op, run: usize, warmup: Duration) -> RunResult {
+    let (app, id, ip) = instance_identity("zk", 0);
+    let data: Arc<[u8]> = register_body(&app, &id, &ip, 1_700_000_000_000).into_bytes().into();
+    let capacity = ((200_000.0 * cfg.measure.as_secs_f64()) as usize / cfg.conns).min(1 << 20);
+    timed_loops(rt, &zk.pids(), cfg, warmup, |c, from, until, mut stats| {
+        let (addr, data) = (zk.addrs[c % zk.addrs.len()], data.clone());
+        async move {
+            let seen = zookeeper::closed_loop(addr, op, format!("/reg/r{run}c{c}"), data, from, until, capacity).await;
+            stats.ok = seen.latencies_us.len() as u64;
+            stats.latencies_us = seen.latencies_us;
+            stats.errors = seen.errors;
+            stats.first_error = seen.first_error;
+            stats
         }
     })
 }
@@ -731,6 +786,25 @@ fn run_all(cfg: &Config) -> Report {
         }));
     }
 
+    if cfg.wants("zk") {
+        match zookeeper::unavailable() {
+            Some(why) => notes.push(format!("ZooKeeper baseline skipped: {why}")),
+            None => {
+                eprintln!("http_bench: ZooKeeper standalone (one JVM, forceSync on, data under the bench tmp dir)");
+                let zk = rt.block_on(Ensemble::start(1, &bench_tmp()));
+                rt.block_on(zk.create_parent("/reg"));
+                // The first run also gives the JVM time to compile its hot paths.
+                let first = if cfg.smoke { cfg.warmup } else { cfg.warmup + ZK_JIT_WARMUP };
+                let warmup = |run: usize| if run == 0 { first } else { cfg.warmup };
+                use zookeeper::Op;
+                rows.push(runs_of("zk create", cfg, |run| {
+                    zk_run(&rt, &zk, cfg, Op::CreateEphemeral, run, warmup(run))
+                }));
+                rows.push(runs_of("zk ping", cfg, |run| zk_run(&rt, &zk, cfg, Op::Ping, run, warmup(run))));
+            }
+        }
+    }
+
     let Some((node, t, preloaded_at)) = read_node else {
         return Report { rows, notes, register_body_len: register_body_len() };
     };
@@ -869,12 +943,29 @@ impl Report {
             );
         }
         if let Some(r) = self.row("register") {
+            match self.row("zk create") {
+                Some(zk) => println!(
+                    "  register > ZooKeeper standalone ephemeral create (this run): {:.0} req/s vs {:.0} = {:.2} x ZooKeeper  {}",
+                    r.rps,
+                    zk.rps,
+                    r.rps / zk.rps,
+                    verdict(r.rps > zk.rps)
+                ),
+                None => println!(
+                    "  register > {:.0}k/s (ZooKeeper standalone ephemeral create, reference; not measured in this run): {:.0} req/s = {:.2} x  {}",
+                    ZOOKEEPER_CREATES_PER_SEC / 1000.0,
+                    r.rps,
+                    r.rps / ZOOKEEPER_CREATES_PER_SEC,
+                    verdict(r.rps > ZOOKEEPER_CREATES_PER_SEC)
+                ),
+            }
+        }
+        if let (Some(r), Some(zk)) = (self.row("renew"), self.row("zk ping")) {
             println!(
-                "  register > {:.0}k/s (ZooKeeper standalone ephemeral create): {:.0} req/s = {:.2} x ZooKeeper  {}",
-                ZOOKEEPER_CREATES_PER_SEC / 1000.0,
+                "  (context) renew vs ZooKeeper session ping (this run): {:.0} vs {:.0} req/s = {:.2} x",
                 r.rps,
-                r.rps / ZOOKEEPER_CREATES_PER_SEC,
-                verdict(r.rps > ZOOKEEPER_CREATES_PER_SEC)
+                zk.rps,
+                r.rps / zk.rps
             );
         }
         println!();
