@@ -219,7 +219,7 @@ impl Ensemble {
         let quorum: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let mut dirs = Vec::new();
         let mut servers = Vec::new();
-        for i in 0..n {
+        for (i, port) in client.iter().enumerate() {
             let dir = tempfile::Builder::new().prefix("zk-bench-").tempdir_in(tmp).expect("zk tempdir");
             let data = dir.path().join("data");
             std::fs::create_dir_all(&data).expect("zk data dir");
@@ -227,7 +227,7 @@ impl Ensemble {
                 "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
                  clientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n",
                 data.display(),
-                client[i]
+                port
             );
             if n > 1 {
                 std::fs::write(data.join("myid"), format!("{}\n", i + 1)).expect("zk myid");
