@@ -26,8 +26,16 @@ pub const MAX_DIRTY_AHEAD_MS: u64 = 24 * 3600 * 1000;
 /// and carriage return, and no non-characters U+FFFE/U+FFFF. One stored string that breaks
 /// this would make every XML registry response unparseable.
 pub fn is_xml_safe(s: &str) -> bool {
-    !s.chars()
-        .any(|c| matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}'))
+    // Checked on bytes, as every registration runs this over each of its strings: the control
+    // characters are single bytes below 0x20, and U+FFFE/U+FFFF are the only characters whose
+    // UTF-8 form starts with EF BF BE / EF BF BF.
+    let bytes = s.as_bytes();
+    !bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'\t' | b'\n' | b'\r' => false,
+        0..=0x1F => true,
+        0xEF => bytes.get(i + 1) == Some(&0xBF) && matches!(bytes.get(i + 2), Some(0xBE | 0xBF)),
+        _ => false,
+    })
 }
 
 /// Checks a whole metadata map against the limits; the error is a one-line reason.
@@ -53,6 +61,24 @@ mod tests {
         assert!(!is_xml_safe("\0"));
         assert!(!is_xml_safe("x\u{FFFF}"));
         assert!(is_xml_safe("ünïcödé ✓"));
+        assert!(!is_xml_safe("x\u{FFFE}"));
+        // Neighbours of the non-characters in UTF-8 (EF BF BD, EF BE BF) are fine.
+        assert!(is_xml_safe("\u{FFFD}\u{FFBF}\u{EFFF}"));
+        assert!(is_xml_safe("\u{7F}\u{80}"));
+    }
+
+    #[test]
+    fn xml_safety_matches_the_character_rule() {
+        let unsafe_char =
+            |c: char| matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}');
+        let samples: Vec<char> =
+            "\0\t\n\u{B}\r\u{1F} \u{7F}é\u{EFBF}\u{FFBE}\u{FFFD}\u{FFFE}\u{FFFF}\u{10000}\u{10FFFF}".chars().collect();
+        for &a in &samples {
+            for &b in &samples {
+                let s: String = [a, b].iter().collect();
+                assert_eq!(is_xml_safe(&s), !s.chars().any(unsafe_char), "{s:?}");
+            }
+        }
     }
 
     #[test]

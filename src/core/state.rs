@@ -3,7 +3,7 @@
 //! Nothing here reads a clock or does I/O: time comes from the command (or the caller of
 //! `renew`), which keeps replicas deterministic and tests exact.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -319,7 +319,15 @@ impl RegistryState {
 
     fn register(&mut self, mut incoming: InstanceInfo, now: u64, from_peer: bool) -> Applied {
         let key = InstanceKey { app: incoming.app.clone(), id: incoming.instance_id.clone() };
-        let existing = self.get(&key);
+        let ids = self.apps.entry(key.app.clone()).or_default();
+        // One search of the (large) id map serves both reading the stored copy and storing
+        // the new one: under a registration storm the searches' cache misses are a visible
+        // part of a registration's cost.
+        let slot = ids.entry(key.id.clone());
+        let existing = match &slot {
+            btree_map::Entry::Occupied(o) => Some(o.get()),
+            btree_map::Entry::Vacant(_) => None,
+        };
         if let Some(e) = existing {
             // Conflict resolution on the client's clock, as Eureka: the stored copy wins when
             // it is strictly newer. Exception: after an override delete the stored status is
@@ -358,8 +366,16 @@ impl RegistryState {
             status_override,
             metadata_override,
         };
-        self.record_delta(&key, &entry, now);
-        self.insert(key.clone(), entry);
+        self.delta.push(delta_item(&key, &entry, now, self.version));
+        match slot {
+            btree_map::Entry::Occupied(mut o) => {
+                o.insert(entry);
+            }
+            btree_map::Entry::Vacant(v) => {
+                v.insert(entry);
+                self.count += 1;
+            }
+        }
         changed(Outcome::Applied, vec![key])
     }
 
@@ -442,18 +458,7 @@ impl RegistryState {
     }
 
     fn record_delta(&mut self, key: &InstanceKey, entry: &Entry, now: u64) {
-        // Every command that records a change also refreshes the lease, so the renewal time
-        // shown in the delta is the command's own time; taking it from the (local) lease
-        // table would make replicas' deltas differ.
-        let mut stamps = entry.stamps();
-        stamps.last_renewal_timestamp = now;
-        self.delta.push(DeltaItem {
-            at: now,
-            version: self.version + 1,
-            key: key.clone(),
-            info: entry.info.clone(),
-            stamps,
-        });
+        self.delta.push(delta_item(key, entry, now, self.version));
     }
 
     fn entry_mut(&mut self, key: &InstanceKey) -> Option<&mut Entry> {
@@ -465,6 +470,17 @@ impl RegistryState {
             self.count += 1;
         }
     }
+}
+
+/// The delta-queue item for a change of `key` to `entry` by a command at `now`, which takes
+/// the registry from `version` to the next one.
+fn delta_item(key: &InstanceKey, entry: &Entry, now: u64, version: u64) -> DeltaItem {
+    // Every command that records a change also refreshes the lease, so the renewal time
+    // shown in the delta is the command's own time; taking it from the (local) lease
+    // table would make replicas' deltas differ.
+    let mut stamps = entry.stamps();
+    stamps.last_renewal_timestamp = now;
+    DeltaItem { at: now, version: version + 1, key: key.clone(), info: entry.info.clone(), stamps }
 }
 
 fn changed(outcome: Outcome, keys: Vec<InstanceKey>) -> Applied {
