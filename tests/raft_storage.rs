@@ -14,14 +14,29 @@ use synod::core::state::CoreConfig;
 use synod::replication::raft::log_store::{LogGrowth, LogStore};
 use synod::replication::raft::state_machine::StateMachine;
 use synod::replication::raft::types::{Entry, Proposal, StorageError, TypeConfig};
-use synod::store::SyncedDb;
+use synod::store::{StoreError, SyncedDb};
 
 fn registry() -> Arc<Registry> {
     Arc::new(Registry::new(CoreConfig::default(), PreservationConfig::default(), Arc::new(SystemClock)))
 }
 
+/// Opens the sled database in `dir`. One just dropped in this process may hold sled's file
+/// lock a moment longer (sled's I/O pool finishes its last job), so a reopen waits for it.
+fn open_db(dir: &std::path::Path) -> SyncedDb {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SyncedDb::open(dir) {
+            Ok(db) => return db,
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("open sled: {e}"),
+        }
+    }
+}
+
 fn open(dir: &std::path::Path) -> (LogStore, StateMachine, Arc<Registry>) {
-    let db = Arc::new(SyncedDb::open(dir).expect("open sled"));
+    let db = Arc::new(open_db(dir));
     let reg = registry();
     let growth = Arc::new(LogGrowth::new(32 << 20));
     (

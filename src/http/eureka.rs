@@ -102,6 +102,16 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Reject> {
     })
 }
 
+/// One decoded component of a form-encoded query (`+` is a space, then percent-decoding,
+/// invalid UTF-8 replaced), borrowed when it holds neither.
+fn form_component(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let spaced: Vec<u8> = s.bytes().map(|b| if b == b'+' { b' ' } else { b }).collect();
+    Cow::Owned(percent_encoding::percent_decode(&spaced).decode_utf8_lossy().into_owned())
+}
+
 /// Query parameters, first value winning for repeated keys (as Eureka's metadata PUT).
 /// Parsed lazily: a heartbeat's query is scanned without building a map.
 struct Query<'a>(&'a str);
@@ -115,8 +125,13 @@ impl<'a> Query<'a> {
         form_urlencoded::parse(self.0.as_bytes())
     }
 
+    /// The first value of `key`, decoded as `application/x-www-form-urlencoded` (as
+    /// [`Self::pairs`] decodes it), without decoding the components that hold no escapes.
     fn get(&self, key: &str) -> Option<Cow<'a, str>> {
-        self.pairs().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.0.split('&').filter(|p| !p.is_empty()).find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_component(k) == key).then(|| form_component(v))
+        })
     }
 
     /// Requested read consistency: `?consistency=` or the [`CONSISTENCY_HEADER`] header,
@@ -431,4 +446,30 @@ fn status_overrides(s: &AppState) -> Response {
         .registry
         .read(|st| st.entries().filter_map(|(id, e)| e.status_override.map(|o| (id.clone(), o.as_str()))).collect());
     axum::Json(map).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `Query::get` must agree with: the first matching pair of a full form decode.
+    fn reference(q: &str, key: &str) -> Option<String> {
+        form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+    }
+
+    #[test]
+    fn query_get_decodes_as_a_form_parser() {
+        let tokens = ["k", "a", "=", "&", "%20", "+", "%2", "%zz", "%C3%A9", "%FF", "1", "a+b", "a%20b"];
+        let mut queries = vec![String::new()];
+        for _ in 0..4 {
+            queries = queries.iter().flat_map(|q| tokens.iter().map(move |t| format!("{q}{t}"))).collect();
+            for q in &queries {
+                for key in ["k", "a b", "a", ""] {
+                    assert_eq!(Query(q).get(key).map(Cow::into_owned), reference(q, key), "query {q:?}, key {key:?}");
+                }
+            }
+        }
+        assert_eq!(Query("lastDirtyTimestamp=17&status=UP").get("status").as_deref(), Some("UP"));
+        assert_eq!(Query("k=1&k=2").get("k").as_deref(), Some("1"));
+    }
 }

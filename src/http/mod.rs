@@ -40,6 +40,18 @@ pub struct AppState {
     pub long_polls_refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Requests no route matched: Eureka resources under `/eureka/`, or 404.
+async fn eureka_or_not_found(
+    state: axum::extract::State<AppState>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    if req.uri().path().starts_with("/eureka/") {
+        eureka::dispatch(state, req).await
+    } else {
+        admin::not_found(req.uri().clone()).await
+    }
+}
+
 /// Builds the server's router.
 pub fn router(state: AppState, max_body_size: usize) -> Router {
     let backend_routes = state.replicator.routes();
@@ -49,11 +61,12 @@ pub fn router(state: AppState, max_body_size: usize) -> Router {
         .route("/readyz", get(admin::readyz))
         .route("/v1/status", get(admin::status))
         .route("/eureka", any(eureka::dispatch))
-        .route("/eureka/", any(eureka::dispatch))
-        .route("/eureka/{*rest}", any(eureka::dispatch))
+        // Everything else under /eureka/ reaches `dispatch` as the fallback rather than as a
+        // `{*rest}` route: axum percent-decodes and allocates a captured parameter for every
+        // request, which `dispatch` (it splits the raw path itself) never reads.
+        .fallback(eureka_or_not_found)
         .with_state(state)
         .merge(backend_routes)
-        .fallback(admin::not_found)
         // Peers may gzip request bodies; the limit applies to the decompressed body.
         .layer(RequestDecompressionLayer::new())
         .layer(DefaultBodyLimit::max(max_body_size));

@@ -37,15 +37,19 @@ fn decode(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let bad = || PathError::BadEncoding(raw.to_string());
     // percent_decode passes malformed escapes through unchanged; reject them instead.
     let bytes = raw.as_bytes();
+    let mut has_escape = false;
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'%' {
+            has_escape = true;
             let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
             if !hex.iter().all(u8::is_ascii_hexdigit) {
                 return Err(bad());
             }
         }
     }
-    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| bad())?;
+    // Without escapes the segment is its own decoding (and already UTF-8): no decoder pass.
+    let decoded =
+        if has_escape { percent_decode_str(raw).decode_utf8().map_err(|_| bad())? } else { Cow::Borrowed(raw) };
     if decoded.len() > MAX_NAME {
         return Err(PathError::TooLong);
     }
