@@ -13,7 +13,7 @@ use crate::core::clock::{Clock, SystemClock};
 use crate::core::preservation::PreservationConfig;
 use crate::core::registry::Registry;
 use crate::core::state::CoreConfig;
-use crate::http::{router, AppState};
+use crate::http::{AppState, HttpService};
 use crate::replication::p2p::P2p;
 use crate::replication::raft::RaftBackend;
 use crate::replication::standalone::Standalone;
@@ -76,9 +76,9 @@ impl Node {
         Ok(Node { registry, replicator, config })
     }
 
-    /// The HTTP router for this node.
-    pub fn router(&self) -> axum::Router {
-        router(
+    /// The HTTP service for this node (`axum::serve(listener, node.http().into_make_service())`).
+    pub fn http(&self) -> HttpService {
+        HttpService::new(
             AppState {
                 registry: self.registry.clone(),
                 replicator: self.replicator.clone(),
@@ -135,7 +135,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, replication = node.replicator.name(), data_dir = %node.config.data_dir.display(), "synod started");
     // Tests and scripts read the bound address (with --listen …:0) from this line.
     println!("synod listening on http://{addr}");
-    axum::serve(listener, node.router()).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, node.http().into_make_service()).with_graceful_shutdown(shutdown_signal()).await?;
     eviction.abort();
     tracing::info!("synod stopped");
     Ok(())

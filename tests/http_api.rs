@@ -136,6 +136,43 @@ async fn gzip_when_accepted() {
     }
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzipped_registrations_are_decompressed_within_the_body_limit() {
+    let s = InProcess::start_with(|c| c.max_body_size = 64 * 1024).await;
+    let c = client();
+    let post = |path: &str, body: Vec<u8>, encoding: &str| {
+        c.post(s.url(path)).header("Content-Type", JSON).header("Content-Encoding", encoding).body(body).send()
+    };
+    let body = py_instance("zipped", "10.0.0.9", 80).to_string();
+    assert_eq!(post("apps/ZIPPED", gzip(body.as_bytes()), "gzip").await.unwrap().status(), StatusCode::NO_CONTENT);
+    let (st, v) = get_json(&c, &s.url("apps/ZIPPED/10.0.0.9:zipped:80")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["instance"]["ipAddr"], "10.0.0.9");
+
+    let before = s.version();
+    // Small on the wire, over the limit once decompressed.
+    let bomb = gzip(format!("{}{}", body, " ".repeat(100 * 1024)).as_bytes());
+    assert!(bomb.len() < 64 * 1024);
+    let cases = [
+        (bomb, "gzip", StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
+        (b"not gzip at all".to_vec(), "gzip", StatusCode::BAD_REQUEST, "gunzip"),
+        (body.clone().into_bytes(), "br", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Encoding"),
+    ];
+    for (bytes, encoding, want, msg) in cases {
+        let r = post("apps/ZIPPED", bytes, encoding).await.unwrap();
+        assert_eq!(r.status(), want, "{encoding} {msg}");
+        assert!(r.text().await.unwrap().contains(msg), "{msg}");
+    }
+    assert_eq!(s.version(), before, "rejected requests changed the registry");
+}
+
 #[tokio::test]
 async fn client_body_shapes_are_accepted() {
     let s = InProcess::start().await;

@@ -134,10 +134,10 @@ impl InProcess {
             .expect("open node");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let registry = node.registry.clone();
-        let router = node.router();
+        let service = node.http();
         let task = tokio::spawn(async move {
             let eviction = node.spawn_eviction();
-            let _ = axum::serve(listener, router).await;
+            let _ = axum::serve(listener, service.into_make_service()).await;
             eviction.abort();
         });
         InProcess { base, node_registry: registry, task, _dir: dir }
