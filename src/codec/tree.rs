@@ -102,7 +102,11 @@ impl Tree for Node<'_> {
 
 /// Parses a JSON body into a [`Node`] tree.
 pub fn parse_json(body: &[u8]) -> Result<Node<'_>, DecodeError> {
-    serde_json::from_slice(body).map_err(|e| DecodeError::new(format!("malformed JSON: {e}")))
+    // One (vectorised) UTF-8 check of the whole body: parsing from bytes would check every
+    // string on its own (measured: a fifth of the parse's instructions). Invalid UTF-8 is
+    // malformed JSON either way.
+    let text = std::str::from_utf8(body).map_err(|e| DecodeError::new(format!("malformed JSON: {e}")))?;
+    serde_json::from_str(text).map_err(|e| DecodeError::new(format!("malformed JSON: {e}")))
 }
 
 impl<'de> Deserialize<'de> for Node<'de> {
