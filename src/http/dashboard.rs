@@ -89,7 +89,7 @@ pub async fn page(State(s): State<AppState>) -> Html<String> {
         h.push_str("<p>none (single node)</p>");
     } else {
         h.push_str("<ul>");
-        for (id, url) in &s.peers {
+        for (id, url) in s.peers.iter() {
             let _ = write!(h, "<li>{} — {}</li>", id, esc(url));
         }
         h.push_str("</ul>");

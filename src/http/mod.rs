@@ -25,8 +25,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub replicator: Arc<dyn Replicator>,
     pub node_id: u64,
-    /// Cluster members as (id, URL), for the dashboard.
-    pub peers: Vec<(u64, String)>,
+    /// Cluster members as (id, URL), for the dashboard (shared: the state is cloned per request).
+    pub peers: Arc<[(u64, String)]>,
     /// When this node started serving.
     pub started: std::time::Instant,
     /// Largest accepted request body.
