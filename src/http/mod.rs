@@ -66,11 +66,14 @@ async fn eureka_or_not_found(
 pub struct HttpService {
     state: AppState,
     router: Router,
+    /// Off while tower-http's request logging is enabled, so every request passes the
+    /// router's trace layer.
+    direct: bool,
 }
 
 impl HttpService {
     pub fn new(state: AppState, max_body_size: usize) -> HttpService {
-        HttpService { router: router(state.clone(), max_body_size), state }
+        HttpService { router: router(state.clone(), max_body_size), state, direct: !request_tracing() }
     }
 
     /// What `axum::serve` takes: this service for every connection.
@@ -89,7 +92,7 @@ impl tower::Service<axum::extract::Request> for HttpService {
     }
 
     fn call(&mut self, req: axum::extract::Request) -> Self::Future {
-        if is_eureka_resource(req.uri().path()) {
+        if self.direct && is_eureka_resource(req.uri().path()) {
             let state = axum::extract::State(self.state.clone());
             Box::pin(async move { Ok(eureka::dispatch(state, req).await) })
         } else {
@@ -109,6 +112,11 @@ fn is_eureka_resource(path: &str) -> bool {
         other => other,
     };
     matches!(first, Some("apps" | "instances" | "vips" | "svips" | "serverinfo"))
+}
+
+/// Whether tower-http's request spans and status lines are logged (`tower_http=debug`).
+fn request_tracing() -> bool {
+    tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG)
 }
 
 /// Builds the server's router.
@@ -131,7 +139,7 @@ pub fn router(state: AppState, max_body_size: usize) -> Router {
     // which also covers rejections produced by axum itself (e.g. 413). Only where that level
     // is enabled (the filter is fixed at start-up): otherwise the layer would log nothing and
     // still cost ~5 % of a heartbeat's server CPU (measured).
-    if !tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
+    if !request_tracing() {
         return router;
     }
     // 5xx answers are expected states here (503 while syncing or while the disk refuses
