@@ -32,6 +32,8 @@ use serde_json::Value;
 
 #[path = "common/lean_http.rs"]
 mod lean_http;
+#[path = "common/proc_stat.rs"]
+mod proc_stat;
 #[path = "common/zookeeper.rs"]
 mod zookeeper;
 
@@ -59,10 +61,7 @@ impl Proc {
     /// user+system CPU seconds of the process so far.
     fn cpu_secs(&self) -> f64 {
         let Some(c) = &self.child else { return 0.0 };
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        (tick(11) + tick(12)) / 100.0
+        proc_stat::cpu_seconds(&c.id().to_string()).unwrap_or(0.0)
     }
 
     fn kill(&mut self) {
@@ -795,14 +794,14 @@ zookeeper: {why}; skipped"
         "
 zookeeper: 3 nodes, {conns} sessions, {secs} s per workload ({} B values, forceSync on; +{} s JIT warm-up)",
         body("reg", 1).len(),
-        ZK_JIT_WARMUP.as_secs()
+        zookeeper::JIT_WARMUP.as_secs()
     );
     let mut f = Figures::default();
     use zookeeper::Op;
-    let (rate, lat, cpu_us) = zk_load(&zk, Op::CreateEphemeral, "reg", conns, secs, ZK_JIT_WARMUP).await;
+    let (rate, lat, cpu_us) = zk_load(&zk, Op::CreateEphemeral, "reg", conns, secs, zookeeper::JIT_WARMUP).await;
     row("ephemeral create (spread)", rate, &lat, cpu_us);
     (f.register, f.register_p99) = (rate, pct(&lat, 0.99));
-    let (rate, lat, cpu_us) = zk_load(&zk, Op::Ping, "ping", conns, secs, ZK_JIT_WARMUP).await;
+    let (rate, lat, cpu_us) = zk_load(&zk, Op::Ping, "ping", conns, secs, zookeeper::JIT_WARMUP).await;
     row("session ping (spread)", rate, &lat, cpu_us);
     f.renew = rate;
     // Visibility: create through one server, then read on every server (each reads locally).
@@ -835,9 +834,6 @@ zookeeper: 3 nodes, {conns} sessions, {secs} s per workload ({} B values, forceS
     f.ttv_p99 = visibility_row(&v);
     Some(f)
 }
-
-/// Warm-up before each ZooKeeper workload, for the JVM's just-in-time compiler.
-const ZK_JIT_WARMUP: Duration = Duration::from_secs(5);
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {

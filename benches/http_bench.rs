@@ -39,11 +39,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[path = "common/lean_http.rs"]
 mod lean_http;
+#[path = "common/proc_stat.rs"]
+mod proc_stat;
 #[path = "common/zookeeper.rs"]
 mod zookeeper;
 
 use bytes::Bytes;
 use lean_http::{Conn, Response};
+use proc_stat::cpu_seconds;
 use tokio::runtime::Runtime;
 use zookeeper::Ensemble;
 
@@ -70,9 +73,6 @@ const REFERENCE_FIGURES: &[(&str, &str)] = &[
 /// ZooKeeper standalone ephemeral creates per second, measured when the targets were set: the
 /// bar a durable register should clear when ZooKeeper cannot run in the same bench run.
 const ZOOKEEPER_CREATES_PER_SEC: f64 = 26_000.0;
-
-/// Extra warm-up before ZooKeeper's first measured run, for the JVM's just-in-time compiler.
-const ZK_JIT_WARMUP: Duration = Duration::from_secs(5);
 
 /// Renew should cost little more than an empty request: its target as a fraction of the ceiling.
 const RENEW_TARGET_RATIO: f64 = 0.7;
@@ -462,19 +462,6 @@ fn zk_run(rt: &Runtime, zk: &Ensemble, cfg: &Config, op: zookeeper::Op, run: usi
     })
 }
 
-/// User plus system CPU time of a whole process (all threads) from `/proc/<pid>/stat`, or
-/// `None` where that file does not exist. The kernel reports it in USER_HZ ticks, which are
-/// 1/100 s on every mainstream Linux build.
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; the fields after it are plain numbers.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
 fn percentile_ms(lat_us: &mut [u32], q: f64) -> f64 {
     if lat_us.is_empty() {
         return f64::NAN;
@@ -794,7 +781,7 @@ fn run_all(cfg: &Config) -> Report {
                 let zk = rt.block_on(Ensemble::start(1, &bench_tmp()));
                 rt.block_on(zk.create_parent("/reg"));
                 // The first run also gives the JVM time to compile its hot paths.
-                let first = if cfg.smoke { cfg.warmup } else { cfg.warmup + ZK_JIT_WARMUP };
+                let first = if cfg.smoke { cfg.warmup } else { cfg.warmup + zookeeper::JIT_WARMUP };
                 let warmup = |run: usize| if run == 0 { first } else { cfg.warmup };
                 use zookeeper::Op;
                 rows.push(runs_of("zk create", cfg, |run| {

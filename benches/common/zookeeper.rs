@@ -38,6 +38,9 @@ const PERMS_ALL: i32 = 31;
 /// ZooKeeper's error code for "node exists".
 pub const ERR_NODE_EXISTS: i32 = -110;
 
+/// Warm-up before ZooKeeper's (first) measured run, for the JVM's just-in-time compiler.
+pub const JIT_WARMUP: Duration = Duration::from_secs(5);
+
 /// Largest answer accepted; answers here are a header and a path.
 const MAX_FRAME: usize = 1 << 20;
 
@@ -272,7 +275,7 @@ impl Ensemble {
 
     /// user+system CPU seconds of all servers so far.
     pub fn cpu_secs(&self) -> f64 {
-        self.servers.iter().map(|c| proc_cpu_secs(c.id())).sum()
+        self.servers.iter().filter_map(|c| crate::proc_stat::cpu_seconds(&c.id().to_string())).sum()
     }
 
     /// Process ids of the servers.
@@ -286,13 +289,6 @@ impl Ensemble {
         let code = s.create(path, b"", false).await.expect("zk create parent");
         assert!(code == 0 || code == ERR_NODE_EXISTS, "create {path}: ZooKeeper error {code}");
     }
-}
-
-fn proc_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
 }
 
 /// The request a load loop repeats.
