@@ -573,3 +573,84 @@ async fn a_snapshot_is_built_once_the_log_outgrows_the_size_limit() {
     }
     assert!(registered >= 20, "a snapshot after only {registered} registrations: not by size");
 }
+
+/// Posts raw bytes to a node's raft route; the status, or None if the node did not answer.
+async fn post_raw(c: &Client, base: &str, path: &str, body: Vec<u8>) -> Option<StatusCode> {
+    c.post(format!("{base}{path}")).body(body).send().await.ok().map(|r| r.status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_raft_messages_are_refused_and_change_nothing() {
+    use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+    use openraft::{CommittedLeaderId, LogId, SnapshotMeta, StoredMembership, Vote};
+    use synod::core::command::Command;
+    use synod::core::model::InstanceKey;
+    use synod::replication::raft::types::{encode, Proposal, TypeConfig};
+
+    let cl = Cluster::start(3, &[]).await;
+    let leader = cl.leader(&[1, 2, 3]).await;
+    let follower = others(&[1, 2, 3], leader)[0];
+    assert_eq!(cl.register(follower, "HOSTILE", "h1").await, StatusCode::NO_CONTENT);
+    let term = cl.status(leader).await.unwrap()["term"].as_u64().unwrap();
+    let base = cl.member(follower).base();
+    let c = &cl.c;
+    let bad = StatusCode::BAD_REQUEST;
+
+    // A relayed renewal claiming a 2^62-byte name (aborted the process), one claiming 2^63
+    // (panicked), and an append with term 2^64-1 from node 99 (wrapped the term for good).
+    let renew_bomb = b"\x01\xfd\x00\x00\x00\x00\x00\x00\x00\x40".to_vec();
+    assert_eq!(post_raw(c, &base, "/v1/raft/renew", renew_bomb).await, Some(bad));
+    let renew_bomb = b"\x01\xfd\x00\x00\x00\x00\x00\x00\x00\x80".to_vec();
+    assert_eq!(post_raw(c, &base, "/v1/raft/renew", renew_bomb).await, Some(bad));
+    let wrap = b"\xfd\xff\xff\xff\xff\xff\xff\xff\xff\x63\x01\x00\x00\x00".to_vec();
+    assert_eq!(post_raw(c, &base, "/v1/raft/append", wrap).await, Some(bad));
+
+    // Well-formed messages from a node that is not a member, with a term that would depose
+    // the leader: refused.
+    let stranger = Vote::new_committed(term + 5, 99);
+    let append =
+        AppendEntriesRequest::<TypeConfig> { vote: stranger, prev_log_id: None, entries: vec![], leader_commit: None };
+    let forbidden = Some(StatusCode::FORBIDDEN);
+    assert_eq!(post_raw(c, &base, "/v1/raft/append", encode(&append).unwrap()).await, forbidden);
+    let vote = VoteRequest::<u64> { vote: Vote::new(term + 5, 99), last_log_id: None };
+    assert_eq!(post_raw(c, &base, "/v1/raft/vote", encode(&vote).unwrap()).await, forbidden);
+    // A member's id with a term near overflow.
+    let vote = VoteRequest::<u64> { vote: Vote::new(1 << 60, leader), last_log_id: None };
+    assert_eq!(post_raw(c, &base, "/v1/raft/vote", encode(&vote).unwrap()).await, Some(bad));
+    // A snapshot chunk far past the start of any stream (would grow a buffer to 1 TiB).
+    let chunk = InstallSnapshotRequest::<TypeConfig> {
+        vote: Vote::new_committed(term, leader),
+        meta: SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(term, leader), 1)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "forged".into(),
+        },
+        offset: 1 << 40,
+        data: vec![0; 16],
+        done: false,
+    };
+    assert_eq!(post_raw(c, &base, "/v1/raft/snapshot", encode(&chunk).unwrap()).await, Some(bad));
+
+    // Forwarded commands meet the HTTP layer's rules: no control characters, no evictions.
+    let leader_base = cl.member(leader).base();
+    let key = InstanceKey::new("HOSTILE", "h1");
+    let meta = Command::UpdateMetadata { key: key.clone(), entries: [("k".into(), "\u{1}".into())].into(), now: 1 };
+    let evict = Command::Evict { keys: vec![key], now: u64::MAX };
+    for cmd in [meta, evict] {
+        let body = encode(&Proposal::from(vec![cmd])).unwrap();
+        assert_eq!(post_raw(c, &leader_base, "/v1/raft/forward", body).await, Some(bad));
+    }
+
+    // Nothing changed: every node is up with the same leader and term, the registry is
+    // intact, and writes through the follower still commit.
+    for id in [1, 2, 3] {
+        let st = cl.status(id).await.expect("node still answers");
+        assert_eq!(st["leader"].as_u64(), Some(leader), "node {id}: {st}");
+        assert_eq!(st["term"].as_u64(), Some(term), "node {id}: {st}");
+    }
+    assert_eq!(cl.ids(leader, "HOSTILE", true).await, Some(set(&["h1"])));
+    let xml = c.get(format!("{}/apps", cl.member(leader).eureka())).send().await.unwrap().text().await.unwrap();
+    assert!(!xml.contains('\u{1}'), "a control character reached the registry");
+    assert_eq!(cl.register(follower, "HOSTILE", "h2").await, StatusCode::NO_CONTENT);
+    cl.converge(follower, "HOSTILE", &set(&["h1", "h2"])).await;
+}

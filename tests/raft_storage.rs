@@ -105,3 +105,20 @@ async fn vote_committed_and_snapshot_survive_reopen() {
     assert_eq!(reg.read(|st| st.len()), 3);
     assert!(sm.get_current_snapshot().await.unwrap().is_some());
 }
+
+/// A vote with a term near overflow (accepted from the network by earlier versions) makes
+/// openraft panic at every start; the store refuses to open with one line saying what to do.
+#[tokio::test]
+async fn an_unusable_persisted_vote_stops_the_start_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _, _) = open(dir.path());
+        log.save_vote(&openraft::Vote::new_committed(u64::MAX, 99)).await.unwrap();
+    }
+    let db = Arc::new(open_db(dir.path()));
+    let err = LogStore::open(db, Arc::new(LogGrowth::new(32 << 20))).err().expect("must refuse");
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Unusable(_)), "{msg}");
+    assert!(msg.contains("beyond any real election") && msg.contains("--raft-join"), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+}

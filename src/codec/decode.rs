@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::limits::*;
 use super::tree::{Tree, View};
 use super::DecodeError;
-use crate::core::limits::{check_metadata, is_xml_safe};
+use crate::core::limits::{self, check_instance, check_metadata};
 use crate::core::model::{DataCenterInfo, DataCenterKind, InstanceInfo, LeaseTerms, Port, Status};
 
 /// Decodes the body of a registration: `{"instance": {…}}` (the wrapper is required, as in
@@ -70,7 +70,7 @@ pub fn instance<T: Tree>(o: &T, now: u64) -> Result<InstanceInfo, DecodeError> {
     metadata.remove("@class");
     let reported = status(o, &["status"])?.unwrap_or(Status::Up);
     let overridden_status = status(o, &["overriddenStatus", "overriddenstatus"])?.unwrap_or(Status::Unknown);
-    Ok(InstanceInfo {
+    let info = InstanceInfo {
         instance_id,
         host_name,
         app,
@@ -95,7 +95,9 @@ pub fn instance<T: Tree>(o: &T, now: u64) -> Result<InstanceInfo, DecodeError> {
         last_dirty_timestamp: dirty_timestamp(timestamp(o, "lastDirtyTimestamp")?, now)?,
         action_type: None,
         asg_name: text(o, "asgName", MAX_NAME)?,
-    })
+    };
+    check_instance(&info).map_err(DecodeError)?;
+    Ok(info)
 }
 
 /// A scalar as text: strings as they are, numbers and booleans printed; `null` is absent.
@@ -110,6 +112,8 @@ fn scalar<T: Tree>(v: &T) -> Option<String> {
     }
 }
 
+/// A text field. Its length and characters are checked with the whole instance
+/// ([`check_instance`]); `max` bounds the fields that are not stored.
 fn text<T: Tree>(o: &T, key: &str, max: usize) -> Result<Option<String>, DecodeError> {
     match present(o.get(key)) {
         None => Ok(None),
@@ -117,9 +121,6 @@ fn text<T: Tree>(o: &T, key: &str, max: usize) -> Result<Option<String>, DecodeE
             let s = scalar(v).ok_or_else(|| DecodeError::new(format!("{key} must be a string")))?;
             if s.len() > max {
                 return Err(DecodeError::new(format!("{key} is longer than {max} bytes")));
-            }
-            if !is_xml_safe(&s) {
-                return Err(DecodeError::new(format!("{key} contains control characters")));
             }
             Ok(Some(s))
         }
@@ -129,7 +130,12 @@ fn text<T: Tree>(o: &T, key: &str, max: usize) -> Result<Option<String>, DecodeE
 fn parse_i64<T: Tree>(v: &T, key: &str) -> Result<i64, DecodeError> {
     let bad = || DecodeError::new(format!("{key} must be an integer"));
     match v.view() {
-        View::Num(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).ok_or_else(bad),
+        // A float is taken only when it is a whole number that fits: 2^70 must not become
+        // i64::MAX.
+        View::Num(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18).map(|f| f as i64))
+            .ok_or_else(bad),
         _ => scalar(v).and_then(|s| s.trim().parse().ok()).ok_or_else(bad),
     }
 }
@@ -261,16 +267,7 @@ pub fn string_map<T: Tree>(v: Option<&T>, what: &str) -> Result<BTreeMap<String,
 
 /// Enforces the metadata limits on one entry.
 pub fn check_metadata_entry(key: &str, value: &str, what: &str) -> Result<(), DecodeError> {
-    if key.is_empty() || key.len() > MAX_METADATA_KEY {
-        return Err(DecodeError::new(format!("{what} keys must be 1 to {MAX_METADATA_KEY} bytes")));
-    }
-    if value.len() > MAX_METADATA_VALUE {
-        return Err(DecodeError::new(format!("{what}.{key} is longer than {MAX_METADATA_VALUE} bytes")));
-    }
-    if !is_xml_safe(key) || !is_xml_safe(value) {
-        return Err(DecodeError::new(format!("{what} keys and values must not contain control characters")));
-    }
-    Ok(())
+    limits::check_metadata_entry(key, value, what).map_err(DecodeError)
 }
 
 /// A client's `lastDirtyTimestamp` (default: now), refused when implausibly far ahead.

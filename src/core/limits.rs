@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::model::{InstanceInfo, InstanceKey};
+
 /// Most metadata entries per instance.
 pub const MAX_METADATA_ENTRIES: usize = 256;
 /// Longest metadata key, in bytes.
@@ -46,6 +48,111 @@ pub fn check_metadata(m: &BTreeMap<String, String>) -> Result<(), String> {
     let bytes: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
     if bytes > MAX_METADATA_BYTES {
         return Err(format!("metadata is larger than {MAX_METADATA_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+/// Longest lease duration or renewal interval a client may ask for, in seconds.
+pub const MAX_LEASE_SECS: u32 = 24 * 3600;
+/// Widest `countryId` (a Java `int` in Eureka).
+pub const COUNTRY_ID_RANGE: std::ops::RangeInclusive<i64> = i32::MIN as i64..=i32::MAX as i64;
+
+/// Checks one stored text field: at most `max` bytes, XML-safe. The error names the field.
+pub fn check_text(field: &str, s: &str, max: usize) -> Result<(), String> {
+    if s.len() > max {
+        return Err(format!("{field} is longer than {max} bytes"));
+    }
+    if !is_xml_safe(s) {
+        return Err(format!("{field} contains control characters"));
+    }
+    Ok(())
+}
+
+/// Enforces the metadata limits on one entry of the map called `what`.
+pub fn check_metadata_entry(key: &str, value: &str, what: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_METADATA_KEY {
+        return Err(format!("{what} keys must be 1 to {MAX_METADATA_KEY} bytes"));
+    }
+    if value.len() > MAX_METADATA_VALUE {
+        return Err(format!("{what}.{key} is longer than {MAX_METADATA_VALUE} bytes"));
+    }
+    if !is_xml_safe(key) || !is_xml_safe(value) {
+        return Err(format!("{what} keys and values must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a metadata map called `what` entry by entry and as a whole.
+pub fn check_metadata_map(m: &BTreeMap<String, String>, what: &str) -> Result<(), String> {
+    check_metadata(m).map_err(|e| e.replacen("metadata", what, 1))?;
+    m.iter().try_for_each(|(k, v)| check_metadata_entry(k, v, what))
+}
+
+/// Checks an instance key (from a path or a peer): non-empty names within the limits.
+pub fn check_key(key: &InstanceKey) -> Result<(), String> {
+    for (field, s) in [("app name", &key.app), ("instance id", &key.id)] {
+        if s.trim().is_empty() {
+            return Err(format!("missing {field}"));
+        }
+        check_text(field, s, MAX_NAME)?;
+    }
+    Ok(())
+}
+
+/// Checks a decoded instance against every rule a registration must meet. The HTTP decoders
+/// end with it, and the raft leader runs it again on commands forwarded by other nodes, so an
+/// instance that reaches the registry by any route meets the same rules.
+pub fn check_instance(i: &InstanceInfo) -> Result<(), String> {
+    let required =
+        [("instanceId", &i.instance_id), ("hostName", &i.host_name), ("ipAddr", &i.ip_addr), ("app", &i.app)];
+    for (field, s) in required {
+        if s.trim().is_empty() {
+            return Err(format!("missing {field}"));
+        }
+        check_text(field, s, MAX_NAME)?;
+    }
+    if i.app.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err("app must be upper case".into());
+    }
+    let names = [
+        ("sid", &i.sid),
+        ("appGroupName", &i.app_group_name),
+        ("vipAddress", &i.vip_address),
+        ("secureVipAddress", &i.secure_vip_address),
+        ("asgName", &i.asg_name),
+    ];
+    for (field, s) in names {
+        s.as_deref().map_or(Ok(()), |s| check_text(field, s, MAX_NAME))?;
+    }
+    let urls = [
+        ("homePageUrl", &i.home_page_url),
+        ("statusPageUrl", &i.status_page_url),
+        ("healthCheckUrl", &i.health_check_url),
+        ("secureHealthCheckUrl", &i.secure_health_check_url),
+    ];
+    for (field, s) in urls {
+        s.as_deref().map_or(Ok(()), |s| check_text(field, s, MAX_URL))?;
+    }
+    if i.data_center_info.name.trim().is_empty() {
+        return Err("Missing dataCenterInfo Name".into());
+    }
+    check_text("dataCenterInfo.name", &i.data_center_info.name, MAX_NAME)?;
+    check_metadata_map(&i.data_center_info.metadata, "dataCenterInfo.metadata")?;
+    check_metadata_map(&i.metadata, "metadata")?;
+    for (field, p) in [("port", i.port), ("securePort", i.secure_port)] {
+        if p.port > 65535 {
+            return Err(format!("{field} must be between 0 and 65535"));
+        }
+    }
+    if !COUNTRY_ID_RANGE.contains(&i.country_id) {
+        return Err(format!("countryId must be between {} and {}", COUNTRY_ID_RANGE.start(), COUNTRY_ID_RANGE.end()));
+    }
+    for (field, secs) in
+        [("renewalIntervalInSecs", i.lease.renewal_interval_secs), ("durationInSecs", i.lease.duration_secs)]
+    {
+        if secs == 0 || secs > MAX_LEASE_SECS {
+            return Err(format!("leaseInfo.{field} must be between 1 and {MAX_LEASE_SECS}"));
+        }
     }
     Ok(())
 }

@@ -47,6 +47,9 @@ pub enum StoreError {
     Closed,
     #[error("unreadable or oversized registry record {0}")]
     Corrupt(String),
+    /// Readable, but not something the node can run with; the message says how to recover.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// One record change: write the entry, or delete the key.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use openraft::error::{InitializeError, RaftError};
 
 use super::member_map;
-use super::routes::InitState;
+use super::rpc::{paths, InitState};
 use super::RaftShared;
 
 /// Starts the formation task.
@@ -42,7 +42,7 @@ async fn form(shared: &RaftShared) -> anyhow::Result<()> {
         let mut existing = None;
         for p in shared.configured.iter().filter(|p| p.id != shared.id) {
             let resp =
-                shared.client.get(format!("{}/v1/raft/init", p.url)).timeout(Duration::from_secs(1)).send().await;
+                shared.client.get(format!("{}{}", p.url, paths::INIT)).timeout(Duration::from_secs(1)).send().await;
             let Ok(resp) = resp else { continue };
             let Ok(state) = resp.json::<InitState>().await else { continue };
             if state.initialized {

@@ -34,7 +34,7 @@ use crate::replication::ReplicationError;
 pub const RELAY_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Most renewals relayed in one request.
-const RELAY_BATCH: usize = 20_000;
+const RELAY_BATCH: usize = super::rpc::MAX_RELAYED_RENEWALS;
 
 /// Lease bookkeeping of one node.
 pub struct Leases {
@@ -244,7 +244,7 @@ async fn relay_once(shared: &RaftShared) {
     let Ok(body) = encode(&items) else { return };
     let sent = shared
         .client
-        .post(format!("{url}/v1/raft/renew"))
+        .post(format!("{url}{}", super::rpc::paths::RENEW))
         .header("content-type", "application/octet-stream")
         .timeout(shared.election_max())
         .body(body)

@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError};
 
+use super::admission::{MAX_INDEX, MAX_TERM};
 use super::types::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::store::{StoreError, SyncedDb};
 
@@ -142,7 +143,28 @@ impl LogStore {
     pub fn open(db: Arc<SyncedDb>, growth: Arc<LogGrowth>) -> Result<LogStore, StoreError> {
         let log = db.db.open_tree("raft_log")?;
         let meta = db.db.open_tree("raft_meta")?;
-        Ok(LogStore { db, log, meta, recent: Arc::default(), growth })
+        let store = LogStore { db, log, meta, recent: Arc::default(), growth };
+        store.check_persisted()?;
+        Ok(store)
+    }
+
+    /// Refuses to start on a vote or log openraft could not run with (a term or index near
+    /// overflow makes it panic at every start), with what to do about it.
+    fn check_persisted(&self) -> Result<(), StoreError> {
+        const RECOVER: &str = "this node cannot take part in the cluster with it; to recover, stop it, move its \
+            data directory aside, start it empty with --raft-join and add it again with `synod cluster add` \
+            (it copies the registry from the leader)";
+        let vote: Option<Vote> = self.read_meta(VOTE)?;
+        if let Some(v) = vote.filter(|v| v.leader_id.term > MAX_TERM) {
+            return Err(StoreError::Unusable(format!(
+                "the persisted raft vote has term {}, beyond any real election (limit {MAX_TERM}); {RECOVER}",
+                v.leader_id.term
+            )));
+        }
+        if let Some(l) = self.last_entry_id()?.filter(|l| l.leader_id.term > MAX_TERM || l.index > MAX_INDEX) {
+            return Err(StoreError::Unusable(format!("the raft log ends at an implausible entry ({l}); {RECOVER}")));
+        }
+        Ok(())
     }
 
     /// Flush + fdatasync off the async runtime.

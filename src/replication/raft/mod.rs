@@ -5,18 +5,21 @@
 //!
 //! Where things happen:
 //! - a write on any node: [`proposer`] batches it and proposes it on the leader, forwarding
-//!   the batch over HTTP when this node follows ([`routes`] `/v1/raft/forward`);
+//!   the batch over HTTP when this node follows ([`rpc`] `/v1/raft/forward`);
 //! - a renew on any node: [`lease`] answers from the local copy and relays the renewal to the
 //!   leader, which alone holds the authoritative lease table and evicts;
-//! - raft RPCs and the cluster admin API: [`routes`]; the log and the snapshot store:
+//! - raft RPCs: [`rpc`], checked first by [`admission`]; the cluster admin API:
+//!   [`membership`]; the log and the snapshot store:
 //!   [`log_store`], [`state_machine`]; cluster formation: [`init`].
 
+pub mod admission;
 pub mod init;
 pub mod lease;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod proposer;
-pub mod routes;
+pub mod rpc;
 pub mod state_machine;
 pub mod types;
 
@@ -56,6 +59,10 @@ pub struct RaftShared {
     pub configured: Vec<Peer>,
     pub leases: Leases,
     pub proposer: Proposer,
+    /// Members' word on senders this node does not know yet.
+    pub strangers: admission::Strangers,
+    /// The snapshot stream being received.
+    pub snapshot_intake: admission::SnapshotIntake,
 }
 
 impl RaftShared {
@@ -213,6 +220,8 @@ impl RaftBackend {
             configured: members,
             leases: Leases::new(),
             proposer: Proposer::new(),
+            strangers: Default::default(),
+            snapshot_intake: Default::default(),
         });
         spawn_snapshots_by_size(shared.raft.clone(), growth);
         proposer::spawn(shared.clone());
@@ -349,7 +358,7 @@ impl Replicator for RaftBackend {
     }
 
     fn routes(&self) -> axum::Router {
-        routes::router(self.shared.clone())
+        rpc::router(self.shared.clone()).merge(membership::router(self.shared.clone()))
     }
 }
 

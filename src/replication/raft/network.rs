@@ -1,5 +1,5 @@
 //! Raft RPCs to other nodes: bincode bodies over HTTP `POST {url}/v1/raft/{append,vote,snapshot}`,
-//! answered by [`super::routes`]. A refused connection is reported as `Unreachable`, so
+//! answered by [`super::rpc`]. A refused connection is reported as `Unreachable`, so
 //! openraft backs off instead of retrying every heartbeat.
 
 use std::time::Duration;
@@ -14,11 +14,9 @@ use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::rpc::paths;
 use super::types::{decode, encode, Member, NodeId, TypeConfig};
 use crate::replication::p2p::peer::NODE_ID_HEADER;
-
-/// Path prefix of the raft RPC endpoints.
-pub const RPC_PREFIX: &str = "/v1/raft";
 
 /// An HTTP client for node-to-node traffic: no system proxy, no Nagle delay, a short
 /// connect timeout, and every request naming the sending node (for logs and diagnostics).
@@ -79,7 +77,7 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let url = format!("{}{RPC_PREFIX}/{path}", self.node.url.trim_end_matches('/'));
+        let url = format!("{}{path}", self.node.url.trim_end_matches('/'));
         let timeout = || RPCError::Timeout(Timeout { action, id: self.from, target: self.target, timeout: ttl });
         let resp = self
             .client
@@ -123,7 +121,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.call(RPCTypes::AppendEntries, "append", &rpc, option.hard_ttl()).await
+        self.call(RPCTypes::AppendEntries, paths::APPEND, &rpc, option.hard_ttl()).await
     }
 
     async fn install_snapshot(
@@ -132,7 +130,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.call(RPCTypes::InstallSnapshot, "snapshot", &rpc, option.hard_ttl()).await
+        self.call(RPCTypes::InstallSnapshot, paths::SNAPSHOT, &rpc, option.hard_ttl()).await
     }
 
     async fn vote(
@@ -140,6 +138,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.call(RPCTypes::Vote, "vote", &rpc, option.hard_ttl()).await
+        self.call(RPCTypes::Vote, paths::VOTE, &rpc, option.hard_ttl()).await
     }
 }

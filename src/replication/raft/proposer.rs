@@ -335,7 +335,7 @@ async fn forward(shared: &RaftShared, url: &str, cmds: &Arc<Vec<Command>>, deadl
     let remaining = deadline.saturating_duration_since(Instant::now());
     let resp = shared
         .client
-        .post(format!("{url}/v1/raft/forward"))
+        .post(format!("{url}{}", super::rpc::paths::FORWARD))
         .header("content-type", "application/octet-stream")
         .timeout(remaining.max(Duration::from_millis(1)))
         .body(body)
@@ -423,7 +423,7 @@ async fn remote_read_index(shared: &RaftShared, url: &str, deadline: Instant) ->
     let remaining = deadline.saturating_duration_since(Instant::now());
     let resp = shared
         .client
-        .get(format!("{url}/v1/raft/read-index"))
+        .get(format!("{url}{}", super::rpc::paths::READ_INDEX))
         .timeout(remaining.max(Duration::from_millis(1)))
         .send()
         .await;

@@ -77,10 +77,57 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
 }
 
 /// Decodes a value encoded by [`encode`]; trailing bytes are an error.
+///
+/// Bytes come from the network and the disk, so a length prefix is never trusted: bincode
+/// allocates a string's claimed length before reading it, and without a limit a 10-byte
+/// message claiming 2^62 bytes aborts the process. Every legitimate claim is backed by bytes
+/// of the input, so the limit is the input's length rounded up to the next of a few tiers
+/// (a const generic, hence tiers): a forged length allocates at most 16 times the input
+/// (at least 1 MiB) before the decode fails.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, codec())?;
+    fn with<T: serde::de::DeserializeOwned, const N: usize>(
+        bytes: &[u8],
+    ) -> Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(bytes, codec().with_limit::<N>())
+    }
+    let (value, used) = match bytes.len() {
+        n if n <= 1 << 20 => with::<T, { 1 << 20 }>(bytes)?,
+        n if n <= 1 << 24 => with::<T, { 1 << 24 }>(bytes)?,
+        n if n <= 1 << 28 => with::<T, { 1 << 28 }>(bytes)?,
+        n if n <= 1 << 32 => with::<T, { 1 << 32 }>(bytes)?,
+        _ => with::<T, { 1 << 40 }>(bytes)?,
+    };
     if used != bytes.len() {
         return Err(bincode::error::DecodeError::OtherString(format!("{} trailing bytes", bytes.len() - used)));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::InstanceKey;
+
+    #[test]
+    fn forged_lengths_are_refused_without_allocating_them() {
+        // A renew relay whose first key claims 2^62 bytes of application name, and one
+        // claiming 2^63 (which overflowed a capacity computation before).
+        for body in [
+            &b"\x01\xfd\x00\x00\x00\x00\x00\x00\x00\x40"[..],
+            &b"\x01\xfd\x00\x00\x00\x00\x00\x00\x00\x80"[..],
+            &b"\xfd\xff\xff\xff\xff\xff\xff\xff\xff"[..],
+        ] {
+            assert!(decode::<Vec<(InstanceKey, u64)>>(body).is_err());
+            assert!(decode::<String>(body).is_err());
+        }
+    }
+
+    #[test]
+    fn values_round_trip_at_every_tier() {
+        for len in [0, 10, (1 << 20) + 1, (1 << 24) + 1] {
+            let s = "x".repeat(len);
+            let bytes = encode(&s).expect("encode");
+            assert_eq!(decode::<String>(&bytes).expect("decode"), s);
+        }
+    }
 }

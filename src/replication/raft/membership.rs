@@ -1,191 +1,33 @@
-//! HTTP endpoints of the raft backend, on the node's one listener:
-//!
-//! - `POST /v1/raft/{append,vote,snapshot}`: raft RPCs (bincode in, bincode `Result` out);
-//! - `POST /v1/raft/forward`: a follower's batch of commands, proposed by the leader;
-//! - `POST /v1/raft/renew`: a follower's relayed renewals;
-//! - `GET /v1/raft/read-index`: the leader confirms its quorum and names the index a
-//!   linearizable read must reach;
-//! - `GET /v1/raft/init`: whether this node belongs to an initialized cluster (cluster
-//!   formation, see [`super::init`]);
-//! - `/v1/cluster` and `/v1/cluster/nodes[/{id}]`: membership admin (JSON), proxied to the
-//!   leader when called on another node.
+//! Cluster membership admin (JSON), proxied to the leader when called on another node:
+//! `GET /v1/cluster`, `POST /v1/cluster/nodes`, `PUT|DELETE /v1/cluster/nodes/{id}`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
-use super::proposer::{read_index_local, Attempt, ForwardReply, Refused};
-use super::types::{decode, encode, Member, NodeId, Proposal, TypeConfig};
+use super::rpc::{not_leader, paths, text};
+use super::types::{Member, NodeId};
 use super::RaftShared;
-use crate::core::model::InstanceKey;
-
-/// Largest raft request body: a full append payload of large batches, or a snapshot chunk.
-const RAFT_BODY_LIMIT: usize = 256 * 1024 * 1024;
 
 type Shared = Arc<RaftShared>;
 
-/// The backend's router.
+/// The membership routes.
 pub fn router(shared: Shared) -> Router {
-    let internal = Router::new()
-        .route("/v1/raft/append", post(append))
-        .route("/v1/raft/vote", post(vote))
-        .route("/v1/raft/snapshot", post(snapshot))
-        .route("/v1/raft/forward", post(forward))
-        .route("/v1/raft/renew", post(renew))
-        .route("/v1/raft/read-index", get(read_index))
-        .route("/v1/raft/init", get(init_state))
-        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
-    let admin = Router::new()
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/cluster/nodes", post(add_node))
-        .route("/v1/cluster/nodes/{id}", put(set_node).delete(remove_node));
-    internal.merge(admin).with_state(shared)
-}
-
-fn octets(body: Vec<u8>) -> Response {
-    ([("content-type", "application/octet-stream")], body).into_response()
-}
-
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
-    let mut m = msg.into();
-    m.push('\n');
-    (status, m).into_response()
-}
-
-fn encoded<T: Serialize>(value: &T) -> Response {
-    match encode(value) {
-        Ok(b) => octets(b),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode reply: {e}")),
-    }
-}
-
-fn bad_body(e: impl std::fmt::Display) -> Response {
-    text(StatusCode::BAD_REQUEST, format!("undecodable raft message: {e}"))
-}
-
-async fn append(State(s): State<Shared>, body: Bytes) -> Response {
-    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return bad_body(e),
-    };
-    let leader_commit = req.leader_commit.map(|l| l.index);
-    let result = s.raft.append_entries(req).await;
-    if let Ok(resp) = &result {
-        if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
-            s.leases.touch_leader();
-            s.leases.saw_leader_commit(leader_commit);
-        }
-    }
-    encoded(&result)
-}
-
-async fn vote(State(s): State<Shared>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(req) => encoded(&s.raft.vote(req).await),
-        Err(e) => bad_body(e),
-    }
-}
-
-async fn snapshot(State(s): State<Shared>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(req) => {
-            let result = s.raft.install_snapshot(req).await;
-            if result.is_ok() {
-                s.leases.touch_leader();
-            }
-            encoded(&result)
-        }
-        Err(e) => bad_body(e),
-    }
-}
-
-fn not_leader() -> Response {
-    text(StatusCode::MISDIRECTED_REQUEST, "this node is not the raft leader")
-}
-
-fn is_leader(s: &RaftShared) -> bool {
-    s.leads()
-}
-
-async fn forward(State(s): State<Shared>, body: Bytes) -> Response {
-    let proposal: Proposal = match decode(&body) {
-        Ok(p) => p,
-        Err(e) => return bad_body(e),
-    };
-    if !is_leader(&s) {
-        return not_leader();
-    }
-    // Into this node's own queue: forwarded writes share log entries with local ones.
-    let results = s.proposer.submit_forwarded(std::sync::Arc::unwrap_or_clone(proposal.commands)).await;
-    let mut reply = ForwardReply { index: 0, outcomes: Vec::with_capacity(results.len()) };
-    for r in results {
-        match r {
-            Ok((outcome, index)) => {
-                reply.index = reply.index.max(index);
-                reply.outcomes.push(outcome);
-            }
-            // Partly committed batches are answered as a whole: the follower retries the
-            // batch, which is harmless because every command is idempotent.
-            Err(Refused::NotLeader) => return not_leader(),
-            Err(Refused::Failed(e)) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        }
-    }
-    encoded(&reply)
-}
-
-async fn renew(State(s): State<Shared>, body: Bytes) -> Response {
-    let items: Vec<(InstanceKey, u64)> = match decode(&body) {
-        Ok(i) => i,
-        Err(e) => return bad_body(e),
-    };
-    if !is_leader(&s) {
-        return not_leader();
-    }
-    for (key, age) in &items {
-        s.registry.renew_aged(key, *age);
-    }
-    StatusCode::NO_CONTENT.into_response()
-}
-
-async fn read_index(State(s): State<Shared>) -> Response {
-    if !is_leader(&s) {
-        return not_leader();
-    }
-    match read_index_local(&s, Instant::now() + s.write_timeout()).await {
-        Attempt::Done(index) => encoded(&index),
-        Attempt::Retry => not_leader(),
-        Attempt::Failed(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
-}
-
-/// Answer of `GET /v1/raft/init`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct InitState {
-    pub node_id: NodeId,
-    pub initialized: bool,
-    /// The member list the node was started with, as (id, URL).
-    pub configured: Vec<(NodeId, String)>,
-}
-
-async fn init_state(State(s): State<Shared>) -> Response {
-    let initialized = s.raft.is_initialized().await.unwrap_or(false);
-    Json(InitState {
-        node_id: s.id,
-        initialized,
-        configured: s.configured.iter().map(|p| (p.id, p.url.clone())).collect(),
-    })
-    .into_response()
+    Router::new()
+        .route(paths::CLUSTER, get(cluster))
+        .route(paths::NODES, axum::routing::post(add_node))
+        .route("/v1/cluster/nodes/{id}", put(set_node).delete(remove_node))
+        .with_state(shared)
 }
 
 #[derive(Serialize)]
@@ -229,7 +71,7 @@ fn parse_spec(body: &Bytes) -> Result<NodeSpec, Refusal> {
 
 /// Runs `op` on the leader: here if this node leads, else by proxying the request.
 async fn on_leader(s: &RaftShared, method: Method, path: String, body: Bytes) -> Option<Response> {
-    if is_leader(s) {
+    if s.leads() {
         return None;
     }
     let Some((_, url)) = s.live_leader() else {
@@ -273,7 +115,7 @@ async fn add_node(State(s): State<Shared>, body: Bytes) -> Response {
         Ok(u) => u,
         Err(r) => return refused(r),
     };
-    if let Some(r) = on_leader(&s, Method::POST, "/v1/cluster/nodes".into(), body).await {
+    if let Some(r) = on_leader(&s, Method::POST, paths::NODES.into(), body).await {
         return r;
     }
     let membership = s.raft.metrics().borrow().membership_config.membership().clone();
@@ -333,7 +175,7 @@ async fn set_node(State(s): State<Shared>, Path(id): Path<NodeId>, body: Bytes) 
         Ok(u) => u,
         Err(r) => return refused(r),
     };
-    if let Some(r) = on_leader(&s, Method::PUT, format!("/v1/cluster/nodes/{id}"), body).await {
+    if let Some(r) = on_leader(&s, Method::PUT, format!("{}/{id}", paths::NODES), body).await {
         return r;
     }
     let membership = s.raft.metrics().borrow().membership_config.membership().clone();
@@ -354,7 +196,7 @@ async fn set_node(State(s): State<Shared>, Path(id): Path<NodeId>, body: Bytes) 
 }
 
 async fn remove_node(State(s): State<Shared>, Path(id): Path<NodeId>) -> Response {
-    if let Some(r) = on_leader(&s, Method::DELETE, format!("/v1/cluster/nodes/{id}"), Bytes::new()).await {
+    if let Some(r) = on_leader(&s, Method::DELETE, format!("{}/{id}", paths::NODES), Bytes::new()).await {
         return r;
     }
     let membership = s.raft.metrics().borrow().membership_config.membership().clone();
