@@ -159,6 +159,20 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_MAX_LONG_POLLS", value_name = "N")]
     pub max_long_polls: Option<String>,
 
+    /// Most client connections open at once; past it new connections wait to be accepted
+    /// (lowered to fit the file-descriptor limit) [default: 4096].
+    #[arg(long, env = "SYNOD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<String>,
+
+    /// A connection that sends no complete request head for this long (after opening or after
+    /// its last response) is closed: the keep-alive idle and header-read timeout [default: 20s].
+    #[arg(long, env = "SYNOD_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
+    /// Longest time a request body may take to arrive; slower ones get 408 [default: 20s].
+    #[arg(long, env = "SYNOD_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+
     /// Largest accepted request body in bytes [default: 262144].
     #[arg(long, env = "SYNOD_MAX_BODY_SIZE", value_name = "BYTES")]
     pub max_body_size: Option<String>,
@@ -198,6 +212,9 @@ struct FileConfig {
     raft_join: Option<toml::Value>,
     max_long_polls: Option<toml::Value>,
     max_body_size: Option<toml::Value>,
+    max_connections: Option<toml::Value>,
+    idle_timeout: Option<toml::Value>,
+    body_timeout: Option<toml::Value>,
     store_compact_bytes: Option<toml::Value>,
     log: Option<String>,
 }
@@ -254,6 +271,12 @@ pub struct Config {
     pub raft: RaftTuning,
     pub max_long_polls: usize,
     pub max_body_size: usize,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Keep-alive idle and header-read timeout.
+    pub idle_timeout: Duration,
+    /// Longest a request body may take.
+    pub body_timeout: Duration,
     /// Journal bytes that make a store compaction due, at least.
     pub store_compact_bytes: u64,
     pub log: String,
@@ -277,6 +300,10 @@ impl Default for Config {
             raft: RaftTuning::default(),
             max_long_polls: 1024,
             max_body_size: 256 * 1024,
+            max_connections: 4096,
+            // Tomcat's connectionTimeout, which Eureka servers run with.
+            idle_timeout: Duration::from_secs(20),
+            body_timeout: Duration::from_secs(20),
             store_compact_bytes: 32 * 1024 * 1024,
             log: "info,openraft=warn".into(),
         }
@@ -462,6 +489,12 @@ impl ServeArgs {
             Some(s) => parse_count("max-long-polls", &s, 1, 1_000_000)? as usize,
             None => d.max_long_polls,
         };
+        let max_connections = match self.max_connections.or(file_text(file.max_connections)) {
+            Some(s) => parse_count("max-connections", &s, 16, 10_000_000)? as usize,
+            None => d.max_connections,
+        };
+        let idle_timeout = duration("idle-timeout", self.idle_timeout, file.idle_timeout, d.idle_timeout)?;
+        let body_timeout = duration("body-timeout", self.body_timeout, file.body_timeout, d.body_timeout)?;
         let store_compact_bytes = match self.store_compact_bytes.or(file_text(file.store_compact_bytes)) {
             Some(s) => parse_count("store-compact-bytes", &s, 64 * 1024, 1 << 30)?,
             None => d.store_compact_bytes,
@@ -495,6 +528,9 @@ impl ServeArgs {
             raft,
             max_long_polls,
             max_body_size,
+            max_connections,
+            idle_timeout,
+            body_timeout,
             store_compact_bytes,
             log,
         })

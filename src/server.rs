@@ -13,7 +13,7 @@ use crate::core::clock::{Clock, SystemClock};
 use crate::core::preservation::PreservationConfig;
 use crate::core::registry::Registry;
 use crate::core::state::CoreConfig;
-use crate::http::{AppState, HttpService};
+use crate::http::{serve, AppState, HttpService};
 use crate::replication::p2p::P2p;
 use crate::replication::raft::RaftBackend;
 use crate::replication::standalone::Standalone;
@@ -78,26 +78,30 @@ impl Node {
 
     /// The HTTP service for this node (`axum::serve(listener, node.http().into_make_service())`).
     pub fn http(&self) -> HttpService {
-        HttpService::new(
-            AppState {
-                registry: self.registry.clone(),
-                replicator: self.replicator.clone(),
-                node_id: self.config.node_id,
-                peers: self
-                    .config
-                    .peers
-                    .iter()
-                    .filter(|p| p.id != self.config.node_id)
-                    .map(|p| (p.id, p.url.clone()))
-                    .collect(),
-                started: std::time::Instant::now(),
-                max_body_size: self.config.max_body_size,
-                long_polls: Arc::new(tokio::sync::Semaphore::new(self.config.max_long_polls)),
-                max_long_polls: self.config.max_long_polls,
-                long_polls_refused: Arc::default(),
-            },
-            self.config.max_body_size,
-        )
+        self.http_with(crate::http::serve::Connections::new(self.config.max_connections))
+    }
+
+    /// [`Self::http`] with the listener's connection count.
+    pub fn http_with(&self, connections: Arc<crate::http::serve::Connections>) -> HttpService {
+        HttpService::new(AppState {
+            registry: self.registry.clone(),
+            replicator: self.replicator.clone(),
+            node_id: self.config.node_id,
+            peers: self
+                .config
+                .peers
+                .iter()
+                .filter(|p| p.id != self.config.node_id)
+                .map(|p| (p.id, p.url.clone()))
+                .collect(),
+            started: std::time::Instant::now(),
+            max_body_size: self.config.max_body_size,
+            body_timeout: self.config.body_timeout,
+            connections,
+            long_polls: Arc::new(tokio::sync::Semaphore::new(self.config.max_long_polls)),
+            max_long_polls: self.config.max_long_polls,
+            long_polls_refused: Arc::default(),
+        })
     }
 
     /// Starts the eviction task: every interval, if the backend lets this node evict and
@@ -124,6 +128,9 @@ impl Node {
     }
 }
 
+/// How long open requests may finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(5);
+
 /// Runs a node until Ctrl-C / SIGTERM.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let listener =
@@ -135,7 +142,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, replication = node.replicator.name(), data_dir = %node.config.data_dir.display(), "synod started");
     // Tests and scripts read the bound address (with --listen …:0) from this line.
     println!("synod listening on http://{addr}");
-    axum::serve(listener, node.http().into_make_service()).with_graceful_shutdown(shutdown_signal()).await?;
+    let max_connections = serve::fit_connections(node.config.max_connections, node.config.max_long_polls);
+    let connections = serve::Connections::new(max_connections);
+    let http = node.http_with(connections.clone());
+    serve::serve(listener, http, connections, node.config.idle_timeout, shutdown_signal(), DRAIN).await;
     eviction.abort();
     tracing::info!("synod stopped");
     Ok(())

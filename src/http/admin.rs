@@ -37,6 +37,11 @@ pub struct StatusBody {
     pub long_polls_waiting: usize,
     /// Long polls refused (503) for want of a slot since start.
     pub long_polls_refused: u64,
+    /// Client connections open now (long polls included).
+    pub connections_open: usize,
+    /// Most client connections open at once (`--max-connections`, fitted to the
+    /// file-descriptor limit).
+    pub max_connections: usize,
     pub self_preservation: PreservationStatus,
     /// Links to the other nodes (p2p).
     pub peers: Vec<crate::replication::p2p::peer::PeerStatus>,
@@ -57,6 +62,8 @@ pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
         registry_version,
         long_polls_waiting: s.max_long_polls.saturating_sub(s.long_polls.available_permits()),
         long_polls_refused: s.long_polls_refused.load(std::sync::atomic::Ordering::Relaxed),
+        connections_open: s.connections.open(),
+        max_connections: s.connections.max(),
         self_preservation: s.registry.preservation(),
         peers: s.replicator.peers(),
         cluster: s.replicator.cluster_status(),

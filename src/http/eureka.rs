@@ -62,7 +62,7 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         }
         (&Method::GET, ["apps", "delta"]) => registry_read(&s, ViewKind::Delta, headers, o),
         (&Method::GET, ["apps", app]) => registry_read(&s, ViewKind::App(app.to_ascii_uppercase()), headers, o),
-        (&Method::POST, ["apps", app]) => match read_body(headers, body, s.max_body_size).await {
+        (&Method::POST, ["apps", app]) => match read_body(headers, body, s.max_body_size, s.body_timeout).await {
             Ok(bytes) => register(&s, app, headers, &bytes, o).await,
             Err(r) => r.into_response(),
         },
@@ -92,7 +92,12 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
 /// `Content-Encoding: gzip` (the limit then applies to the decompressed body too). Done here
 /// rather than by a decompression layer in front of every route: only this body is read, and
 /// the layer's request wrapping cost every heartbeat a few percent of its CPU.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Reject> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Reject> {
     let encoding = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     let gzip = match encoding.as_deref() {
         None | Some("" | "identity") => false,
@@ -105,7 +110,10 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         }
     };
     let too_large = || Reject(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {limit} bytes"));
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let Ok(raw) = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await else {
+        return Err(Reject(StatusCode::REQUEST_TIMEOUT, format!("request body not received within {timeout:?}")));
+    };
+    let raw = raw.map_err(|e| {
         // http-body's limit error is the only one whose chain mentions the limit.
         let over = std::error::Error::source(&e)
             .is_some_and(|src| src.downcast_ref::<http_body_util::LengthLimitError>().is_some());

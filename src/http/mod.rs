@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod eureka;
 pub mod path;
 pub mod respond;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
 use axum::Router;
 use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::core::registry::Registry;
@@ -31,6 +33,10 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// Largest accepted request body.
     pub max_body_size: usize,
+    /// Longest a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// Open client connections and their cap.
+    pub connections: Arc<serve::Connections>,
     /// Slots for long-polled deltas (`GET apps/delta?waitMs=…`); a request that finds none
     /// free gets 503 instead of queueing.
     pub long_polls: Arc<tokio::sync::Semaphore>,
@@ -72,8 +78,8 @@ pub struct HttpService {
 }
 
 impl HttpService {
-    pub fn new(state: AppState, max_body_size: usize) -> HttpService {
-        HttpService { router: router(state.clone(), max_body_size), state, direct: !request_tracing() }
+    pub fn new(state: AppState) -> HttpService {
+        HttpService { router: router(state.clone()), state, direct: !request_tracing() }
     }
 
     /// What `axum::serve` takes: this service for every connection.
@@ -120,8 +126,9 @@ fn request_tracing() -> bool {
 }
 
 /// Builds the server's router.
-pub fn router(state: AppState, max_body_size: usize) -> Router {
+pub fn router(state: AppState) -> Router {
     let backend_routes = state.replicator.routes();
+    let (max_body_size, body_timeout) = (state.max_body_size, state.body_timeout);
     let router = Router::new()
         .route("/", get(dashboard::page))
         .route("/healthz", get(admin::healthz))
@@ -134,7 +141,12 @@ pub fn router(state: AppState, max_body_size: usize) -> Router {
         // The backend's routes read bodies through axum's extractors: peers may gzip them, and
         // the limit applies to the decompressed body. Eureka's register reads its own body
         // (`eureka::read_body`, with the same rules), so no other route pays for the layers.
-        .merge(backend_routes.layer(RequestDecompressionLayer::new()).layer(DefaultBodyLimit::max(max_body_size)));
+        .merge(
+            backend_routes
+                .layer(RequestDecompressionLayer::new())
+                .layer(DefaultBodyLimit::max(max_body_size))
+                .layer(RequestBodyTimeoutLayer::new(body_timeout)),
+        );
     // Request spans and response status at debug level (`--log synod=debug,tower_http=debug`),
     // which also covers rejections produced by axum itself (e.g. 413). Only where that level
     // is enabled (the filter is fixed at start-up): otherwise the layer would log nothing and

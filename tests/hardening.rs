@@ -1,0 +1,93 @@
+//! A node against clients that misbehave on purpose: slow or idle sockets, oversized or
+//! hostile requests. The node must stay up and answer, refuse with a clear 4xx (or 503 under
+//! overload), and keep its registry unchanged.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ServerProcess;
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bound on every wait in these tests.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Whether the server closed `s` (a read returns end of stream or an error) within `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Reads one response head from `s`; its status code.
+async fn status_of(s: &mut TcpStream, within: Duration) -> Option<u16> {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed_and_the_cap_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ServerProcess::start(
+        dir.path(),
+        &["--max-connections", "16", "--max-long-polls", "4", "--idle-timeout", "1s", "--body-timeout", "1s"],
+    );
+    let c = Client::builder().timeout(LIMIT).build().unwrap();
+    let status: Value = c.get(format!("http://{}/v1/status", p.addr)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["max_connections"], 16, "{status}");
+
+    // Twice the cap in connections that never finish their request head (one byte, then
+    // silence), plus idle ones that send nothing at all.
+    let mut slow = Vec::new();
+    for i in 0..32 {
+        let mut s = TcpStream::connect(&p.addr).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"G").await.unwrap();
+        }
+        slow.push(s);
+    }
+    // The node still answers a new client once the stalled connections time out.
+    let started = Instant::now();
+    let r = c.get(format!("http://{}/healthz", p.addr)).send().await.expect("healthz answered");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(started.elapsed() < LIMIT);
+    // Every stalled connection was closed by the server.
+    for s in &mut slow {
+        assert!(closed_within(s, LIMIT).await, "a stalled connection was kept open");
+    }
+
+    // A keep-alive connection left idle after a response is closed too.
+    let mut idle = TcpStream::connect(&p.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert_eq!(status_of(&mut idle, LIMIT).await, Some(200));
+    assert!(closed_within(&mut idle, LIMIT).await, "an idle keep-alive connection was kept open");
+
+    // A body that stops arriving is answered 408 and registers nothing.
+    let mut body = TcpStream::connect(&p.addr).await.unwrap();
+    body.write_all(
+        b"POST /eureka/apps/SLOW HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"instance\":",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_of(&mut body, LIMIT).await, Some(408));
+    let r = c.get(format!("{}/apps/SLOW", p.eureka_url())).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
