@@ -31,6 +31,8 @@ fn check_decoded(tree: Result<serde_json::Value, synod::codec::DecodeError>) {
             assert_eq!(i.app, i.app.to_ascii_uppercase());
             assert!(i.port.port <= 65535 && i.secure_port.port <= 65535);
             assert!(i.lease.duration_secs > 0 && i.lease.renewal_interval_secs > 0);
+            // Whatever the decoder accepts, the raft leader accepts when it is forwarded.
+            assert_eq!(synod::core::limits::check_instance(&i), Ok(()));
         }
     }
 }
@@ -161,6 +163,19 @@ fn arb_key() -> impl Strategy<Value = String> + Clone {
         Just("k".to_string()),
         "[a-z]{1,3}",
     ]
+}
+
+#[test]
+fn country_ids_beyond_an_int_are_refused_not_clamped() {
+    for (value, ok) in [("1", true), ("2147483647", true), ("2147483648", false), ("1180591620717411303424", false)] {
+        let body = valid_json().replace("\"countryId\":1", &format!("\"countryId\":{value}"));
+        let tree = json::parse(body.as_bytes()).unwrap();
+        let got = decode::registration(&tree, 0);
+        assert_eq!(got.is_ok(), ok, "countryId {value}: {got:?}");
+        if let Err(e) = got {
+            assert!(e.0.contains("countryId"), "{e}");
+        }
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use serde_json::{Map, Value};
 
-use super::limits::MAX_XML_DEPTH;
+use super::limits::{MAX_XML_ATTRIBUTES, MAX_XML_DEPTH};
 use super::DecodeError;
 use crate::core::model::{DataCenterKind, Port};
 use crate::core::views::{AppView, AppsView, InstanceView};
@@ -184,12 +184,21 @@ impl Node {
     fn open(e: &BytesStart) -> Result<Node, DecodeError> {
         let name = unescape_name(&String::from_utf8_lossy(e.local_name().as_ref()));
         let mut fields = Map::new();
-        for attr in e.attributes() {
+        // quick-xml's own duplicate check compares every attribute with all before it
+        // (quadratic: ~25k attributes cost a second of CPU); the map finds duplicates instead.
+        for (n, attr) in e.attributes().with_checks(false).enumerate() {
+            if n >= MAX_XML_ATTRIBUTES {
+                return Err(DecodeError::new(format!(
+                    "malformed XML: more than {MAX_XML_ATTRIBUTES} attributes on one element"
+                )));
+            }
             let attr = attr.map_err(|err| DecodeError::new(format!("malformed XML: {err}")))?;
             let key = String::from_utf8_lossy(attr.key.local_name().as_ref()).into_owned();
             let value =
                 attr.unescape_value().map_err(|err| DecodeError::new(format!("malformed XML: {err}")))?.into_owned();
-            fields.insert(format!("@{key}"), Value::String(value));
+            if fields.insert(format!("@{key}"), Value::String(value)).is_some() {
+                return Err(DecodeError::new(format!("malformed XML: attribute {key:?} repeated")));
+            }
         }
         Ok(Node { name, fields, text: String::new(), has_children: false })
     }
@@ -313,5 +322,16 @@ mod tests {
         assert!(parse(b"").is_err());
         let deep = "<a>".repeat(100) + &"</a>".repeat(100);
         assert!(parse(deep.as_bytes()).is_err());
+        assert!(parse(br#"<a x="1" x="2"/>"#).unwrap_err().0.contains("repeated"));
+    }
+
+    #[test]
+    fn many_attributes_are_refused_at_once() {
+        let attrs: String = (0..25_000).map(|i| format!(" a{i}=\"v\"")).collect();
+        let doc = format!("<instance{attrs}/>");
+        let e = parse(doc.as_bytes()).unwrap_err();
+        assert!(e.0.contains("attributes on one element"), "{e}");
+        let fine: String = (0..MAX_XML_ATTRIBUTES).map(|i| format!(" a{i}=\"v\"")).collect();
+        assert!(parse(format!("<instance{fine}/>").as_bytes()).is_ok());
     }
 }

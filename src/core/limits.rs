@@ -20,6 +20,8 @@ pub const MAX_NAME: usize = 1024;
 pub const MAX_URL: usize = 4 * 1024;
 /// Deepest element nesting accepted in XML input.
 pub const MAX_XML_DEPTH: usize = 32;
+/// Most attributes on one XML element (Eureka's documents carry one or two).
+pub const MAX_XML_ATTRIBUTES: usize = 64;
 /// Farthest into the future a client's `lastDirtyTimestamp` may lie, in milliseconds. A
 /// timestamp years ahead would make every later registration of the instance lose.
 pub const MAX_DIRTY_AHEAD_MS: u64 = 24 * 3600 * 1000;

@@ -63,7 +63,7 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         (&Method::GET, ["apps", "delta"]) => registry_read(&s, ViewKind::Delta, headers, o),
         (&Method::GET, ["apps", app]) => registry_read(&s, ViewKind::App(app.to_ascii_uppercase()), headers, o),
         (&Method::POST, ["apps", app]) => match read_body(headers, body, s.max_body_size, s.body_timeout).await {
-            Ok(bytes) => register(&s, app, headers, &bytes, o).await,
+            Ok(bytes) => register(&s, app, headers, bytes, o).await,
             Err(r) => r.into_response(),
         },
         (&Method::GET, ["apps", app, id]) => get_instance(&s, Some(app), id, headers),
@@ -362,9 +362,21 @@ fn origin(headers: &HeaderMap) -> Origin {
     }
 }
 
-async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: &[u8], origin: Origin) -> Response {
+/// Bodies larger than this are decoded on a blocking thread: a large document takes
+/// milliseconds to parse, which would stall every other request on the async worker.
+const DECODE_INLINE_BYTES: usize = 16 * 1024;
+
+async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: Bytes, origin: Origin) -> Response {
     let now = s.registry.now();
-    let instance = match decode_registration(headers, body, now) {
+    let decoded = if body.len() <= DECODE_INLINE_BYTES {
+        decode_registration(headers, &body, now)
+    } else {
+        let headers = headers.clone();
+        tokio::task::spawn_blocking(move || decode_registration(&headers, &body, now))
+            .await
+            .unwrap_or_else(|e| Err(Reject(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {e}"))))
+    };
+    let instance = match decoded {
         Ok(i) => i,
         Err(reject) => return reject.into_response(),
     };
