@@ -91,3 +91,71 @@ async fn slow_and_idle_connections_are_closed_and_the_cap_holds() {
     let r = c.get(format!("{}/apps/SLOW", p.eureka_url())).header("accept", "application/json").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// The process's peak resident memory so far, in KiB (Linux).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmHWM value")
+}
+
+/// A p2p node whose only peer is an address nothing listens on.
+fn lone_p2p_node(dir: &std::path::Path) -> ServerProcess {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    ServerProcess::start_at(
+        &addr,
+        dir,
+        &[
+            "--replication",
+            "p2p",
+            "--node-id",
+            "1",
+            "--peer",
+            &format!("1=http://{addr}"),
+            "--peer",
+            &format!("2=http://{nowhere}"),
+            "--peer-sync-wait",
+            "1s",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_peer_batches_are_refused_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = lone_p2p_node(dir.path());
+    let c = Client::builder().timeout(LIMIT).build().unwrap();
+    let url = format!("http://{}/eureka/peerreplication/batch/", p.addr);
+    let base = peak_rss_kib(p.child.id());
+
+    // ~8 MiB: a thousand items of a thousand members each, none a valid change.
+    let members: String = (0..1000).map(|i| format!("\"a{i}\":\"1\",")).collect();
+    let item = format!("{{\"action\":\"Register\",\"instanceInfo\":{{\"metadata\":{{{members}\"z\":\"1\"}}}}}},");
+    let mut body = String::from("{\"replicationList\":[");
+    for _ in 0..999 {
+        body.push_str(&item);
+    }
+    body.push_str("{}]}");
+    assert!(body.len() > 7 << 20);
+    let r = c.post(&url).header("content-type", "application/json").body(body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    let codes = v["responseList"].as_array().unwrap();
+    assert_eq!(codes.len(), 1000);
+    assert!(codes.iter().all(|c| c["statusCode"] == 400), "every junk item refused");
+
+    // ~2 MiB of empty items: too many for one batch, refused whole.
+    let many = format!("{{\"replicationList\":[{}{{}}]}}", "{},".repeat(700_000));
+    let r = c.post(&url).header("content-type", "application/json").body(many).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("items in one batch"));
+
+    // Memory grew by a small multiple of the bodies, not by gigabytes.
+    let grown = peak_rss_kib(p.child.id()).saturating_sub(base);
+    assert!(grown < 96 * 1024, "peak memory grew by {grown} KiB for 10 MiB of junk batches");
+    let status: Value = c.get(format!("http://{}/v1/status", p.addr)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["instances"], 0, "{status}");
+}

@@ -5,8 +5,10 @@
 //! "overriddenStatus", "instanceInfo", "action"}, …]}`; response:
 //! `{"responseList": [{"statusCode", "responseEntity"?}, …]}`, one entry per item, in order.
 
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::codec::json::JInstance;
@@ -62,15 +64,55 @@ pub struct Item {
     pub instance: Option<Box<InstanceInfo>>,
 }
 
-/// The whole body is unusable (not JSON, or no `replicationList` array): answer 400 and apply
-/// nothing.
+/// Most items in one batch (Eureka and synod send at most 250).
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Largest item: an instance within the registry's limits is far smaller. Bounds the tree
+/// built while one item is decoded.
+pub const MAX_ITEM_BYTES: usize = 256 * 1024;
+
+/// A batch as it arrives: each item left as its slice of the body, so no tree of the whole
+/// document is ever built; items are parsed one at a time.
+#[derive(Deserialize)]
+struct RawBatch<'a> {
+    #[serde(rename = "replicationList", borrow, deserialize_with = "bounded_items")]
+    list: Vec<&'a RawValue>,
+}
+
+/// The item array, refused past [`MAX_BATCH_ITEMS`] before it grows further.
+fn bounded_items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<&'de RawValue>, D::Error> {
+    struct Items;
+    impl<'de> Visitor<'de> for Items {
+        type Value = Vec<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an array of at most {MAX_BATCH_ITEMS} items")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                if out.len() == MAX_BATCH_ITEMS {
+                    return Err(serde::de::Error::custom(format!("more than {MAX_BATCH_ITEMS} items in one batch")));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Items)
+}
+
+/// The whole body is unusable (not JSON, no `replicationList` array, too many items): answer
+/// 400 and apply nothing. Otherwise each item decodes on its own, to an item or its error.
 pub fn decode_batch(body: &[u8], now: u64) -> Result<Vec<Result<Item, DecodeError>>, DecodeError> {
-    let root = json::parse(body)?;
-    let list = root
-        .get("replicationList")
-        .and_then(Value::as_array)
-        .ok_or_else(|| DecodeError::new("body must be an object with a \"replicationList\" array"))?;
-    Ok(list.iter().map(|v| decode_item(v, now)).collect())
+    let batch: RawBatch = serde_json::from_slice(body).map_err(|e| {
+        DecodeError::new(format!("body must be an object with a \"replicationList\" array of items: {e}"))
+    })?;
+    let item = |raw: &RawValue| {
+        if raw.get().len() > MAX_ITEM_BYTES {
+            return Err(DecodeError::new(format!("replication item larger than {MAX_ITEM_BYTES} bytes")));
+        }
+        decode_item(&json::parse(raw.get().as_bytes())?, now)
+    };
+    Ok(batch.list.iter().map(|raw| item(raw)).collect())
 }
 
 fn decode_item(v: &Value, now: u64) -> Result<Item, DecodeError> {
@@ -146,8 +188,13 @@ pub fn encode_batch(items: &[(Item, Option<InstanceView>)]) -> Vec<u8> {
             m.end()
         }
     }
+    #[derive(Serialize)]
+    struct Batch<'a> {
+        #[serde(rename = "replicationList")]
+        list: Vec<Wire<'a>>,
+    }
     let list: Vec<Wire> = items.iter().map(|(i, v)| Wire(i, v.as_ref())).collect();
-    serde_json::to_vec(&serde_json::json!({ "replicationList": list })).unwrap_or_default()
+    serde_json::to_vec(&Batch { list }).unwrap_or_default()
 }
 
 /// One item's result.
@@ -171,8 +218,13 @@ pub fn encode_results(results: &[ItemResult]) -> Vec<u8> {
             m.end()
         }
     }
+    #[derive(Serialize)]
+    struct Results<'a> {
+        #[serde(rename = "responseList")]
+        list: Vec<Wire<'a>>,
+    }
     let list: Vec<Wire> = results.iter().map(Wire).collect();
-    serde_json::to_vec(&serde_json::json!({ "responseList": list })).unwrap_or_default()
+    serde_json::to_vec(&Results { list }).unwrap_or_default()
 }
 
 /// A decoded batch response: per item, its status and any entity.

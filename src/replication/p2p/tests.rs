@@ -125,3 +125,19 @@ fn batches_round_trip() {
     assert_eq!(decoded[1].0, 409);
     assert_eq!(decoded[1].1.as_ref().map(|i| i.instance_id.as_str()), Some("10.0.0.5:orders:8080"));
 }
+
+#[test]
+fn batches_are_bounded_in_items_and_item_size() {
+    let many = format!("{{\"replicationList\":[{}{{}}]}}", "{},".repeat(MAX_BATCH_ITEMS));
+    let e = decode_batch(many.as_bytes(), NOW).unwrap_err();
+    assert!(e.0.contains("more than 1000 items"), "{e}");
+    let fits = format!("{{\"replicationList\":[{}{{}}]}}", "{},".repeat(MAX_BATCH_ITEMS - 1));
+    assert_eq!(decode_batch(fits.as_bytes(), NOW).unwrap().len(), MAX_BATCH_ITEMS);
+    // Junk items fail one by one; an oversized one is refused before it is parsed.
+    let big = format!("{{\"action\":\"Cancel\",\"pad\":\"{}\"}}", "x".repeat(MAX_ITEM_BYTES));
+    let body = format!("{{\"replicationList\":[1,[],{big},{{\"appName\":\"A\",\"id\":\"i\",\"action\":\"Cancel\"}}]}}");
+    let items = decode_batch(body.as_bytes(), NOW).unwrap();
+    assert!(items[0].is_err() && items[1].is_err());
+    assert!(items[2].as_ref().unwrap_err().0.contains("larger than"));
+    assert_eq!(items[3].as_ref().map(|i| i.action), Ok(Action::Cancel));
+}
