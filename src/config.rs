@@ -173,6 +173,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_BODY_TIMEOUT", value_name = "DURATION")]
     pub body_timeout: Option<String>,
 
+    /// Most memory the delta queue (`GET apps/delta`) may hold, in bytes; the oldest changes
+    /// go first past it [default: 67108864].
+    #[arg(long, env = "SYNOD_DELTA_MAX_BYTES", value_name = "BYTES")]
+    pub delta_max_bytes: Option<String>,
+
+    /// Most instances in the registry; a registration of a new instance past it answers 507
+    /// (re-registrations and renewals still work) [default: 2000000].
+    #[arg(long, env = "SYNOD_MAX_INSTANCES", value_name = "N")]
+    pub max_instances: Option<String>,
+
     /// Largest accepted request body in bytes [default: 262144].
     #[arg(long, env = "SYNOD_MAX_BODY_SIZE", value_name = "BYTES")]
     pub max_body_size: Option<String>,
@@ -213,6 +223,8 @@ struct FileConfig {
     max_long_polls: Option<toml::Value>,
     max_body_size: Option<toml::Value>,
     max_connections: Option<toml::Value>,
+    delta_max_bytes: Option<toml::Value>,
+    max_instances: Option<toml::Value>,
     idle_timeout: Option<toml::Value>,
     body_timeout: Option<toml::Value>,
     store_compact_bytes: Option<toml::Value>,
@@ -273,6 +285,10 @@ pub struct Config {
     pub max_body_size: usize,
     /// Most client connections open at once.
     pub max_connections: usize,
+    /// Most memory the delta queue may hold.
+    pub delta_max_bytes: usize,
+    /// Most instances in the registry.
+    pub max_instances: usize,
     /// Keep-alive idle and header-read timeout.
     pub idle_timeout: Duration,
     /// Longest a request body may take.
@@ -301,6 +317,8 @@ impl Default for Config {
             max_long_polls: 1024,
             max_body_size: 256 * 1024,
             max_connections: 4096,
+            delta_max_bytes: 64 * 1024 * 1024,
+            max_instances: 2_000_000,
             // Tomcat's connectionTimeout, which Eureka servers run with.
             idle_timeout: Duration::from_secs(20),
             body_timeout: Duration::from_secs(20),
@@ -493,6 +511,14 @@ impl ServeArgs {
             Some(s) => parse_count("max-connections", &s, 16, 10_000_000)? as usize,
             None => d.max_connections,
         };
+        let delta_max_bytes = match self.delta_max_bytes.or(file_text(file.delta_max_bytes)) {
+            Some(s) => parse_count("delta-max-bytes", &s, 1 << 20, 1 << 40)? as usize,
+            None => d.delta_max_bytes,
+        };
+        let max_instances = match self.max_instances.or(file_text(file.max_instances)) {
+            Some(s) => parse_count("max-instances", &s, 1, 1 << 32)? as usize,
+            None => d.max_instances,
+        };
         let idle_timeout = duration("idle-timeout", self.idle_timeout, file.idle_timeout, d.idle_timeout)?;
         let body_timeout = duration("body-timeout", self.body_timeout, file.body_timeout, d.body_timeout)?;
         let store_compact_bytes = match self.store_compact_bytes.or(file_text(file.store_compact_bytes)) {
@@ -529,6 +555,8 @@ impl ServeArgs {
             max_long_polls,
             max_body_size,
             max_connections,
+            delta_max_bytes,
+            max_instances,
             idle_timeout,
             body_timeout,
             store_compact_bytes,

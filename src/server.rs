@@ -32,7 +32,10 @@ impl Node {
     /// must be the bound address (a single raft node names itself by it).
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node> {
         let registry = Arc::new(Registry::new(
-            CoreConfig { delta_retention_ms: config.delta_retention.as_millis() as u64 },
+            CoreConfig {
+                delta_retention_ms: config.delta_retention.as_millis() as u64,
+                delta_max_bytes: config.delta_max_bytes,
+            },
             PreservationConfig {
                 enabled: config.self_preservation,
                 percent_threshold: config.renewal_percent_threshold,
@@ -96,6 +99,7 @@ impl Node {
                 .collect(),
             started: std::time::Instant::now(),
             max_body_size: self.config.max_body_size,
+            max_instances: self.config.max_instances,
             body_timeout: self.config.body_timeout,
             connections,
             long_polls: Arc::new(tokio::sync::Semaphore::new(self.config.max_long_polls)),

@@ -159,3 +159,71 @@ async fn junk_peer_batches_are_refused_with_bounded_memory() {
     let status: Value = c.get(format!("http://{}/v1/status", p.addr)).send().await.unwrap().json().await.unwrap();
     assert_eq!(status["instances"], 0, "{status}");
 }
+
+/// A registration of `id` carrying ~30 KiB of metadata.
+fn heavy_instance(app: &str, id: u16, dirty: u64) -> Value {
+    let mut body = common::py_instance(app, &format!("10.0.{}.{}", id / 250, id % 250 + 1), 8080);
+    let meta: serde_json::Map<String, Value> =
+        (0..4).map(|n| (format!("k{n}"), Value::String("v".repeat(7500)))).collect();
+    body["instance"]["metadata"] = Value::Object(meta);
+    body["instance"]["lastDirtyTimestamp"] = Value::String(dirty.to_string());
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_large_registrations_keep_memory_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ServerProcess::start(dir.path(), &["--delta-max-bytes", "2097152"]);
+    let c = Client::builder().timeout(LIMIT).build().unwrap();
+    let url = format!("{}/apps/HEAVY", p.eureka_url());
+    let body = heavy_instance("HEAVY", 1, 1_700_000_000_000);
+    assert_eq!(c.post(&url).json(&body).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    let base = peak_rss_kib(p.child.id());
+    // 4,000 re-registrations of one ~30 KiB instance within the delta retention: the delta
+    // queue used to keep every copy (~120 MiB). What may grow: the store's page cache (sled,
+    // capped at 64 MiB) and the delta queue's 2 MiB.
+    let mut tasks = Vec::new();
+    for w in 0..16u64 {
+        let (c, url) = (c.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0..250u64 {
+                let body = heavy_instance("HEAVY", 1, 1_700_000_000_001 + w * 1000 + n);
+                let s = c.post(&url).json(&body).send().await.unwrap().status();
+                assert_eq!(s, StatusCode::NO_CONTENT);
+                // Deltas are read meanwhile, as clients do.
+                if n % 50 == 0 {
+                    let d = c.get(format!("{url}/../delta")).send().await.unwrap();
+                    assert!(d.status().is_success());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let grown = peak_rss_kib(p.child.id()).saturating_sub(base);
+    assert!(grown < 100 * 1024, "peak memory grew by {grown} KiB");
+    let status: Value = c.get(format!("http://{}/v1/status", p.addr)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["instances"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_refuses_new_instances_past_its_limit() {
+    let s = common::InProcess::start_with(|c| c.max_instances = 3).await;
+    let c = Client::new();
+    let reg = |id: u16| {
+        let c = c.clone();
+        let url = s.url("apps/CAPPED");
+        async move { c.post(url).json(&common::py_instance("CAPPED", &format!("10.0.0.{id}"), 80)).send().await.unwrap() }
+    };
+    for id in 1..=3 {
+        assert_eq!(reg(id).await.status(), StatusCode::NO_CONTENT);
+    }
+    let v = s.version();
+    let r = reg(4).await;
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert!(r.text().await.unwrap().contains("--max-instances"));
+    assert_eq!(s.version(), v, "a refused registration changed the registry");
+    // Re-registering a known instance still works.
+    assert_eq!(reg(2).await.status(), StatusCode::NO_CONTENT);
+}

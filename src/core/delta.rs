@@ -19,24 +19,48 @@ pub struct DeltaItem {
     pub stamps: LeaseStamps,
 }
 
-/// FIFO of changes, trimmed by age using command timestamps (so replicas trim identically).
+/// FIFO of changes, trimmed by age using command timestamps and by size (oldest first), so
+/// replicas applying the same commands trim identically.
+///
+/// The size cap matters because every item keeps its instance snapshot alive: re-registering
+/// one large instance thousands of times within the retention would otherwise hold thousands
+/// of copies. A client whose delta then misses a dropped change sees the hash code differ and
+/// fetches the registry whole, as Eureka clients do.
 #[derive(Debug, Default, Clone)]
 pub struct DeltaQueue {
     items: VecDeque<DeltaItem>,
+    /// Sum of the items' [`InstanceInfo::approx_bytes`].
+    bytes: usize,
 }
 
 impl DeltaQueue {
-    /// Appends a change.
-    pub fn push(&mut self, item: DeltaItem) {
+    /// Appends a change, then drops the oldest until the queue holds at most `max_bytes`
+    /// (the newest change always stays).
+    pub fn push(&mut self, item: DeltaItem, max_bytes: usize) {
+        self.bytes += item.info.approx_bytes();
         self.items.push_back(item);
+        while self.bytes > max_bytes && self.items.len() > 1 {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(i) = self.items.pop_front() {
+            self.bytes -= i.info.approx_bytes();
+        }
     }
 
     /// Drops changes older than `retention_ms` before `now`.
     pub fn prune(&mut self, now: u64, retention_ms: u64) {
         let cutoff = now.saturating_sub(retention_ms);
         while self.items.front().is_some_and(|i| i.at < cutoff) {
-            self.items.pop_front();
+            self.pop();
         }
+    }
+
+    /// Approximate memory the queued changes hold.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Number of queued changes.

@@ -163,6 +163,37 @@ pub struct InstanceInfo {
     pub asg_name: Option<String>,
 }
 
+impl InstanceInfo {
+    /// Roughly how much memory the instance holds: its text plus a fixed allowance for the
+    /// struct and each map entry. A pure function of the instance, so every replica counts
+    /// the same.
+    pub fn approx_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let map = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| k.len() + v.len() + 64).sum::<usize>();
+        512 + self.instance_id.len()
+            + self.host_name.len()
+            + self.app.len()
+            + self.ip_addr.len()
+            + self.data_center_info.name.len()
+            + map(&self.data_center_info.metadata)
+            + map(&self.metadata)
+            + [
+                &self.sid,
+                &self.app_group_name,
+                &self.home_page_url,
+                &self.status_page_url,
+                &self.health_check_url,
+                &self.secure_health_check_url,
+                &self.vip_address,
+                &self.secure_vip_address,
+                &self.asg_name,
+            ]
+            .into_iter()
+            .map(opt)
+            .sum::<usize>()
+    }
+}
+
 /// The server-side lease timestamps written into `leaseInfo` on output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LeaseStamps {

@@ -21,6 +21,9 @@ use super::state::{Applied, CoreConfig, PersistedEntry, RegistryState, RenewOutc
 pub enum ViewKind {
     Apps,
     Delta,
+    /// The changes after a registry version (long-polled deltas): every waiter woken by one
+    /// change shares one encoding.
+    DeltaSince(u64),
     App(String),
     Vip(String),
     Svip(String),

@@ -113,11 +113,13 @@ pub enum RenewOutcome {
 pub struct CoreConfig {
     /// How long changes stay in the delta queue.
     pub delta_retention_ms: u64,
+    /// Most memory the delta queue may hold (see [`DeltaQueue`]).
+    pub delta_max_bytes: usize,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { delta_retention_ms: 180_000 }
+        CoreConfig { delta_retention_ms: 180_000, delta_max_bytes: 64 * 1024 * 1024 }
     }
 }
 
@@ -366,7 +368,7 @@ impl RegistryState {
             status_override,
             metadata_override,
         };
-        self.delta.push(delta_item(&key, &entry, now, self.version));
+        self.delta.push(delta_item(&key, &entry, now, self.version), self.config.delta_max_bytes);
         match slot {
             btree_map::Entry::Occupied(mut o) => {
                 o.insert(entry);
@@ -453,12 +455,15 @@ impl RegistryState {
         let mut stamps = entry.stamps();
         stamps.last_renewal_timestamp = entry.registration_ts;
         stamps.eviction_timestamp = now;
-        self.delta.push(DeltaItem { at: now, version: self.version + 1, key: key.clone(), info: entry.info, stamps });
+        self.delta.push(
+            DeltaItem { at: now, version: self.version + 1, key: key.clone(), info: entry.info, stamps },
+            self.config.delta_max_bytes,
+        );
         true
     }
 
     fn record_delta(&mut self, key: &InstanceKey, entry: &Entry, now: u64) {
-        self.delta.push(delta_item(key, entry, now, self.version));
+        self.delta.push(delta_item(key, entry, now, self.version), self.config.delta_max_bytes);
     }
 
     fn entry_mut(&mut self, key: &InstanceKey) -> Option<&mut Entry> {

@@ -316,7 +316,7 @@ fn commands_on_unknown_instances_change_nothing() {
 
 #[test]
 fn delta_shows_latest_action_per_instance_within_retention() {
-    let mut st = RegistryState::new(CoreConfig { delta_retention_ms: 180_000 });
+    let mut st = RegistryState::new(CoreConfig { delta_retention_ms: 180_000, ..CoreConfig::default() });
     register(&mut st, instance("a", "1"), T0);
     register(&mut st, instance("a", "2"), T0);
     st.apply(Command::SetStatusOverride { key: key("a", "2"), status: Status::Down, last_dirty: None, now: T0 + 10 });
@@ -333,6 +333,31 @@ fn delta_shows_latest_action_per_instance_within_retention() {
     assert!(views::delta(&st, T0 + 180_021).apps.is_empty());
     register(&mut st, instance("b", "1"), T0 + 200_000);
     assert_eq!(st.delta().len(), 1);
+}
+
+#[test]
+fn delta_queue_is_capped_in_bytes_oldest_first() {
+    let cap = 1 << 20;
+    let mut st = RegistryState::new(CoreConfig { delta_max_bytes: cap, ..CoreConfig::default() });
+    let mut big = instance("a", "1");
+    big.metadata = (0..4).map(|n| (format!("k{n}"), "v".repeat(7000))).collect();
+    let size = big.approx_bytes();
+    assert!(size > 28_000);
+    // Re-registering one large instance many times keeps a bounded number of copies.
+    for n in 0..500 {
+        let mut i = big.clone();
+        i.last_dirty_timestamp = T0 + n;
+        register(&mut st, i, T0 + n);
+    }
+    assert!(st.delta().bytes() <= cap, "{} bytes queued", st.delta().bytes());
+    assert!(st.delta().len() >= cap / size - 1 && st.delta().len() <= cap / size);
+    // The newest change is what a delta shows.
+    let d = views::delta(&st, T0 + 500);
+    assert_eq!(d.apps[0].instances[0].info.last_dirty_timestamp, T0 + 499);
+    // Pruning by age keeps the byte count right.
+    register(&mut st, instance("b", "1"), T0 + 1_000_000);
+    assert_eq!(st.delta().len(), 1);
+    assert_eq!(st.delta().bytes(), instance("b", "1").approx_bytes());
 }
 
 #[test]

@@ -83,11 +83,17 @@ pub fn delta(state: &RegistryState, now: u64) -> AppsView {
 /// everything up to `since`), with the whole registry's hash code.
 pub fn delta_since(state: &RegistryState, now: u64, since: u64) -> AppsView {
     let mut apps: Vec<AppView> = Vec::new();
+    // Position of each app in `apps` (a linear search per item was quadratic in the number
+    // of changed applications).
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for item in state.delta().latest_since(now, state.delta_retention_ms(), since) {
         let view = InstanceView { info: item.info.clone(), stamps: item.stamps };
-        match apps.iter_mut().find(|a| a.name == item.key.app) {
-            Some(a) => a.instances.push(view),
-            None => apps.push(AppView { name: item.key.app.clone(), instances: vec![view] }),
+        match index.get(item.key.app.as_str()) {
+            Some(&i) => apps[i].instances.push(view),
+            None => {
+                index.insert(&item.key.app, apps.len());
+                apps.push(AppView { name: item.key.app.clone(), instances: vec![view] });
+            }
         }
     }
     AppsView { versions_delta: state.version().to_string(), apps_hashcode: state.hash_code(), apps }

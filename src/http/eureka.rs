@@ -273,10 +273,10 @@ async fn long_poll_delta(s: &AppState, query: &Query<'_>, headers: &HeaderMap, o
     // so the client gets the whole window, as a plain delta, and this node's version to go on
     // from; the hash tells it whether it must fetch the registry whole.
     let _ = tokio::time::timeout(std::time::Duration::from_millis(wait_ms), rx.wait_for(|v| *v != since)).await;
-    let fmt = respond::format(headers);
-    let now = s.registry.now();
-    let view = s.registry.read(|st| views::delta_since(st, now, if since > st.version() { 0 } else { since }));
-    let mut resp = respond::payload(&crate::core::cache::Payload::new(encode_apps(&view, fmt)), fmt, headers);
+    // Answered from the response cache: a position ahead is the plain delta, and waiters
+    // woken by the same change share one encoding.
+    let kind = if since > s.registry.read(|st| st.version()) { ViewKind::Delta } else { ViewKind::DeltaSince(since) };
+    let mut resp = cached(s, kind, headers);
     // Tells clients the wait was honoured (servers without long-poll answer at once).
     resp.headers_mut().insert(LONG_POLL_HEADER, axum::http::HeaderValue::from_static("1"));
     resp
@@ -292,6 +292,9 @@ fn cached(s: &AppState, kind: ViewKind, headers: &HeaderMap) -> Response {
     let payload = match kind {
         ViewKind::Apps => s.registry.cached(key, |st, _| Some(views::full(st)), |v| encode_apps(&v, fmt)),
         ViewKind::Delta => s.registry.cached(key, |st, now| Some(views::delta(st, now)), |v| encode_apps(&v, fmt)),
+        ViewKind::DeltaSince(since) => {
+            s.registry.cached(key, |st, now| Some(views::delta_since(st, now, since)), |v| encode_apps(&v, fmt))
+        }
         ViewKind::Vip(vip) => {
             s.registry.cached(key, |st, _| Some(views::vip(st, &vip, false)), |v| encode_apps(&v, fmt))
         }
@@ -380,6 +383,18 @@ async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: Bytes
         Ok(i) => i,
         Err(reject) => return reject.into_response(),
     };
+    // A soft cap (registrations in flight may pass it together): it keeps one runaway client
+    // from growing the registry until the node runs out of memory.
+    let full = s.registry.read(|st| {
+        st.len() >= s.max_instances
+            && st.get(&InstanceKey { app: instance.app.clone(), id: instance.instance_id.clone() }).is_none()
+    });
+    if full {
+        return error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("the registry holds its maximum of {} instances (--max-instances)", s.max_instances),
+        );
+    }
     let expected = path_app.to_ascii_uppercase();
     if instance.app != expected {
         return error(

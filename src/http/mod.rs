@@ -33,6 +33,8 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// Largest accepted request body.
     pub max_body_size: usize,
+    /// Most instances the registry takes; registering a new one past it answers 507.
+    pub max_instances: usize,
     /// Longest a request body may take to arrive.
     pub body_timeout: std::time::Duration,
     /// Open client connections and their cap.
@@ -98,12 +100,21 @@ impl tower::Service<axum::extract::Request> for HttpService {
     }
 
     fn call(&mut self, req: axum::extract::Request) -> Self::Future {
-        if self.direct && is_eureka_resource(req.uri().path()) {
+        use futures::FutureExt;
+        let handled: Self::Future = if self.direct && is_eureka_resource(req.uri().path()) {
             let state = axum::extract::State(self.state.clone());
             Box::pin(async move { Ok(eureka::dispatch(state, req).await) })
         } else {
             Box::pin(tower::Service::call(&mut self.router, req))
-        }
+        };
+        // A bug that panics in a handler costs that request a 500, never the process or the
+        // connection's other requests.
+        Box::pin(std::panic::AssertUnwindSafe(handled).catch_unwind().map(|r| {
+            r.unwrap_or_else(|_| {
+                tracing::error!("a request handler panicked; answered 500");
+                Ok(respond::error(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
+            })
+        }))
     }
 }
 
