@@ -51,8 +51,15 @@ async fn slow_and_idle_connections_are_closed_and_the_cap_holds() {
         &["--max-connections", "16", "--max-long-polls", "4", "--idle-timeout", "1s", "--body-timeout", "1s"],
     );
     let c = Client::builder().timeout(LIMIT).build().unwrap();
+    // Open connections are counted, the one asking included.
+    let mut idle_ones = Vec::new();
+    for _ in 0..5 {
+        idle_ones.push(TcpStream::connect(&p.addr).await.unwrap());
+    }
     let status: Value = c.get(format!("http://{}/v1/status", p.addr)).send().await.unwrap().json().await.unwrap();
     assert_eq!(status["max_connections"], 16, "{status}");
+    assert!(status["connections_open"].as_u64().is_some_and(|n| n >= 6), "{status}");
+    drop(idle_ones);
 
     // Twice the cap in connections that never finish their request head (one byte, then
     // silence), plus idle ones that send nothing at all.
@@ -226,4 +233,25 @@ async fn the_registry_refuses_new_instances_past_its_limit() {
     assert_eq!(s.version(), v, "a refused registration changed the registry");
     // Re-registering a known instance still works.
     assert_eq!(reg(2).await.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xml_attribute_floods_are_refused_quickly() {
+    let s = common::InProcess::start().await;
+    let c = Client::new();
+    // ~20k attributes on one element (under the body limit): the duplicate check used to be
+    // quadratic, about a second of CPU per request on an async worker.
+    let attrs: String = (0..20_000).map(|i| format!(" a{i}=\"v\"")).collect();
+    let body = format!("<instance{attrs}><app>A</app></instance>");
+    assert!(body.len() < 256 * 1024);
+    let v = s.version();
+    let posts =
+        (0..4).map(|_| c.post(s.url("apps/A")).header("content-type", "application/xml").body(body.clone()).send());
+    for r in futures::future::join_all(posts).await {
+        let r = r.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(r.text().await.unwrap().contains("attributes on one element"));
+    }
+    assert_eq!(s.version(), v);
+    assert_eq!(c.get(format!("{}/healthz", s.base)).send().await.unwrap().status(), StatusCode::OK);
 }

@@ -100,12 +100,13 @@ impl tower::Service<axum::extract::Request> for HttpService {
     }
 
     fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        use futures::future::Either;
         use futures::FutureExt;
-        let handled: Self::Future = if self.direct && is_eureka_resource(req.uri().path()) {
+        let handled = if self.direct && is_eureka_resource(req.uri().path()) {
             let state = axum::extract::State(self.state.clone());
-            Box::pin(async move { Ok(eureka::dispatch(state, req).await) })
+            Either::Left(async move { Ok(eureka::dispatch(state, req).await) })
         } else {
-            Box::pin(tower::Service::call(&mut self.router, req))
+            Either::Right(tower::Service::call(&mut self.router, req))
         };
         // A bug that panics in a handler costs that request a 500, never the process or the
         // connection's other requests.
