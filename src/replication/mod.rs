@@ -162,3 +162,34 @@ pub trait Replicator: Send + Sync + 'static {
         axum::Router::new()
     }
 }
+
+/// Most bytes read from another node's answer: a whole registry (p2p start-up sync and
+/// anti-entropy pull one); everything else a node answers is far smaller.
+pub const MAX_PEER_ANSWER: usize = 1 << 32;
+/// Most bytes read from another node's answer to a raft RPC, forward, relay or lookup.
+pub const MAX_SMALL_ANSWER: usize = 64 << 20;
+
+/// Why another node's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+    #[error("answer exceeds the limit of {0} bytes")]
+    TooLarge(usize),
+}
+
+/// Reads another node's answer, refusing one larger than `limit` bytes (by its declared
+/// length, or as it streams in) instead of buffering whatever arrives.
+pub async fn read_answer(mut resp: reqwest::Response, limit: usize) -> Result<bytes::Bytes, AnswerError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(AnswerError::TooLarge(limit));
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > limit {
+            return Err(AnswerError::TooLarge(limit));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}

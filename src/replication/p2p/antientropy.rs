@@ -109,7 +109,8 @@ async fn get_json(client: &reqwest::Client, url: String) -> Result<Option<Value>
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
     }
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    let body =
+        crate::replication::read_answer(resp, crate::replication::MAX_PEER_ANSWER).await.map_err(|e| e.to_string())?;
     json::parse(&body).map(Some).map_err(|e| e.0)
 }
 

@@ -157,7 +157,9 @@ impl PeerLink {
             .await
             .map_err(|e| SendError::Retry(e.to_string()))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| SendError::Retry(e.to_string()))?;
+        let body = crate::replication::read_answer(resp, crate::replication::MAX_SMALL_ANSWER)
+            .await
+            .map_err(|e| SendError::Retry(e.to_string()))?;
         if status.is_server_error() {
             return Err(SendError::Retry(format!("HTTP {status}")));
         }

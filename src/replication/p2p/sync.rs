@@ -35,7 +35,8 @@ pub async fn fetch(client: &reqwest::Client, url: &str, now: u64) -> Result<Peer
         return Err(format!("HTTP {}", resp.status()));
     }
     let complete = resp.headers().get(COMPLETE_HEADER).is_none_or(|v| v.as_bytes() != b"false");
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    let body =
+        crate::replication::read_answer(resp, crate::replication::MAX_PEER_ANSWER).await.map_err(|e| e.to_string())?;
     let root = json::parse(&body).map_err(|e| e.0)?;
     let mut instances = Vec::new();
     for app in array(&root["applications"]["application"]) {

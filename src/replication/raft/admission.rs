@@ -201,7 +201,7 @@ impl Strangers {
             let req = client.get(format!("{url}{}", super::rpc::paths::CLUSTER)).timeout(LOOKUP_TIMEOUT).send();
             async move {
                 let resp = req.await.ok()?;
-                let body = resp.bytes().await.ok()?;
+                let body = crate::replication::read_answer(resp, crate::replication::MAX_SMALL_ANSWER).await.ok()?;
                 let m: ClusterMembers = serde_json::from_slice(&body).ok()?;
                 Some(m.members.iter().any(|m| m.id == id))
             }

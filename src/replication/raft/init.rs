@@ -44,7 +44,10 @@ async fn form(shared: &RaftShared) -> anyhow::Result<()> {
             let resp =
                 shared.client.get(format!("{}{}", p.url, paths::INIT)).timeout(Duration::from_secs(1)).send().await;
             let Ok(resp) = resp else { continue };
-            let Ok(state) = resp.json::<InitState>().await else { continue };
+            let Ok(body) = crate::replication::read_answer(resp, crate::replication::MAX_SMALL_ANSWER).await else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_slice::<InitState>(&body) else { continue };
             if state.initialized {
                 existing = Some(p.id);
                 break;

@@ -88,7 +88,8 @@ async fn on_leader(s: &RaftShared, method: Method, path: String, body: Bytes) ->
     Some(match resp {
         Ok(r) => {
             let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let bytes = r.bytes().await.unwrap_or_default();
+            let bytes =
+                crate::replication::read_answer(r, crate::replication::MAX_SMALL_ANSWER).await.unwrap_or_default();
             (status, [("content-type", "application/json")], bytes).into_response()
         }
         Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("leader at {url} unreachable: {e}")),

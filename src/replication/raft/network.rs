@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::rpc::paths;
 use super::types::{decode, encode, Member, NodeId, TypeConfig};
 use crate::replication::p2p::peer::NODE_ID_HEADER;
+use crate::replication::{read_answer, AnswerError, MAX_SMALL_ANSWER};
 
 /// An HTTP client for node-to-node traffic: no system proxy, no Nagle delay, a short
 /// connect timeout, and every request naming the sending node (for logs and diagnostics).
@@ -97,12 +98,9 @@ impl Connection {
                 }
             })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                timeout()
-            } else {
-                RPCError::Network(NetworkError::new(&e))
-            }
+        let bytes = read_answer(resp, MAX_SMALL_ANSWER).await.map_err(|e| match e {
+            AnswerError::Transport(e) if e.is_timeout() => timeout(),
+            e => RPCError::Network(NetworkError::new(&e)),
         })?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes).trim().to_string();

@@ -349,7 +349,9 @@ async fn forward(shared: &RaftShared, url: &str, cmds: &Arc<Vec<Command>>, deadl
         }
     };
     let status = resp.status();
-    let Ok(bytes) = resp.bytes().await else { return Attempt::Retry };
+    let Ok(bytes) = crate::replication::read_answer(resp, crate::replication::MAX_SMALL_ANSWER).await else {
+        return Attempt::Retry;
+    };
     if status == reqwest::StatusCode::MISDIRECTED_REQUEST || status.is_server_error() {
         // Not the leader any more, or it could not commit: ask again until the deadline.
         tracing::debug!(%status, url, reason = %String::from_utf8_lossy(&bytes), "leader refused a forwarded write");
@@ -431,7 +433,7 @@ async fn remote_read_index(shared: &RaftShared, url: &str, deadline: Instant) ->
     if !resp.status().is_success() {
         return Attempt::Retry;
     }
-    match resp.bytes().await.ok().and_then(|b| decode::<u64>(&b).ok()) {
+    match crate::replication::read_answer(resp, 1024).await.ok().and_then(|b| decode::<u64>(&b).ok()) {
         Some(i) => Attempt::Done(i),
         None => Attempt::Retry,
     }
