@@ -122,3 +122,18 @@ async fn an_unusable_persisted_vote_stops_the_start_with_a_reason() {
     assert!(msg.contains("beyond any real election") && msg.contains("--raft-join"), "{msg}");
     assert!(!msg.contains('\n'), "one line: {msg}");
 }
+
+/// An unreadable vote record is reported the same way, not as a panic or a bare decode error.
+#[tokio::test]
+async fn an_unreadable_persisted_vote_stops_the_start_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = open_db(dir.path());
+        db.db.open_tree("raft_meta").unwrap().insert(b"vote", &b"\xfd\xff\xff"[..]).unwrap();
+        db.sync().unwrap();
+    }
+    let db = Arc::new(open_db(dir.path()));
+    let err = LogStore::open(db, Arc::new(LogGrowth::new(32 << 20))).err().expect("must refuse");
+    let msg = err.to_string();
+    assert!(msg.contains("vote is unreadable") && msg.contains("--raft-join"), "{msg}");
+}

@@ -154,14 +154,17 @@ impl LogStore {
         const RECOVER: &str = "this node cannot take part in the cluster with it; to recover, stop it, move its \
             data directory aside, start it empty with --raft-join and add it again with `synod cluster add` \
             (it copies the registry from the leader)";
-        let vote: Option<Vote> = self.read_meta(VOTE)?;
+        let unreadable =
+            |what: &str, e: StoreError| StoreError::Unusable(format!("{what} is unreadable ({e}); {RECOVER}"));
+        let vote: Option<Vote> = self.read_meta(VOTE).map_err(|e| unreadable("the persisted raft vote", e))?;
         if let Some(v) = vote.filter(|v| v.leader_id.term > MAX_TERM) {
             return Err(StoreError::Unusable(format!(
                 "the persisted raft vote has term {}, beyond any real election (limit {MAX_TERM}); {RECOVER}",
                 v.leader_id.term
             )));
         }
-        if let Some(l) = self.last_entry_id()?.filter(|l| l.leader_id.term > MAX_TERM || l.index > MAX_INDEX) {
+        let last = self.last_entry_id().map_err(|e| unreadable("the last raft log entry", e))?;
+        if let Some(l) = last.filter(|l| l.leader_id.term > MAX_TERM || l.index > MAX_INDEX) {
             return Err(StoreError::Unusable(format!("the raft log ends at an implausible entry ({l}); {RECOVER}")));
         }
         Ok(())
