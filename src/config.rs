@@ -164,8 +164,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<String>,
 
-    /// A connection that sends no complete request head for this long (after opening or after
-    /// its last response) is closed: the keep-alive idle and header-read timeout [default: 20s].
+    /// A new connection that has not sent a complete first request head after this long is
+    /// closed (slow headers; Tomcat's connectionTimeout) [default: 20s].
+    #[arg(long, env = "SYNOD_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+
+    /// A kept-alive connection that has not sent its next complete request head this long
+    /// after its last response is closed (idle keep-alive, slow headers; Tomcat's
+    /// keepAliveTimeout) [default: 20s].
     #[arg(long, env = "SYNOD_IDLE_TIMEOUT", value_name = "DURATION")]
     pub idle_timeout: Option<String>,
 
@@ -225,6 +231,7 @@ struct FileConfig {
     max_connections: Option<toml::Value>,
     delta_max_bytes: Option<toml::Value>,
     max_instances: Option<toml::Value>,
+    header_timeout: Option<toml::Value>,
     idle_timeout: Option<toml::Value>,
     body_timeout: Option<toml::Value>,
     store_compact_bytes: Option<toml::Value>,
@@ -289,7 +296,9 @@ pub struct Config {
     pub delta_max_bytes: usize,
     /// Most instances in the registry.
     pub max_instances: usize,
-    /// Keep-alive idle and header-read timeout.
+    /// How long a new connection may take to send its first request head.
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may take to send its next request head.
     pub idle_timeout: Duration,
     /// Longest a request body may take.
     pub body_timeout: Duration,
@@ -319,7 +328,9 @@ impl Default for Config {
             max_connections: 4096,
             delta_max_bytes: 64 * 1024 * 1024,
             max_instances: 2_000_000,
-            // Tomcat's connectionTimeout, which Eureka servers run with.
+            // Tomcat's connectionTimeout (and keepAliveTimeout, which defaults to it), which
+            // Eureka servers run with.
+            header_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(20),
             body_timeout: Duration::from_secs(20),
             store_compact_bytes: 32 * 1024 * 1024,
@@ -519,6 +530,7 @@ impl ServeArgs {
             Some(s) => parse_count("max-instances", &s, 1, 1 << 32)? as usize,
             None => d.max_instances,
         };
+        let header_timeout = duration("header-timeout", self.header_timeout, file.header_timeout, d.header_timeout)?;
         let idle_timeout = duration("idle-timeout", self.idle_timeout, file.idle_timeout, d.idle_timeout)?;
         let body_timeout = duration("body-timeout", self.body_timeout, file.body_timeout, d.body_timeout)?;
         let store_compact_bytes = match self.store_compact_bytes.or(file_text(file.store_compact_bytes)) {
@@ -557,6 +569,7 @@ impl ServeArgs {
             max_connections,
             delta_max_bytes,
             max_instances,
+            header_timeout,
             idle_timeout,
             body_timeout,
             store_compact_bytes,

@@ -149,7 +149,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let max_connections = serve::fit_connections(node.config.max_connections, node.config.max_long_polls);
     let connections = serve::Connections::new(max_connections);
     let http = node.http_with(connections.clone());
-    serve::serve(listener, http, connections, node.config.idle_timeout, shutdown_signal(), DRAIN).await;
+    let timeouts = serve::HeadTimeouts { first: node.config.header_timeout, next: node.config.idle_timeout };
+    serve::serve(listener, http, connections, timeouts, shutdown_signal(), DRAIN).await;
     eviction.abort();
     tracing::info!("synod stopped");
     Ok(())

@@ -48,7 +48,18 @@ async fn slow_and_idle_connections_are_closed_and_the_cap_holds() {
     let dir = tempfile::tempdir().unwrap();
     let p = ServerProcess::start(
         dir.path(),
-        &["--max-connections", "16", "--max-long-polls", "4", "--idle-timeout", "1s", "--body-timeout", "1s"],
+        &[
+            "--max-connections",
+            "16",
+            "--max-long-polls",
+            "4",
+            "--header-timeout",
+            "1s",
+            "--idle-timeout",
+            "1s",
+            "--body-timeout",
+            "1s",
+        ],
     );
     let c = Client::builder().timeout(LIMIT).build().unwrap();
     // Open connections are counted, the one asking included.
