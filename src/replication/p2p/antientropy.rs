@@ -69,23 +69,67 @@ pub fn digest(st: &RegistryState, now: u64) -> Digest {
             (name.clone(), format!("{h:016x}"))
         })
         .collect();
-    let tombstones = st
-        .delta()
+    Digest { apps, tombstones: tombstones(st, now) }
+}
+
+/// Instances whose latest change within the delta retention is a deletion, and that are not
+/// registered again.
+fn tombstones(st: &RegistryState, now: u64) -> Vec<Tombstone> {
+    st.delta()
         .latest_per_instance(now, st.delta_retention_ms())
         .into_iter()
         .filter(|i| i.info.action_type == Some(ActionType::Deleted) && st.get(&i.key).is_none())
         .map(|i| Tombstone { app: i.key.app.clone(), id: i.key.id.clone(), dirty: i.info.last_dirty_timestamp })
-        .collect();
-    Digest { apps, tombstones }
+        .collect()
 }
 
-/// Runs rounds against every peer, every `interval`, for as long as the node runs.
+/// Which of a peer's `instances` this node should adopt, decided on the registry as it is
+/// now: those missing here or newer there (on a tie with a different status the lower node
+/// id wins), unless this node deleted them at or after that version.
+///
+/// The tombstones are read from `st` in the same critical section as the decision: a cancel
+/// that landed while the peer's list was being fetched must count, or the round registers
+/// the cancelled instance again (and, being the newest change, it then spreads everywhere).
+pub fn plan_pulls(
+    st: &RegistryState,
+    now: u64,
+    peer_id: u64,
+    self_id: u64,
+    instances: Vec<InstanceInfo>,
+) -> Vec<InstanceInfo> {
+    let deleted: std::collections::HashMap<(String, String), u64> =
+        tombstones(st, now).into_iter().map(|t| ((t.app, t.id), t.dirty)).collect();
+    instances
+        .into_iter()
+        .filter(|i| {
+            let key = InstanceKey { app: i.app.clone(), id: i.instance_id.clone() };
+            if deleted.get(&(key.app.clone(), key.id.clone())).is_some_and(|d| *d >= i.last_dirty_timestamp) {
+                return false;
+            }
+            match st.get(&key) {
+                None => true,
+                Some(e) => {
+                    let mine = &e.info;
+                    i.last_dirty_timestamp > mine.last_dirty_timestamp
+                        || (i.last_dirty_timestamp == mine.last_dirty_timestamp
+                            && (i.status != mine.status || i.overridden_status != mine.overridden_status)
+                            && peer_id < self_id)
+                }
+            }
+        })
+        .collect()
+}
+
+/// Runs rounds against every peer, about every `interval`, for as long as the node runs.
+/// Each wait is drawn between half and one and a half intervals, so nodes started together
+/// do not run their rounds in lockstep (and pull the same stale copy from each other at the
+/// same moment).
 pub async fn run(shared: Arc<P2pShared>, client: reqwest::Client, interval: Duration, self_id: u64) {
-    // The first round waits one interval: the start-up sync has just pulled everything.
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    use rand::Rng;
     loop {
-        ticker.tick().await;
+        // The first round waits too: the start-up sync has just pulled everything.
+        let wait = interval.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
+        tokio::time::sleep(wait).await;
         for peer in &shared.peers {
             match round(&shared, peer, &client, self_id).await {
                 Ok(agreed) => peer.record_anti_entropy(agreed, shared.local.registry.now()),
@@ -149,31 +193,7 @@ async fn round(shared: &P2pShared, peer: &PeerLink, client: &reqwest::Client, se
             Value::Array(items) => items.iter().filter_map(|i| decode::instance(i, now).ok()).collect(),
             _ => Vec::new(),
         };
-        let pulls: Vec<InstanceInfo> = local.registry.read(|st| {
-            instances
-                .into_iter()
-                .filter(|i| {
-                    let key = InstanceKey { app: i.app.clone(), id: i.instance_id.clone() };
-                    let deleted_here = ours
-                        .tombstones
-                        .iter()
-                        .any(|t| t.app == key.app && t.id == key.id && t.dirty >= i.last_dirty_timestamp);
-                    if deleted_here {
-                        return false;
-                    }
-                    match st.get(&key) {
-                        None => true,
-                        Some(e) => {
-                            let mine = &e.info;
-                            i.last_dirty_timestamp > mine.last_dirty_timestamp
-                                || (i.last_dirty_timestamp == mine.last_dirty_timestamp
-                                    && (i.status != mine.status || i.overridden_status != mine.overridden_status)
-                                    && peer.id < self_id)
-                        }
-                    }
-                })
-                .collect()
-        });
+        let pulls = local.registry.read(|st| plan_pulls(st, now, peer.id, self_id, instances));
         for i in pulls {
             tracing::debug!(peer = peer.id, app = %i.app, id = %i.instance_id, "anti-entropy: pulling newer copy");
             pending.push(local.apply_queued(Command::Register { instance: Box::new(i), now, from_peer: true }).1);

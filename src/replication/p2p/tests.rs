@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::protocol::*;
-use crate::codec::decode;
+use crate::codec::{decode, json};
 use crate::core::model::Status;
 use crate::core::views::InstanceView;
 
@@ -140,4 +140,32 @@ fn batches_are_bounded_in_items_and_item_size() {
     assert!(items[0].is_err() && items[1].is_err());
     assert!(items[2].as_ref().unwrap_err().0.contains("larger than"));
     assert_eq!(items[3].as_ref().map(|i| i.action), Ok(Action::Cancel));
+}
+
+/// A cancel that lands while a round fetches the peer's instances: the peer still lists the
+/// instance (the cancel has not reached it), and the digest taken at the start of the round
+/// has no tombstone for it. The decision must use the registry as it is when pulling, or the
+/// cancelled instance is registered again.
+#[test]
+fn a_cancel_during_a_round_is_not_undone_by_the_pull() {
+    use super::antientropy::{digest, plan_pulls};
+    use crate::core::command::Command;
+    use crate::core::model::InstanceKey;
+    use crate::core::state::{CoreConfig, RegistryState};
+
+    let tree = json::parse(instance_json().to_string().as_bytes()).unwrap();
+    let inst = decode::instance(&tree, NOW).unwrap();
+    let key = InstanceKey { app: inst.app.clone(), id: inst.instance_id.clone() };
+    let mut st = RegistryState::new(CoreConfig::default());
+    st.apply(Command::Register { instance: Box::new(inst.clone()), now: NOW, from_peer: false });
+    // The round starts: its digest has no tombstone.
+    assert!(digest(&st, NOW).tombstones.is_empty());
+    // The client cancels on this node while the peer's list is being fetched.
+    st.apply(Command::Cancel { key, now: NOW + 10 });
+    // The peer still holds the same version: it must not come back.
+    assert!(plan_pulls(&st, NOW + 20, 1, 2, vec![inst.clone()]).is_empty());
+    // A registration made after the cancel (a newer version) is pulled.
+    let mut newer = inst.clone();
+    newer.last_dirty_timestamp += 1;
+    assert_eq!(plan_pulls(&st, NOW + 20, 1, 2, vec![newer]).len(), 1);
 }
