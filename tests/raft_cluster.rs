@@ -654,3 +654,31 @@ async fn hostile_raft_messages_are_refused_and_change_nothing() {
     assert_eq!(cl.register(follower, "HOSTILE", "h2").await, StatusCode::NO_CONTENT);
     cl.converge(follower, "HOSTILE", &set(&["h1", "h2"])).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_leader_change_each_lease_expires_on_its_own() {
+    // Eviction every second with self-preservation off: an instance whose lease ran out is
+    // gone within seconds.
+    let mut cl = Cluster::start(3, &["--eviction-interval", "1s", "--self-preservation", "false"]).await;
+    let leader = cl.leader(&[1, 2, 3]).await;
+    // One client with a ten-minute lease, one with three seconds; neither renews.
+    let mut long = short_lease_instance("LONG", "l1");
+    long["instance"]["leaseInfo"]["durationInSecs"] = Value::from(600);
+    let r = cl.c.post(format!("{}/apps/LONG", cl.member(leader).eureka())).json(&long).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(cl.register(leader, "SHORT", "s1").await, StatusCode::NO_CONTENT);
+    let survivors = others(&[1, 2, 3], leader);
+    for id in &survivors {
+        cl.converge(*id, "SHORT", &set(&["s1"])).await;
+    }
+    cl.kill9(leader);
+    let new_leader = cl.leader(&survivors).await;
+    // The short lease runs out on its own clock: the long one used to hold every eviction
+    // back for its whole ten minutes after the leader change.
+    let deadline = Instant::now() + LIMIT;
+    while cl.ids(new_leader, "SHORT", false).await != Some(BTreeSet::new()) {
+        assert!(Instant::now() < deadline, "the short lease was not evicted after the leader change");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(cl.ids(new_leader, "LONG", false).await, Some(set(&["l1"])));
+}

@@ -10,11 +10,12 @@
 //!   timeout answers renewals with 503: its clients fail over to another server instead of
 //!   being told "OK" while the majority side lets their leases run out.
 //! - On becoming leader a node waits until it has applied everything committed before its
-//!   term, then grants every instance a fresh lease (it has not seen the renewals that went
-//!   to its predecessor) and evicts nothing until the longest lease duration in the
-//!   registry (plus one relay interval and one election timeout) has passed. Killing the
-//!   leader therefore never evicts a live instance; the price is that a dead instance may
-//!   be evicted up to one lease duration later than it would have been without the change.
+//!   term, then grants every instance a fresh lease of its own duration (it has not seen the
+//!   renewals that went to its predecessor), and evicts each one once that lease runs out
+//!   (the etcd way), after a grace of one relay interval and one election timeout for the
+//!   renewals still on their way. Killing the leader therefore never evicts a live instance;
+//!   the price is that a dead instance may be evicted up to one of its own lease durations
+//!   later than without the change, and one client with a long lease delays nobody else.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,7 +130,8 @@ impl Leases {
     }
 
     /// Whether this node may evict now: it is a promoted leader with a live quorum, and the
-    /// grace period after its promotion has passed.
+    /// grace period after its promotion has passed. Each lease was refreshed at promotion, so
+    /// what expires after that is an instance silent for its own whole duration.
     pub fn may_evict(&self, shared: &RaftShared) -> bool {
         let Some(p) = *self.promotion.lock() else { return false };
         let m = shared.raft.metrics().borrow().clone();
@@ -139,8 +141,7 @@ impl Leases {
         if !shared.leads() {
             return false;
         }
-        let longest_lease = shared.registry.read(|st| st.entries().map(|(_, e)| e.duration_ms()).max().unwrap_or(0));
-        since(p.at) >= Duration::from_millis(longest_lease) + RELAY_INTERVAL + shared.election_max()
+        since(p.at) >= RELAY_INTERVAL + shared.election_max()
     }
 }
 
@@ -215,7 +216,7 @@ async fn promote(shared: &RaftShared, term: u64) {
     tracing::info!(
         term,
         instances = shared.registry.read(|st| st.len()),
-        "raft leader: every lease refreshed; eviction waits one full lease duration"
+        "raft leader: every lease refreshed; each instance expires one of its own lease durations from now"
     );
 }
 
