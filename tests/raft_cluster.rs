@@ -614,6 +614,14 @@ async fn hostile_raft_messages_are_refused_and_change_nothing() {
     assert_eq!(post_raw(c, &base, "/v1/raft/append", encode(&append).unwrap()).await, forbidden);
     let vote = VoteRequest::<u64> { vote: Vote::new(term + 5, 99), last_log_id: None };
     assert_eq!(post_raw(c, &base, "/v1/raft/vote", encode(&vote).unwrap()).await, forbidden);
+    // An append in the receiver's own name (openraft would take it as an election won).
+    let own = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(term, follower),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    assert_eq!(post_raw(c, &base, "/v1/raft/append", encode(&own).unwrap()).await, Some(bad));
     // A member's id with a term near overflow.
     let vote = VoteRequest::<u64> { vote: Vote::new(1 << 60, leader), last_log_id: None };
     assert_eq!(post_raw(c, &base, "/v1/raft/vote", encode(&vote).unwrap()).await, Some(bad));

@@ -27,9 +27,12 @@ use serde::Deserialize;
 
 use super::types::{LogId, NodeId, TypeConfig, Vote};
 
-/// Highest term accepted. A term grows by one per election; 2^48 of them would take millions
-/// of years, and leaves `term + 1` nowhere near overflow.
-pub const MAX_TERM: u64 = 1 << 48;
+/// Highest term accepted (and persisted): far below where `term + 1` overflows.
+pub const MAX_TERM: u64 = 1 << 62;
+/// Farthest a message's term may lie above this node's own. A term grows by one per election;
+/// a node cut off for months at an election a second stays well inside it, while a forged
+/// term cannot push the cluster to [`MAX_TERM`] in any number of messages that could be sent.
+pub const MAX_TERM_JUMP: u64 = 1 << 24;
 /// Highest log index accepted (far beyond any real log, far below overflow).
 pub const MAX_INDEX: u64 = 1 << 62;
 
@@ -70,6 +73,43 @@ fn check_vote(v: &Vote) -> Result<(), Refusal> {
     check_term(v.leader_id.term, "vote")
 }
 
+/// Checks a message's vote against this node: not beyond [`MAX_TERM_JUMP`] above its term,
+/// and not in this node's own name (openraft would take it as having won an election, and
+/// lead with a log nobody checked).
+pub fn check_vote_against(v: &Vote, own_id: NodeId, own_term: u64) -> Result<(), Refusal> {
+    if v.leader_id.node_id == own_id {
+        return Err(Refusal::Invalid(format!("a message in this node's own name ({own_id})")));
+    }
+    if v.leader_id.term > own_term.saturating_add(MAX_TERM_JUMP) {
+        return Err(Refusal::Invalid(format!(
+            "vote term {} is more than {MAX_TERM_JUMP} above this node's term {own_term}",
+            v.leader_id.term
+        )));
+    }
+    Ok(())
+}
+
+/// A membership a leader may hand out: one or two configurations (two while joint), none
+/// empty, every voter among the nodes, every node with an http(s) URL. openraft trusts it and
+/// panics later (at every start, once it is in the log) on a voter without a node.
+fn check_membership(m: &openraft::Membership<NodeId, super::types::Member>, what: &str) -> Result<(), Refusal> {
+    let configs = m.get_joint_config();
+    let bad = |why: String| Err(Refusal::Invalid(format!("{what}: {why}")));
+    if configs.is_empty() || configs.len() > 2 {
+        return bad(format!("{} configurations (1, or 2 while joint)", configs.len()));
+    }
+    if configs.iter().any(|c| c.is_empty()) {
+        return bad("an empty configuration".into());
+    }
+    if let Some(v) = configs.iter().flatten().find(|v| m.get_node(v).is_none()) {
+        return bad(format!("voter {v} is not among the nodes"));
+    }
+    if let Some((id, _)) = m.nodes().find(|(_, n)| !(n.url.starts_with("http://") || n.url.starts_with("https://"))) {
+        return bad(format!("node {id} has no http(s) URL"));
+    }
+    Ok(())
+}
+
 fn check_log_id(l: &Option<LogId>, what: &str) -> Result<(), Refusal> {
     let Some(l) = l else { return Ok(()) };
     check_term(l.leader_id.term, what)?;
@@ -85,9 +125,15 @@ pub fn check_append(req: &AppendEntriesRequest<TypeConfig>) -> Result<NodeId, Re
     check_log_id(&req.prev_log_id, "prev_log_id")?;
     check_log_id(&req.leader_commit, "leader_commit")?;
     // Entries follow prev_log_id one index at a time, with terms that never fall.
+    if !req.vote.committed {
+        return Err(Refusal::Invalid("an append from a leader whose vote is not committed".into()));
+    }
     let mut prev = req.prev_log_id;
     for e in &req.entries {
         check_log_id(&Some(e.log_id), "entry")?;
+        if let openraft::EntryPayload::Membership(m) = &e.payload {
+            check_membership(m, "membership entry")?;
+        }
         let expected = prev.map_or(0, |p| p.index + 1);
         if e.log_id.index != expected {
             return Err(Refusal::Invalid(format!("entry index {} where {expected} was due", e.log_id.index)));
@@ -106,6 +152,9 @@ pub fn check_append(req: &AppendEntriesRequest<TypeConfig>) -> Result<NodeId, Re
 /// The candidate of a RequestVote, after checking its content.
 pub fn check_vote_request(req: &VoteRequest<NodeId>) -> Result<NodeId, Refusal> {
     check_vote(&req.vote)?;
+    if req.vote.committed {
+        return Err(Refusal::Invalid("a vote request with a committed vote".into()));
+    }
     check_log_id(&req.last_log_id, "last_log_id")?;
     Ok(req.vote.leader_id.node_id)
 }
@@ -116,6 +165,12 @@ pub fn check_snapshot(req: &InstallSnapshotRequest<TypeConfig>) -> Result<NodeId
     check_vote(&req.vote)?;
     check_log_id(&req.meta.last_log_id, "snapshot last_log_id")?;
     check_log_id(req.meta.last_membership.log_id(), "snapshot membership")?;
+    if !req.vote.committed {
+        return Err(Refusal::Invalid("a snapshot from a leader whose vote is not committed".into()));
+    }
+    if req.meta.last_membership.log_id().is_some() {
+        check_membership(req.meta.last_membership.membership(), "snapshot membership")?;
+    }
     Ok(req.vote.leader_id.node_id)
 }
 
@@ -212,5 +267,50 @@ impl Strangers {
             self.state.lock().vouched.insert(id, Instant::now());
         }
         yes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{CommittedLeaderId, EntryPayload, Membership};
+
+    use super::*;
+    use crate::replication::raft::types::{Entry, Member};
+
+    fn append(vote: Vote, entries: Vec<Entry>) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest { vote, prev_log_id: None, entries, leader_commit: None }
+    }
+
+    fn membership(voters: &[u64], nodes: &[(u64, &str)]) -> Membership<NodeId, Member> {
+        let nodes: BTreeMap<u64, Member> = nodes.iter().map(|(id, u)| (*id, Member { url: u.to_string() })).collect();
+        Membership::new(vec![voters.iter().copied().collect::<BTreeSet<_>>()], nodes)
+    }
+
+    fn membership_entry(m: Membership<NodeId, Member>) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 0), payload: EntryPayload::Membership(m) }
+    }
+
+    #[test]
+    fn votes_must_be_plausible_for_this_node() {
+        let v = Vote::new_committed(5, 2);
+        assert_eq!(check_vote_against(&v, 1, 4), Ok(()));
+        assert!(check_vote_against(&v, 2, 4).is_err(), "in this node's own name");
+        assert!(check_vote_against(&Vote::new_committed(4 + MAX_TERM_JUMP + 1, 2), 1, 4).is_err());
+        assert!(check_append(&append(Vote::new(5, 2), vec![])).is_err(), "append with an uncommitted vote");
+        let req = VoteRequest { vote: Vote::new_committed(5, 2), last_log_id: None };
+        assert!(check_vote_request(&req).is_err(), "vote request with a committed vote");
+    }
+
+    #[test]
+    fn membership_entries_must_be_usable() {
+        let ok = membership(&[1, 2], &[(1, "http://a"), (2, "http://b")]);
+        assert_eq!(check_append(&append(Vote::new_committed(1, 1), vec![membership_entry(ok)])), Ok(1));
+        // Membership::new adds missing voters as nodes with a default (empty) URL.
+        let no_url = membership(&[1, 3], &[(1, "http://a")]);
+        assert!(check_append(&append(Vote::new_committed(1, 1), vec![membership_entry(no_url)])).is_err());
+        let bad_url = membership(&[1], &[(1, "file:///etc")]);
+        assert!(check_append(&append(Vote::new_committed(1, 1), vec![membership_entry(bad_url)])).is_err());
     }
 }

@@ -114,11 +114,12 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
 
 /// Admits a message whose content passed its checks (`checked` names the sender) if the
 /// sender is a member, or a member vouches for it.
-async fn admit(s: &RaftShared, checked: Result<NodeId, Refusal>) -> Result<(), Refusal> {
+async fn admit(s: &RaftShared, checked: Result<NodeId, Refusal>, vote: &super::types::Vote) -> Result<(), Refusal> {
     let sender = checked?;
     let others = {
         let m = s.raft.metrics();
         let m = m.borrow();
+        admission::check_vote_against(vote, s.id, m.current_term)?;
         let membership = m.membership_config.membership();
         // Never initialized: no configuration to protect yet (it arrives with the first append).
         if membership.get_node(&sender).is_some() || membership.nodes().next().is_none() {
@@ -138,7 +139,7 @@ async fn append(State(s): State<Shared>, bytes: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return refusal(r),
     };
-    if let Err(r) = admit(&s, admission::check_append(&req)).await {
+    if let Err(r) = admit(&s, admission::check_append(&req), &req.vote).await {
         return refusal(r);
     }
     let leader_commit = req.leader_commit.map(|l| l.index);
@@ -157,7 +158,7 @@ async fn vote(State(s): State<Shared>, bytes: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return refusal(r),
     };
-    if let Err(r) = admit(&s, admission::check_vote_request(&req)).await {
+    if let Err(r) = admit(&s, admission::check_vote_request(&req), &req.vote).await {
         return refusal(r);
     }
     encoded(&s.raft.vote(req).await)
@@ -168,7 +169,7 @@ async fn snapshot(State(s): State<Shared>, bytes: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return refusal(r),
     };
-    if let Err(r) = admit(&s, admission::check_snapshot(&req)).await {
+    if let Err(r) = admit(&s, admission::check_snapshot(&req), &req.vote).await {
         return refusal(r);
     }
     if let Err(r) = s.snapshot_intake.admit(&req.meta.snapshot_id, req.offset, req.data.len()) {
