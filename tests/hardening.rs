@@ -119,6 +119,11 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 /// A p2p node whose only peer is an address nothing listens on.
 fn lone_p2p_node(dir: &std::path::Path) -> ServerProcess {
+    lone_p2p_node_with(dir, &[])
+}
+
+/// [`lone_p2p_node`] with more arguments.
+fn lone_p2p_node_with(dir: &std::path::Path, more: &[&str]) -> ServerProcess {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     drop(l);
@@ -137,7 +142,10 @@ fn lone_p2p_node(dir: &std::path::Path) -> ServerProcess {
             &format!("2=http://{nowhere}"),
             "--peer-sync-wait",
             "1s",
-        ],
+        ]
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect::<Vec<_>>(),
     )
 }
 
@@ -265,4 +273,37 @@ async fn xml_attribute_floods_are_refused_quickly() {
     }
     assert_eq!(s.version(), v);
     assert_eq!(c.get(format!("{}/healthz", s.base)).send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_dripped_to_a_peer_route_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = lone_p2p_node_with(dir.path(), &["--body-timeout", "1s"]);
+    let (mut rd, mut wr) = TcpStream::connect(&p.addr).await.unwrap().into_split();
+    wr.write_all(
+        b"POST /eureka/peerreplication/batch/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // A byte every 200 ms: each arrives well within the timeout, the whole body never does.
+    let drip = tokio::spawn(async move {
+        for _ in 0..100 {
+            if wr.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, rd.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
+            other => panic!("no answer to the dripped body: {other:?}"),
+        }
+    }
+    drip.abort();
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
 }

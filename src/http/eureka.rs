@@ -273,14 +273,26 @@ async fn long_poll_delta(s: &AppState, query: &Query<'_>, headers: &HeaderMap, o
     // so the client gets the whole window, as a plain delta, and this node's version to go on
     // from; the hash tells it whether it must fetch the registry whole.
     let _ = tokio::time::timeout(std::time::Duration::from_millis(wait_ms), rx.wait_for(|v| *v != since)).await;
-    // Answered from the response cache: a position ahead is the plain delta, and waiters
-    // woken by the same change share one encoding.
-    let kind = if since > s.registry.read(|st| st.version()) { ViewKind::Delta } else { ViewKind::DeltaSince(since) };
+    // Answered from the response cache, so waiters woken by the same change share one
+    // encoding. A position ahead of this node, or far behind it, gets the whole window (a
+    // superset: every item is an instance's latest state, which clients apply idempotently)
+    // from the one cached plain delta; only the few positions a woken waiter can hold get
+    // entries of their own, so no run of `since` values can fill the cache with copies.
+    let version = s.registry.read(|st| st.version());
+    let kind = if since > version || version - since > RECENT_POSITIONS {
+        ViewKind::Delta
+    } else {
+        ViewKind::DeltaSince(since)
+    };
     let mut resp = cached(s, kind, headers);
     // Tells clients the wait was honoured (servers without long-poll answer at once).
     resp.headers_mut().insert(LONG_POLL_HEADER, axum::http::HeaderValue::from_static("1"));
     resp
 }
+
+/// How far behind the current version a long poll's `since` may be and still be answered
+/// with only the changes after it.
+const RECENT_POSITIONS: u64 = 64;
 
 /// Response header on long-polled deltas.
 pub const LONG_POLL_HEADER: &str = "x-synod-long-poll";

@@ -15,7 +15,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
 use axum::Router;
 use tower_http::decompression::RequestDecompressionLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::core::registry::Registry;
@@ -137,6 +136,36 @@ fn request_tracing() -> bool {
     tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG)
 }
 
+/// Largest raw body any backend route reads (raft RPCs; the routes' own limits apply to the
+/// decompressed body after this).
+const BACKEND_BODY_CAP: usize = 64 * 1024 * 1024;
+
+/// Reads a backend route's whole body within `timeout` before the route sees it: a timeout
+/// that restarts with every frame would let a client keep a request (and its connection)
+/// open forever by sending a byte now and then.
+async fn whole_body_within(
+    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, BACKEND_BODY_CAP)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            // http-body's limit error is the only one whose chain mentions the limit.
+            let over = std::error::Error::source(&e)
+                .is_some_and(|src| src.downcast_ref::<http_body_util::LengthLimitError>().is_some());
+            let status = if over { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            return respond::error(status, format!("cannot read request body: {e}"));
+        }
+        Err(_) => {
+            return respond::error(StatusCode::REQUEST_TIMEOUT, format!("request body not received within {timeout:?}"))
+        }
+    };
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
 /// Builds the server's router.
 pub fn router(state: AppState) -> Router {
     let backend_routes = state.replicator.routes();
@@ -157,7 +186,7 @@ pub fn router(state: AppState) -> Router {
             backend_routes
                 .layer(RequestDecompressionLayer::new())
                 .layer(DefaultBodyLimit::max(max_body_size))
-                .layer(RequestBodyTimeoutLayer::new(body_timeout)),
+                .layer(axum::middleware::from_fn_with_state(body_timeout, whole_body_within)),
         );
     // Request spans and response status at debug level (`--log synod=debug,tower_http=debug`),
     // which also covers rejections produced by axum itself (e.g. 413). Only where that level

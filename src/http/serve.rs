@@ -9,7 +9,7 @@
 //!   (Tomcat's `connectionTimeout`, which Eureka servers run with), and a kept-alive one its
 //!   next head within `idle_timeout` of its previous response (Tomcat's `keepAliveTimeout`),
 //!   else it is closed. Slow headers are covered by the same clocks, which start when the
-//!   connection begins to wait for a head. One watchdog timer per connection keeps them, to
+//!   connection begins to wait for a head, and so is a client that stops reading its answer. One watchdog timer per connection keeps them, to
 //!   within half a timeout: hyper's own header timer arms and drops a timer for every request,
 //!   which cost a heartbeat ~10 % more instructions.
 //! - Request bodies must arrive within the body timeout (applied where bodies are read).
@@ -89,40 +89,85 @@ pub fn fit_connections(wanted: usize, long_polls: usize) -> usize {
     fitted
 }
 
-/// What the idle watchdog of one connection knows, in one word: requests being handled (low
-/// 32 bits) and requests answered (high 32 bits). One atomic add per request start and end;
-/// no clock is read on the request path.
+/// What the idle watchdog of one connection knows, in one word: handlers running (low 32
+/// bits) and a progress count (high 32 bits) that moves when a handler returns, when a frame
+/// of a response body is taken for writing, and when hyper is done with a body. One atomic
+/// add per event; no clock is read on the request path.
 struct Activity(AtomicU64);
 
-const ANSWERED: u64 = 1 << 32;
+const PROGRESS: u64 = 1 << 32;
 
 impl Activity {
     fn started(&self) {
         self.0.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn answered(&self) {
-        // One more answered, one fewer in flight.
-        self.0.fetch_add(ANSWERED - 1, Ordering::AcqRel);
+    fn handled(&self) {
+        // One handler fewer, and progress.
+        self.0.fetch_add(PROGRESS - 1, Ordering::AcqRel);
     }
 
-    /// Resolves once the connection has had no request in flight and none answered for two
-    /// consecutive checks half a timeout apart: it then waited between one and 1.5 timeouts
-    /// for a request head (`first` before its first request, `next` after).
+    fn progressed(&self) {
+        self.0.fetch_add(PROGRESS, Ordering::AcqRel);
+    }
+
+    /// Resolves once no handler has been running and nothing has moved for two consecutive
+    /// checks half a timeout apart: the connection then waited between one and 1.5 timeouts
+    /// for a request head (`first` before its first request, `next` after), or for a client
+    /// that stopped reading its answer. A running handler (a long poll, a write waiting for
+    /// its commit) is never cut: each bounds its own time.
     async fn idle_expired(&self, first: Duration, next: Duration) {
         let mut last = self.0.load(Ordering::Acquire);
         let mut quiet = 0;
         loop {
-            let limit = if last < ANSWERED { first } else { next };
+            let limit = if last < PROGRESS { first } else { next };
             tokio::time::sleep(limit / 2).await;
             let now = self.0.load(Ordering::Acquire);
-            let idle = now & (ANSWERED - 1) == 0;
+            let idle = now & (PROGRESS - 1) == 0;
             quiet = if idle && now == last { quiet + 1 } else { 0 };
             if quiet >= 2 {
                 return;
             }
             last = now;
         }
+    }
+}
+
+/// A response body that tells the watchdog about the writing of the answer: a large answer
+/// that is still being written is not an idle connection, and one the client stopped reading
+/// is.
+struct Tracked {
+    body: axum::body::Body,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) {
+            self.activity.progressed();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.activity.progressed();
     }
 }
 
@@ -178,11 +223,11 @@ pub async fn serve(
         let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             act.started();
             let handled = tower::Service::call(&mut svc.clone(), req.map(axum::body::Body::new));
-            let act = act.clone();
+            let activity = act.clone();
             async move {
                 let resp = handled.await;
-                act.answered();
-                resp
+                activity.handled();
+                resp.map(|r| r.map(|body| Tracked { body, activity }))
             }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));

@@ -165,7 +165,7 @@ pub trait Replicator: Send + Sync + 'static {
 
 /// Most bytes read from another node's answer: a whole registry (p2p start-up sync and
 /// anti-entropy pull one); everything else a node answers is far smaller.
-pub const MAX_PEER_ANSWER: usize = 1 << 32;
+pub const MAX_PEER_ANSWER: usize = u32::MAX as usize;
 /// Most bytes read from another node's answer to a raft RPC, forward, relay or lookup.
 pub const MAX_SMALL_ANSWER: usize = 64 << 20;
 

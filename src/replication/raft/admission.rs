@@ -8,10 +8,11 @@
 //!
 //! - terms and log indexes stay far below where arithmetic on them could overflow;
 //! - the sender is a member of the configuration this node knows (current or joint, learners
-//!   included). A node that has not caught up with a membership change may not know a new
-//!   member yet; such a stranger is admitted once a member this node already knows vouches
-//!   for it (its `/v1/cluster` lists it). A node that was never initialized admits anyone, as
-//!   it has no configuration to protect yet;
+//!   included), and not this node itself. A node that has not caught up with a membership
+//!   change may not know a new member yet (say, the new leader); while it hears from no
+//!   leader it asks the members it knows for their member lists, and admits the ids they
+//!   name. A node that was never initialized admits anyone, as it has no configuration to
+//!   protect yet;
 //! - snapshot chunks continue the stream they belong to (offset 0 starts one; a later chunk
 //!   may repeat but never skip ahead).
 //!
@@ -36,10 +37,9 @@ pub const MAX_TERM_JUMP: u64 = 1 << 24;
 /// Highest log index accepted (far beyond any real log, far below overflow).
 pub const MAX_INDEX: u64 = 1 << 62;
 
-/// How long a vouched-for stranger stays admitted without asking again.
+/// How long an id a member listed stays admitted.
 const VOUCHED_FOR: Duration = Duration::from_secs(30);
-/// At most one round of asking members about strangers per this interval, so a flood of
-/// made-up sender ids cannot turn into a flood of lookups.
+/// How often a node that hears from no leader asks the members it knows who the members are.
 const LOOKUP_EVERY: Duration = Duration::from_secs(1);
 /// How long one round of asking may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -203,16 +203,13 @@ impl SnapshotIntake {
     }
 }
 
-/// Members' answers about strangers, and when this node last asked.
+/// Node ids that members this node knows list in their membership, learnt while this node
+/// hears from no leader (it may have missed a membership change that added the new leader).
+/// Learnt by this node's own asking, on its own schedule, so a flood of made-up sender ids
+/// can neither trigger lookups nor crowd out the real one.
 #[derive(Default)]
 pub struct Strangers {
-    state: Mutex<StrangerState>,
-}
-
-#[derive(Default)]
-struct StrangerState {
-    vouched: HashMap<NodeId, Instant>,
-    last_lookup: Option<Instant>,
+    vouched: Mutex<HashMap<NodeId, Instant>>,
 }
 
 /// The part of a member's `GET /v1/cluster` answer that names the members.
@@ -227,47 +224,52 @@ struct MemberId {
 }
 
 impl Strangers {
-    /// Whether a member recently vouched for `id`.
-    fn recently_vouched(&self, id: NodeId) -> bool {
-        let st = self.state.lock();
-        st.vouched.get(&id).is_some_and(|at| at.elapsed() < VOUCHED_FOR)
+    /// Whether a member recently listed `id`.
+    pub fn vouched_for(&self, id: NodeId) -> bool {
+        self.vouched.lock().get(&id).is_some_and(|at| at.elapsed() < VOUCHED_FOR)
     }
 
-    /// Claims the lookup slot: false when another lookup ran less than [`LOOKUP_EVERY`] ago.
-    fn may_look_up(&self) -> bool {
-        let mut st = self.state.lock();
-        if st.last_lookup.is_some_and(|at| at.elapsed() < LOOKUP_EVERY) {
-            return false;
-        }
-        st.last_lookup = Some(Instant::now());
-        st.vouched.retain(|_, at| at.elapsed() < VOUCHED_FOR);
-        true
-    }
-
-    /// Asks the members at `urls` whether `id` is one of them; remembers a yes.
-    pub async fn vouched(&self, client: &reqwest::Client, id: NodeId, urls: Vec<String>) -> bool {
-        if self.recently_vouched(id) {
-            return true;
-        }
-        if urls.is_empty() || !self.may_look_up() {
-            return false;
-        }
+    /// Asks the members at `urls` for their member lists and remembers every id they name.
+    async fn learn(&self, client: &reqwest::Client, urls: Vec<String>) {
         let asks = urls.into_iter().map(|url| {
             let req = client.get(format!("{url}{}", super::rpc::paths::CLUSTER)).timeout(LOOKUP_TIMEOUT).send();
             async move {
                 let resp = req.await.ok()?;
                 let body = crate::replication::read_answer(resp, crate::replication::MAX_SMALL_ANSWER).await.ok()?;
-                let m: ClusterMembers = serde_json::from_slice(&body).ok()?;
-                Some(m.members.iter().any(|m| m.id == id))
+                serde_json::from_slice::<ClusterMembers>(&body).ok()
             }
         });
-        let yes = futures::future::join_all(asks).await.into_iter().any(|r| r == Some(true));
-        if yes {
-            tracing::info!(node = id, "raft: a member vouched for a node this one does not know yet");
-            self.state.lock().vouched.insert(id, Instant::now());
+        let answers = futures::future::join_all(asks).await;
+        let mut vouched = self.vouched.lock();
+        vouched.retain(|_, at| at.elapsed() < VOUCHED_FOR);
+        for m in answers.into_iter().flatten().flat_map(|a| a.members) {
+            vouched.insert(m.id, Instant::now());
         }
-        yes
     }
+}
+
+/// While this node hears from no leader, asks the members it knows, every
+/// [`LOOKUP_EVERY`], who the members are (see [`Strangers`]).
+pub fn spawn_membership_watch(shared: std::sync::Arc<super::RaftShared>) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(LOOKUP_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if shared.live_leader_id().is_some() {
+                continue;
+            }
+            let urls: Vec<String> = {
+                let m = shared.raft.metrics();
+                let m = m.borrow();
+                let membership = m.membership_config.membership();
+                membership.nodes().filter(|(id, _)| **id != shared.id).map(|(_, n)| n.url.clone()).collect()
+            };
+            if !urls.is_empty() {
+                shared.strangers.learn(&shared.client, urls).await;
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -227,6 +227,7 @@ impl RaftBackend {
         proposer::spawn(shared.clone());
         lease::spawn(shared.clone());
         init::spawn(shared.clone());
+        admission::spawn_membership_watch(shared.clone());
         Ok(RaftBackend { shared })
     }
 

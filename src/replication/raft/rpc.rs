@@ -113,25 +113,21 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
 }
 
 /// Admits a message whose content passed its checks (`checked` names the sender) if the
-/// sender is a member, or a member vouches for it.
-async fn admit(s: &RaftShared, checked: Result<NodeId, Refusal>, vote: &super::types::Vote) -> Result<(), Refusal> {
+/// sender is a member, or a member this node knows listed it lately.
+fn admit(s: &RaftShared, checked: Result<NodeId, Refusal>, vote: &super::types::Vote) -> Result<(), Refusal> {
     let sender = checked?;
-    let others = {
-        let m = s.raft.metrics();
-        let m = m.borrow();
-        admission::check_vote_against(vote, s.id, m.current_term)?;
-        let membership = m.membership_config.membership();
-        // Never initialized: no configuration to protect yet (it arrives with the first append).
-        if membership.get_node(&sender).is_some() || membership.nodes().next().is_none() {
-            return Ok(());
-        }
-        membership.nodes().filter(|(id, _)| **id != s.id).map(|(_, n)| n.url.clone()).collect::<Vec<_>>()
-    };
-    if s.strangers.vouched(&s.client, sender, others).await {
-        Ok(())
-    } else {
-        Err(Refusal::Stranger(sender))
+    let m = s.raft.metrics();
+    let m = m.borrow();
+    admission::check_vote_against(vote, s.id, m.current_term)?;
+    let membership = m.membership_config.membership();
+    // Never initialized: no configuration to protect yet (it arrives with the first append).
+    if membership.get_node(&sender).is_some() || membership.nodes().next().is_none() {
+        return Ok(());
     }
+    if s.strangers.vouched_for(sender) {
+        return Ok(());
+    }
+    Err(Refusal::Stranger(sender))
 }
 
 async fn append(State(s): State<Shared>, bytes: Bytes) -> Response {
@@ -139,7 +135,7 @@ async fn append(State(s): State<Shared>, bytes: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return refusal(r),
     };
-    if let Err(r) = admit(&s, admission::check_append(&req), &req.vote).await {
+    if let Err(r) = admit(&s, admission::check_append(&req), &req.vote) {
         return refusal(r);
     }
     let leader_commit = req.leader_commit.map(|l| l.index);
@@ -158,7 +154,7 @@ async fn vote(State(s): State<Shared>, bytes: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return refusal(r),
     };
-    if let Err(r) = admit(&s, admission::check_vote_request(&req), &req.vote).await {
+    if let Err(r) = admit(&s, admission::check_vote_request(&req), &req.vote) {
         return refusal(r);
     }
     encoded(&s.raft.vote(req).await)
@@ -169,7 +165,7 @@ async fn snapshot(State(s): State<Shared>, bytes: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return refusal(r),
     };
-    if let Err(r) = admit(&s, admission::check_snapshot(&req), &req.vote).await {
+    if let Err(r) = admit(&s, admission::check_snapshot(&req), &req.vote) {
         return refusal(r);
     }
     if let Err(r) = s.snapshot_intake.admit(&req.meta.snapshot_id, req.offset, req.data.len()) {
