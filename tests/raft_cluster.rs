@@ -690,3 +690,28 @@ async fn after_a_leader_change_each_lease_expires_on_its_own() {
     }
     assert_eq!(cl.ids(new_leader, "LONG", false).await, Some(set(&["l1"])));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_leader_does_not_claim_to_lead() {
+    let cl = Cluster::start(3, &[]).await;
+    let leader = cl.leader(&[1, 2, 3]).await;
+    assert_eq!(cl.register(leader, "ISO", "i1").await, StatusCode::NO_CONTENT);
+    cl.isolate(leader, true);
+    // It used to report `state: leader` and `lease_owner: true` for the whole partition.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let st = cl.status(leader).await.expect("the isolated node still answers");
+        if st["state"] != "leader" {
+            assert_ne!(st["lease_owner"], true, "{st}");
+            assert_eq!(st["accepts_writes"], false, "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the isolated leader kept claiming to lead: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cl.register(leader, "ISO", "i2").await, StatusCode::SERVICE_UNAVAILABLE);
+    cl.isolate(leader, false);
+    let majority = others(&[1, 2, 3], leader);
+    let new_leader = cl.leader(&[1, 2, 3]).await;
+    assert!(new_leader == leader || majority.contains(&new_leader));
+}

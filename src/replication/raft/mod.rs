@@ -122,8 +122,15 @@ impl RaftShared {
             .map(|(id, node)| MemberStatus { id: *id, url: node.url.clone(), voter: voters.contains(id) })
             .collect();
         let leader = m.current_leader;
+        // openraft 0.9 keeps a leader that lost its quorum in the leader state until it hears
+        // a higher term; it can commit nothing, so it does not say it leads.
+        let quorum_lost = m.state == ServerState::Leader && !self.leads();
         ClusterStatus {
-            state: format!("{:?}", m.state).to_ascii_lowercase(),
+            state: if quorum_lost {
+                "leader-without-quorum".into()
+            } else {
+                format!("{:?}", m.state).to_ascii_lowercase()
+            },
             leader,
             leader_url: leader.map(|l| self.url_of(l)),
             term: m.current_term,
@@ -133,7 +140,7 @@ impl RaftShared {
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             members,
-            lease_owner: self.leases.is_promoted(&self.raft),
+            lease_owner: self.leases.is_promoted(&self.raft) && !quorum_lost,
             accepts_writes: self.live_leader_id().is_some(),
         }
     }
@@ -151,7 +158,9 @@ pub struct MemberStatus {
 /// Raft figures in `/v1/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterStatus {
-    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    /// `leader`, `leader-without-quorum` (no quorum acknowledged it within the longest
+    /// election timeout: it commits nothing and refuses writes), `follower`, `candidate`,
+    /// `learner` or `shutdown`.
     pub state: String,
     pub leader: Option<NodeId>,
     pub leader_url: Option<String>,
