@@ -307,3 +307,33 @@ async fn a_body_dripped_to_a_peer_route_is_cut_off() {
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_far_behind_get_the_cached_window_not_copies_of_their_own() {
+    let s = common::InProcess::start().await;
+    let c = Client::new();
+    for n in 1..=80u16 {
+        let r = c.post(s.url("apps/LP")).json(&common::py_instance("LP", &format!("10.1.0.{n}"), 80)).send().await;
+        assert_eq!(r.unwrap().status(), StatusCode::NO_CONTENT);
+    }
+    let get = |q: String| {
+        let c = c.clone();
+        let url = s.url(&format!("apps/delta?{q}"));
+        async move { c.get(url).header("accept", "application/json").send().await.unwrap().bytes().await.unwrap() }
+    };
+    let window = get(String::new()).await;
+    // Positions far behind (and ahead) are answered with exactly the plain, cached delta.
+    let v = s.version();
+    for since in [0, 1, v - 70, v + 1000] {
+        assert_eq!(get(format!("waitMs=0&since={since}")).await, window, "since={since}");
+    }
+    // A recent position still gets only the changes after it.
+    let recent: Value = serde_json::from_slice(&get(format!("waitMs=0&since={}", v - 2)).await).unwrap();
+    let n: usize = recent["applications"]["application"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["instance"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(n, 2, "{recent}");
+}

@@ -17,4 +17,4 @@ pub mod state;
 pub mod views;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

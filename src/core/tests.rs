@@ -13,7 +13,8 @@ use super::views;
 
 const T0: u64 = 1_700_000_000_000;
 
-fn instance(app: &str, id: &str) -> InstanceInfo {
+/// A valid instance (shared with other modules' tests).
+pub(crate) fn instance(app: &str, id: &str) -> InstanceInfo {
     InstanceInfo {
         instance_id: id.into(),
         host_name: "h".into(),

@@ -130,14 +130,24 @@ fn admit(s: &RaftShared, checked: Result<NodeId, Refusal>, vote: &super::types::
     Err(Refusal::Stranger(sender))
 }
 
+/// Decodes a raft RPC and admits it: `check` checks its content and names its sender,
+/// `vote` is the vote it carries.
+fn admitted<T: serde::de::DeserializeOwned>(
+    s: &RaftShared,
+    bytes: &[u8],
+    check: impl Fn(&T) -> Result<NodeId, Refusal>,
+    vote: impl Fn(&T) -> &super::types::Vote,
+) -> Result<T, Refusal> {
+    let req: T = body(bytes)?;
+    admit(s, check(&req), vote(&req))?;
+    Ok(req)
+}
+
 async fn append(State(s): State<Shared>, bytes: Bytes) -> Response {
-    let req: AppendEntriesRequest<TypeConfig> = match body(&bytes) {
+    let req: AppendEntriesRequest<TypeConfig> = match admitted(&s, &bytes, admission::check_append, |r| &r.vote) {
         Ok(r) => r,
         Err(r) => return refusal(r),
     };
-    if let Err(r) = admit(&s, admission::check_append(&req), &req.vote) {
-        return refusal(r);
-    }
     let leader_commit = req.leader_commit.map(|l| l.index);
     let result = s.raft.append_entries(req).await;
     if let Ok(resp) = &result {
@@ -150,24 +160,18 @@ async fn append(State(s): State<Shared>, bytes: Bytes) -> Response {
 }
 
 async fn vote(State(s): State<Shared>, bytes: Bytes) -> Response {
-    let req: VoteRequest<NodeId> = match body(&bytes) {
+    let req: VoteRequest<NodeId> = match admitted(&s, &bytes, admission::check_vote_request, |r| &r.vote) {
         Ok(r) => r,
         Err(r) => return refusal(r),
     };
-    if let Err(r) = admit(&s, admission::check_vote_request(&req), &req.vote) {
-        return refusal(r);
-    }
     encoded(&s.raft.vote(req).await)
 }
 
 async fn snapshot(State(s): State<Shared>, bytes: Bytes) -> Response {
-    let req: InstallSnapshotRequest<TypeConfig> = match body(&bytes) {
+    let req: InstallSnapshotRequest<TypeConfig> = match admitted(&s, &bytes, admission::check_snapshot, |r| &r.vote) {
         Ok(r) => r,
         Err(r) => return refusal(r),
     };
-    if let Err(r) = admit(&s, admission::check_snapshot(&req), &req.vote) {
-        return refusal(r);
-    }
     if let Err(r) = s.snapshot_intake.admit(&req.meta.snapshot_id, req.offset, req.data.len()) {
         return refusal(r);
     }
@@ -293,45 +297,11 @@ async fn init_state(State(s): State<Shared>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{DataCenterInfo, DataCenterKind, InstanceInfo, LeaseTerms, Port, Status};
-
-    fn instance(host: &str) -> InstanceInfo {
-        InstanceInfo {
-            instance_id: "i-1".into(),
-            host_name: host.into(),
-            app: "APP".into(),
-            ip_addr: "10.0.0.1".into(),
-            sid: None,
-            status: Status::Up,
-            overridden_status: Status::Unknown,
-            port: Port { port: 80, enabled: true },
-            secure_port: Port { port: 443, enabled: false },
-            country_id: 1,
-            data_center_info: DataCenterInfo {
-                kind: DataCenterKind::Default,
-                name: "MyOwn".into(),
-                metadata: Default::default(),
-            },
-            lease: LeaseTerms::default(),
-            metadata: Default::default(),
-            app_group_name: None,
-            home_page_url: None,
-            status_page_url: None,
-            health_check_url: None,
-            secure_health_check_url: None,
-            vip_address: None,
-            secure_vip_address: None,
-            last_updated_timestamp: 1,
-            last_dirty_timestamp: 1,
-            action_type: None,
-            asg_name: None,
-        }
-    }
-
     fn register(host: &str) -> Command {
-        Command::Register { instance: Box::new(instance(host)), now: 1, from_peer: false }
+        let mut instance = crate::core::tests::instance("APP", "i-1");
+        instance.host_name = host.into();
+        Command::Register { instance: Box::new(instance), now: 1, from_peer: false }
     }
-
     #[test]
     fn forwarded_commands_meet_the_http_rules() {
         assert_eq!(check_forwarded(&[register("h")]), Ok(()));
