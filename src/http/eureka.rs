@@ -114,10 +114,7 @@ async fn read_body(
         return Err(Reject(StatusCode::REQUEST_TIMEOUT, format!("request body not received within {timeout:?}")));
     };
     let raw = raw.map_err(|e| {
-        // http-body's limit error is the only one whose chain mentions the limit.
-        let over = std::error::Error::source(&e)
-            .is_some_and(|src| src.downcast_ref::<http_body_util::LengthLimitError>().is_some());
-        if over {
+        if respond::over_limit(&e) {
             too_large()
         } else {
             Reject::bad_request(format!("cannot read request body: {e}"))

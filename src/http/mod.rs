@@ -153,10 +153,7 @@ async fn whole_body_within(
     let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, BACKEND_BODY_CAP)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
-            // http-body's limit error is the only one whose chain mentions the limit.
-            let over = std::error::Error::source(&e)
-                .is_some_and(|src| src.downcast_ref::<http_body_util::LengthLimitError>().is_some());
-            let status = if over { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            let status = if respond::over_limit(&e) { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
             return respond::error(status, format!("cannot read request body: {e}"));
         }
         Err(_) => {

@@ -82,6 +82,12 @@ impl IntoResponse for Reject {
     }
 }
 
+/// Whether reading a body failed because it exceeded its size limit (http-body's limit error
+/// is the only one whose chain mentions the limit).
+pub fn over_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|src| src.downcast_ref::<http_body_util::LengthLimitError>().is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
