@@ -126,6 +126,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_ANTI_ENTROPY_INTERVAL", value_name = "DURATION")]
     pub anti_entropy_interval: Option<String>,
 
+    /// p2p: how long a cancelled instance is remembered, so that a node which still holds it
+    /// (a late batch, a healed partition, a restarted node) cannot bring it back: the longest
+    /// partition the cluster should heal from without stale instances [default: 1h].
+    #[arg(long, env = "SYNOD_TOMBSTONE_RETENTION", value_name = "DURATION")]
+    pub tombstone_retention: Option<String>,
+
+    /// Longest lease a client may ask for (`leaseInfo.durationInSecs`); a longer one is
+    /// shortened to it [default: 1h].
+    #[arg(long, env = "SYNOD_MAX_LEASE_DURATION", value_name = "DURATION")]
+    pub max_lease_duration: Option<String>,
+
     /// raft: how often the leader sends heartbeats; also the deadline of one append RPC
     /// [default: 100ms].
     #[arg(long, env = "SYNOD_RAFT_HEARTBEAT", value_name = "DURATION")]
@@ -221,6 +232,8 @@ struct FileConfig {
     delta_retention: Option<toml::Value>,
     peer_sync_wait: Option<toml::Value>,
     anti_entropy_interval: Option<toml::Value>,
+    tombstone_retention: Option<toml::Value>,
+    max_lease_duration: Option<toml::Value>,
     raft_heartbeat: Option<toml::Value>,
     raft_election_timeout: Option<toml::Value>,
     raft_snapshot_timeout: Option<toml::Value>,
@@ -287,6 +300,10 @@ pub struct Config {
     pub delta_retention: Duration,
     pub peer_sync_wait: Duration,
     pub anti_entropy_interval: Duration,
+    /// p2p: how long tombstones of cancelled instances are kept.
+    pub tombstone_retention: Duration,
+    /// Longest lease a client may ask for.
+    pub max_lease_duration: Duration,
     pub raft: RaftTuning,
     pub max_long_polls: usize,
     pub max_body_size: usize,
@@ -322,6 +339,8 @@ impl Default for Config {
             delta_retention: Duration::from_secs(180),
             peer_sync_wait: Duration::from_secs(30),
             anti_entropy_interval: Duration::from_secs(30),
+            tombstone_retention: Duration::from_secs(3600),
+            max_lease_duration: Duration::from_secs(3600),
             raft: RaftTuning::default(),
             max_long_polls: 1024,
             max_body_size: 256 * 1024,
@@ -468,6 +487,18 @@ impl ServeArgs {
             file.anti_entropy_interval,
             d.anti_entropy_interval,
         )?;
+        let tombstone_retention =
+            duration("tombstone-retention", self.tombstone_retention, file.tombstone_retention, d.tombstone_retention)?;
+        let max_lease_duration =
+            duration("max-lease-duration", self.max_lease_duration, file.max_lease_duration, d.max_lease_duration)?;
+        if max_lease_duration < Duration::from_secs(1)
+            || max_lease_duration.as_secs() > u64::from(crate::core::limits::MAX_LEASE_SECS)
+        {
+            return Err(err(
+                "max-lease-duration",
+                format!("must be between 1s and {}h", crate::core::limits::MAX_LEASE_SECS / 3600),
+            ));
+        }
         let mut raft = RaftTuning {
             heartbeat: duration("raft-heartbeat", self.raft_heartbeat, file.raft_heartbeat, d.raft.heartbeat)?,
             election_timeout: duration(
@@ -563,6 +594,8 @@ impl ServeArgs {
             delta_retention,
             peer_sync_wait,
             anti_entropy_interval,
+            tombstone_retention,
+            max_lease_duration,
             raft,
             max_long_polls,
             max_body_size,

@@ -35,6 +35,13 @@ impl Node {
             CoreConfig {
                 delta_retention_ms: config.delta_retention.as_millis() as u64,
                 delta_max_bytes: config.delta_max_bytes,
+                // Only p2p nodes need tombstones: one node has no replica to resurrect from,
+                // and raft's log orders every change.
+                tombstone_retention_ms: match config.replication {
+                    ReplicationMode::P2p => config.tombstone_retention.as_millis() as u64,
+                    _ => 0,
+                },
+                max_tombstones: config.max_instances,
             },
             PreservationConfig {
                 enabled: config.self_preservation,
@@ -100,6 +107,7 @@ impl Node {
             started: std::time::Instant::now(),
             max_body_size: self.config.max_body_size,
             max_instances: self.config.max_instances,
+            max_lease_secs: u32::try_from(self.config.max_lease_duration.as_secs()).unwrap_or(u32::MAX),
             body_timeout: self.config.body_timeout,
             connections,
             long_polls: Arc::new(tokio::sync::Semaphore::new(self.config.max_long_polls)),

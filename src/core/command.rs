@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::model::{InstanceInfo, InstanceKey, Status};
+use super::state::PersistedEntry;
 
 /// A deterministic registry change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,30 @@ pub enum Command {
     UpdateMetadata { key: InstanceKey, entries: BTreeMap<String, String>, now: u64 },
     /// Expired leases chosen by the eviction task.
     Evict { keys: Vec<InstanceKey>, now: u64 },
+    /// Another node's copy of an instance (p2p): taken only if it ranks above this node's
+    /// copy or tombstone (see [`crate::core::version`]), and then taken whole.
+    Adopt { key: InstanceKey, replica: Replica, now: u64 },
+}
+
+/// One node's copy of an instance, as another node adopts it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Replica {
+    /// The instance, with its version in `lastUpdatedTimestamp`, and when the sending node
+    /// last saw it renewed: the adopted lease runs from there, so a copy passed between
+    /// nodes never keeps an instance alive by itself.
+    Live { entry: Box<PersistedEntry>, renewed: u64 },
+    /// Deleted by the change with this version.
+    Deleted { version: u64 },
+}
+
+impl Replica {
+    /// The copy's place in last-writer-wins order.
+    pub fn rank(&self) -> super::version::Rank {
+        match self {
+            Replica::Live { entry, .. } => super::version::Rank::live(&entry.info, &entry.metadata_override),
+            Replica::Deleted { version } => super::version::Rank::deleted(*version),
+        }
+    }
 }
 
 impl Command {
@@ -42,7 +67,8 @@ impl Command {
             | Command::SetStatusOverride { now, .. }
             | Command::DeleteStatusOverride { now, .. }
             | Command::UpdateMetadata { now, .. }
-            | Command::Evict { now, .. } => *now,
+            | Command::Evict { now, .. }
+            | Command::Adopt { now, .. } => *now,
         }
     }
 
@@ -54,7 +80,8 @@ impl Command {
             | Command::Cancel { now, .. }
             | Command::SetStatusOverride { now, .. }
             | Command::DeleteStatusOverride { now, .. }
-            | Command::UpdateMetadata { now, .. } => *now = t,
+            | Command::UpdateMetadata { now, .. }
+            | Command::Adopt { now, .. } => *now = t,
             // An eviction's time is the decision's: it removes only registrations older
             // than it.
             Command::Evict { .. } => {}
@@ -70,6 +97,7 @@ impl Command {
             Command::DeleteStatusOverride { .. } => "delete-status",
             Command::UpdateMetadata { .. } => "metadata",
             Command::Evict { .. } => "evict",
+            Command::Adopt { .. } => "adopt",
         }
     }
 }
@@ -85,4 +113,6 @@ pub enum Outcome {
     Evicted(usize),
     /// Refused because the result would exceed a limit (merged metadata too large).
     Rejected,
+    /// An adopted copy was not newer than this node's (see [`Command::Adopt`]).
+    Stale,
 }

@@ -14,7 +14,11 @@ pub mod preservation;
 pub mod registry;
 pub mod rules;
 pub mod state;
+pub mod tombstones;
+pub mod version;
 pub mod views;
 
+#[cfg(test)]
+mod convergence_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -74,11 +74,12 @@ impl Registry {
         self.clock.now_ms()
     }
 
-    /// Loads persisted entries (each with a fresh lease from now) and the change counter.
-    pub fn restore(&self, entries: Vec<PersistedEntry>, version: u64) {
+    /// Loads persisted entries (each with a fresh lease from now), tombstones and the change
+    /// counter.
+    pub fn restore(&self, entries: Vec<PersistedEntry>, tombstones: Vec<(InstanceKey, u64)>, version: u64) {
         let now = self.now();
         let mut st = self.state.lock();
-        st.restore(entries, version, now);
+        st.restore(entries, tombstones, version, now);
         self.cache.invalidate();
         self.version_tx.send_replace(st.version());
     }

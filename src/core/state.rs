@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{Command, Outcome};
+use super::command::{Command, Outcome, Replica};
 use super::delta::{DeltaItem, DeltaQueue};
 use super::limits;
 use super::meter::RenewMeter;
 use super::model::{ActionType, InstanceInfo, InstanceKey, LeaseStamps, Status};
 use super::rules::{resolve_status, RuleInput};
+use super::tombstones::Tombstones;
+use super::version::{self, Rank};
 
 /// One registration: the instance, its lease and the server-side overrides attached to it.
 #[derive(Debug, Clone)]
@@ -92,6 +94,15 @@ pub struct Applied {
     pub outcome: Outcome,
     /// Instances whose durable record changed (present: write it; absent: delete it).
     pub changed: Vec<InstanceKey>,
+    /// Instances whose tombstone changed (present: write it; absent: delete it).
+    pub buried: Vec<InstanceKey>,
+}
+
+impl Applied {
+    /// Whether anything durable changed.
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.buried.is_empty()
+    }
 }
 
 /// Result of a renewal.
@@ -115,13 +126,27 @@ pub struct CoreConfig {
     pub delta_retention_ms: u64,
     /// Most memory the delta queue may hold (see [`DeltaQueue`]).
     pub delta_max_bytes: usize,
+    /// How long a cancel's tombstone is kept; 0 keeps none (a single node, and raft, whose
+    /// log orders every change, need none).
+    pub tombstone_retention_ms: u64,
+    /// Most tombstones kept; beyond it the oldest go first.
+    pub max_tombstones: usize,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { delta_retention_ms: 180_000, delta_max_bytes: 64 * 1024 * 1024 }
+        CoreConfig {
+            delta_retention_ms: 180_000,
+            delta_max_bytes: 64 * 1024 * 1024,
+            tombstone_retention_ms: 0,
+            max_tombstones: 2_000_000,
+        }
     }
 }
+
+/// Farthest ahead of this node's clock an adopted version may be. A version years ahead
+/// would make every later local change of the instance lose to it.
+pub const MAX_VERSION_AHEAD_MS: u64 = 3600 * 1000;
 
 /// The whole registry.
 #[derive(Debug, Clone, Default)]
@@ -131,6 +156,7 @@ pub struct RegistryState {
     /// Number of instances across all applications.
     count: usize,
     delta: DeltaQueue,
+    tombstones: Tombstones,
     meter: RenewMeter,
     /// Number of commands that changed the registry; also served as `versions__delta`.
     version: u64,
@@ -143,11 +169,20 @@ impl RegistryState {
         RegistryState { config, ..Default::default() }
     }
 
-    /// Rebuilds the registry from stored entries. Every restored instance gets a fresh lease
-    /// starting at `now`, so live clients renew before anything can expire.
-    pub fn restore(&mut self, entries: impl IntoIterator<Item = PersistedEntry>, version: u64, now: u64) {
+    /// Rebuilds the registry from stored entries and tombstones. Every restored instance gets
+    /// a fresh lease starting at `now`, so live clients renew before anything can expire.
+    pub fn restore(
+        &mut self,
+        entries: impl IntoIterator<Item = PersistedEntry>,
+        tombstones: impl IntoIterator<Item = (InstanceKey, u64)>,
+        version: u64,
+        now: u64,
+    ) {
         // The change counter continues where it stopped, so `versions__delta` never repeats.
         self.version = self.version.max(version);
+        for (key, v) in tombstones {
+            self.tombstones.bury(key, v);
+        }
         for p in entries {
             let key = InstanceKey { app: p.info.app.clone(), id: p.info.instance_id.clone() };
             let entry = Entry {
@@ -217,7 +252,8 @@ impl RegistryState {
         self.count = 0;
         self.delta = DeltaQueue::default();
         self.version = version;
-        self.restore(entries, version, now);
+        self.tombstones = Tombstones::default();
+        self.restore(entries, [], version, now);
     }
 
     /// Grants every instance a fresh lease from `now` (a new lease owner takes over: it has
@@ -244,6 +280,29 @@ impl RegistryState {
     /// The delta queue.
     pub fn delta(&self) -> &DeltaQueue {
         &self.delta
+    }
+
+    /// The tombstones of cancelled instances.
+    pub fn tombstones(&self) -> &Tombstones {
+        &self.tombstones
+    }
+
+    /// The last-writer-wins rank of what this node holds for `key`: its copy, else its
+    /// tombstone.
+    pub fn rank(&self, key: &InstanceKey) -> Option<Rank> {
+        match self.get(key) {
+            Some(e) => Some(Rank::live(&e.info, &e.metadata_override)),
+            None => self.tombstones.get(key).map(Rank::deleted),
+        }
+    }
+
+    /// The version the next change of `key` gets at `now`.
+    fn next_version(&self, key: &InstanceKey, now: u64) -> u64 {
+        let previous = match self.get(key) {
+            Some(e) => Some(e.info.last_updated_timestamp),
+            None => self.tombstones.get(key),
+        };
+        version::next(previous, now)
     }
 
     /// Delta retention in milliseconds.
@@ -287,18 +346,21 @@ impl RegistryState {
     pub fn apply(&mut self, cmd: Command) -> Applied {
         let now = cmd.now();
         self.delta.prune(now, self.config.delta_retention_ms);
-        let applied = match cmd {
+        let pruned = self.tombstones.prune(now, self.config.tombstone_retention_ms, self.config.max_tombstones);
+        let mut applied = match cmd {
             Command::Register { instance, from_peer, .. } => self.register(*instance, now, from_peer),
             Command::Cancel { key, .. } => match self.remove(&key, now) {
-                true => changed(Outcome::Applied, vec![key]),
-                false => not_found(),
+                Some(v) => self.buried(changed(Outcome::Applied, vec![key.clone()]), key, v),
+                None => not_found(),
             },
             Command::Evict { keys, .. } => {
                 // An instance re-registered after the eviction was planned is no longer the
                 // lease that expired.
                 let mut removed = Vec::new();
                 for k in keys {
-                    if self.get(&k).is_some_and(|e| e.registration_ts < now) && self.remove(&k, now) {
+                    // No tombstone: an eviction is this node's own view of a lease, not a
+                    // change other nodes must follow.
+                    if self.get(&k).is_some_and(|e| e.registration_ts < now) && self.remove(&k, now).is_some() {
                         removed.push(k);
                     }
                 }
@@ -312,15 +374,87 @@ impl RegistryState {
                 self.delete_override(&key, status, last_dirty, now)
             }
             Command::UpdateMetadata { key, entries, .. } => self.update_metadata(&key, &entries, now),
+            Command::Adopt { key, replica, .. } => self.adopt(key, replica, now),
         };
         if !applied.changed.is_empty() {
             self.version += 1;
         }
+        applied.buried.extend(pruned);
         applied
+    }
+
+    /// Records a tombstone for `key` deleted at `version`, when tombstones are kept.
+    fn buried(&mut self, mut applied: Applied, key: InstanceKey, version: u64) -> Applied {
+        if self.config.tombstone_retention_ms > 0 {
+            self.tombstones.bury(key.clone(), version);
+            applied.buried.push(key);
+        }
+        applied
+    }
+
+    /// Takes another node's copy if it ranks above this node's (see [`Command::Adopt`]).
+    fn adopt(&mut self, key: InstanceKey, replica: Replica, now: u64) -> Applied {
+        if let Replica::Live { entry, .. } = &replica {
+            if entry.info.app != key.app || entry.info.instance_id != key.id {
+                return changed(Outcome::Rejected, vec![]);
+            }
+        }
+        let incoming = replica.rank();
+        if incoming.version > now.saturating_add(MAX_VERSION_AHEAD_MS) {
+            return changed(Outcome::Rejected, vec![]);
+        }
+        let mine = self.rank(&key);
+        if mine.is_some_and(|m| m >= incoming) {
+            return changed(Outcome::Stale, vec![]);
+        }
+        match replica {
+            Replica::Deleted { version } => {
+                let mut applied = changed(Outcome::Applied, vec![]);
+                if self.remove_at(&key, now, version) {
+                    applied.changed.push(key.clone());
+                }
+                self.buried(applied, key, version)
+            }
+            Replica::Live { entry, renewed } => {
+                let existing = self.get(&key);
+                let renewed = renewed.min(now);
+                // A copy whose lease already ran out is not taken where the instance is
+                // absent: the sender is about to evict it (or keeps it only because it
+                // preserves itself), and taking it would start the lease over here.
+                // Answered as taken, not as stale: nothing newer is held here for the sender
+                // to fetch.
+                if existing.is_none() && renewed.saturating_add(u64::from(entry.info.lease.duration_secs) * 1000) < now
+                {
+                    return changed(Outcome::Applied, vec![]);
+                }
+                let last_renewal_ts = existing.map_or(renewed, |e| e.last_renewal_ts.max(renewed));
+                let action = if existing.is_some() { ActionType::Modified } else { ActionType::Added };
+                let PersistedEntry { mut info, registration_ts, service_up_ts, status_override, metadata_override } =
+                    *entry;
+                info.action_type = Some(action);
+                let new = Entry {
+                    info: Arc::new(info),
+                    registration_ts,
+                    service_up_ts,
+                    last_renewal_ts,
+                    status_override,
+                    metadata_override,
+                };
+                self.delta.push(delta_item(&key, &new, last_renewal_ts, now, self.version), self.config.delta_max_bytes);
+                self.insert(key.clone(), new);
+                let mut applied = changed(Outcome::Applied, vec![key.clone()]);
+                if self.tombstones.lift(&key) {
+                    applied.buried.push(key);
+                }
+                applied
+            }
+        }
     }
 
     fn register(&mut self, mut incoming: InstanceInfo, now: u64, from_peer: bool) -> Applied {
         let key = InstanceKey { app: incoming.app.clone(), id: incoming.instance_id.clone() };
+        let version = self.next_version(&key, now);
+        let lifted = self.tombstones.lift(&key);
         let ids = self.apps.entry(key.app.clone()).or_default();
         // One search of the (large) id map serves both reading the stored copy and storing
         // the new one: under a registration storm the searches' cache misses are a visible
@@ -359,7 +493,7 @@ impl RegistryState {
             service_up_ts = now;
         }
         incoming.action_type = Some(ActionType::Added);
-        incoming.last_updated_timestamp = now;
+        incoming.last_updated_timestamp = version;
         let entry = Entry {
             info: Arc::new(incoming),
             registration_ts: now,
@@ -368,7 +502,7 @@ impl RegistryState {
             status_override,
             metadata_override,
         };
-        self.delta.push(delta_item(&key, &entry, now, self.version), self.config.delta_max_bytes);
+        self.delta.push(delta_item(&key, &entry, now, now, self.version), self.config.delta_max_bytes);
         match slot {
             btree_map::Entry::Occupied(mut o) => {
                 o.insert(entry);
@@ -378,7 +512,11 @@ impl RegistryState {
                 self.count += 1;
             }
         }
-        changed(Outcome::Applied, vec![key])
+        let mut applied = changed(Outcome::Applied, vec![key.clone()]);
+        if lifted {
+            applied.buried.push(key);
+        }
+        applied
     }
 
     fn set_override(&mut self, key: &InstanceKey, status: Status, last_dirty: Option<u64>, now: u64) -> Applied {
@@ -432,17 +570,25 @@ impl RegistryState {
 
     /// Marks an existing instance MODIFIED and records the change.
     fn modified(&mut self, key: &InstanceKey, now: u64) -> Applied {
+        let version = self.next_version(key, now);
         let Some(entry) = self.entry_mut(key) else { return not_found() };
         let info = Arc::make_mut(&mut entry.info);
         info.action_type = Some(ActionType::Modified);
-        info.last_updated_timestamp = now;
+        info.last_updated_timestamp = version;
         let snapshot = entry.clone();
         self.record_delta(key, &snapshot, now);
         changed(Outcome::Applied, vec![key.clone()])
     }
 
-    /// Removes an instance (cancel or eviction), recording a DELETED change.
-    fn remove(&mut self, key: &InstanceKey, now: u64) -> bool {
+    /// Removes an instance (cancel or eviction), recording a DELETED change; returns the
+    /// deletion's version, or `None` when there was no such instance.
+    fn remove(&mut self, key: &InstanceKey, now: u64) -> Option<u64> {
+        let version = self.next_version(key, now);
+        self.remove_at(key, now, version).then_some(version)
+    }
+
+    /// Removes an instance as the change with `version`; whether it was there.
+    fn remove_at(&mut self, key: &InstanceKey, now: u64, version: u64) -> bool {
         let Some(apps) = self.apps.get_mut(&key.app) else { return false };
         let Some(mut entry) = apps.remove(&key.id) else { return false };
         if apps.is_empty() {
@@ -451,7 +597,7 @@ impl RegistryState {
         self.count -= 1;
         let info = Arc::make_mut(&mut entry.info);
         info.action_type = Some(ActionType::Deleted);
-        info.last_updated_timestamp = now;
+        info.last_updated_timestamp = version;
         let mut stamps = entry.stamps();
         stamps.last_renewal_timestamp = entry.registration_ts;
         stamps.eviction_timestamp = now;
@@ -463,7 +609,7 @@ impl RegistryState {
     }
 
     fn record_delta(&mut self, key: &InstanceKey, entry: &Entry, now: u64) {
-        self.delta.push(delta_item(key, entry, now, self.version), self.config.delta_max_bytes);
+        self.delta.push(delta_item(key, entry, now, now, self.version), self.config.delta_max_bytes);
     }
 
     fn entry_mut(&mut self, key: &InstanceKey) -> Option<&mut Entry> {
@@ -478,22 +624,23 @@ impl RegistryState {
 }
 
 /// The delta-queue item for a change of `key` to `entry` by a command at `now`, which takes
-/// the registry from `version` to the next one.
-fn delta_item(key: &InstanceKey, entry: &Entry, now: u64, version: u64) -> DeltaItem {
-    // Every command that records a change also refreshes the lease, so the renewal time
-    // shown in the delta is the command's own time; taking it from the (local) lease
+/// the registry from `version` to the next one; the delta shows the lease renewed at
+/// `renewed`.
+fn delta_item(key: &InstanceKey, entry: &Entry, renewed: u64, now: u64, version: u64) -> DeltaItem {
+    // Every client command that records a change also refreshes the lease, so the renewal
+    // time shown in the delta is the command's own time; taking it from the (local) lease
     // table would make replicas' deltas differ.
     let mut stamps = entry.stamps();
-    stamps.last_renewal_timestamp = now;
+    stamps.last_renewal_timestamp = renewed;
     DeltaItem { at: now, version: version + 1, key: key.clone(), info: entry.info.clone(), stamps }
 }
 
 fn changed(outcome: Outcome, keys: Vec<InstanceKey>) -> Applied {
-    Applied { outcome, changed: keys }
+    Applied { outcome, changed: keys, buried: vec![] }
 }
 
 fn not_found() -> Applied {
-    Applied { outcome: Outcome::NotFound, changed: vec![] }
+    changed(Outcome::NotFound, vec![])
 }
 
 /// Eureka's reconcile hash over a set of statuses.

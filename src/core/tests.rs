@@ -426,7 +426,7 @@ fn restored_instances_get_a_fresh_lease() {
     let saved = st.persisted(&key("a", "1")).unwrap();
     let mut restored = RegistryState::new(CoreConfig::default());
     let restart = T0 + 10 * 60_000;
-    restored.restore(vec![saved], 7, restart);
+    restored.restore(vec![saved], [], 7, restart);
     assert_eq!(restored.version(), 7);
     let e = restored.get(&key("a", "1")).unwrap();
     assert_eq!(e.last_renewal_ts, restart);

@@ -388,10 +388,15 @@ async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: Bytes
             .await
             .unwrap_or_else(|e| Err(Reject(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {e}"))))
     };
-    let instance = match decoded {
+    let mut instance = match decoded {
         Ok(i) => i,
         Err(reject) => return reject.into_response(),
     };
+    // Shortened, not refused: stock clients cannot react to a refused registration except by
+    // retrying it. One instance's long lease no longer delays anyone else's eviction (leases
+    // are per instance in every mode), but it keeps a dead instance listed for that long.
+    instance.lease.duration_secs = instance.lease.duration_secs.min(s.max_lease_secs);
+    instance.lease.renewal_interval_secs = instance.lease.renewal_interval_secs.min(s.max_lease_secs);
     // A soft cap (registrations in flight may pass it together): it keeps one runaway client
     // from growing the registry until the node runs out of memory.
     let full = s.registry.read(|st| {

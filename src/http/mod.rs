@@ -34,6 +34,8 @@ pub struct AppState {
     pub max_body_size: usize,
     /// Most instances the registry takes; registering a new one past it answers 507.
     pub max_instances: usize,
+    /// Longest lease a registration keeps, in seconds (`--max-lease-duration`).
+    pub max_lease_secs: u32,
     /// Longest a request body may take to arrive.
     pub body_timeout: std::time::Duration,
     /// Open client connections and their cap.

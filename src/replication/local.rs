@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::core::command::{Command, Outcome};
 use crate::core::registry::Registry;
-use crate::store::{Store, StoreError};
+use crate::store::{Change, Store, StoreError};
 
 use super::ReplicationError;
 
@@ -40,8 +40,13 @@ impl LocalNode {
     /// Restores the registry from `store` (fresh leases, change counter) and wraps both.
     pub fn restore(registry: Arc<Registry>, store: Store) -> Result<Self, StoreError> {
         let restored = store.load()?;
-        tracing::info!(instances = restored.entries.len(), version = restored.version, "registry restored from disk");
-        registry.restore(restored.entries, restored.version);
+        tracing::info!(
+            instances = restored.entries.len(),
+            tombstones = restored.tombstones.len(),
+            version = restored.version,
+            "registry restored from disk"
+        );
+        registry.restore(restored.entries, restored.tombstones, restored.version);
         Ok(LocalNode { registry, store })
     }
 
@@ -49,10 +54,12 @@ impl LocalNode {
     /// commands can be applied before waiting, so they share one group commit.
     pub fn apply_queued(&self, cmd: Command) -> (Outcome, Durable) {
         let (applied, rx) = self.registry.apply(cmd, |st, applied| {
-            if applied.changed.is_empty() {
+            if applied.is_empty() {
                 return None;
             }
-            let changes = applied.changed.iter().map(|k| (k, st.persisted_ref(k))).collect();
+            let instances = applied.changed.iter().map(|k| Change::Instance(k, st.persisted_ref(k)));
+            let tombstones = applied.buried.iter().map(|k| Change::Tombstone(k, st.tombstones().get(k)));
+            let changes = instances.chain(tombstones).collect();
             Some(self.store.submit(changes, st.version()))
         });
         (applied.outcome, Durable(rx))

@@ -52,8 +52,18 @@ pub enum StoreError {
     Unusable(String),
 }
 
-/// One record change: write the entry, or delete the key.
-pub type Change<'a> = (&'a InstanceKey, Option<PersistedRef<'a>>);
+/// One record change.
+#[derive(Debug)]
+pub enum Change<'a> {
+    /// Write the instance's record, or delete it (`None`).
+    Instance(&'a InstanceKey, Option<PersistedRef<'a>>),
+    /// Write the instance's tombstone (the version that deleted it), or delete it.
+    Tombstone(&'a InstanceKey, Option<u64>),
+}
+
+/// First byte of a tombstone's key; instance keys start with an app name, which holds no
+/// control characters.
+const TOMBSTONE_PREFIX: u8 = 1;
 
 /// An encoded record change: key, and the value to write or `None` to delete.
 type Op = (Vec<u8>, Option<Vec<u8>>);
@@ -62,6 +72,8 @@ type Op = (Vec<u8>, Option<Vec<u8>>);
 #[derive(Debug, Default)]
 pub struct Restored {
     pub entries: Vec<PersistedEntry>,
+    /// Cancelled instances and the versions that deleted them.
+    pub tombstones: Vec<(InstanceKey, u64)>,
     /// The registry's change counter when it was last written.
     pub version: u64,
 }
@@ -270,8 +282,12 @@ impl Store {
     pub fn load(&self) -> Result<Restored, StoreError> {
         self.files.read(|merged| {
             tracing::debug!(journal_bytes = merged.journal_bytes, "registry store read");
-            let mut out = Restored { entries: Vec::new(), version: merged.header.version };
+            let mut out = Restored { entries: Vec::new(), tombstones: Vec::new(), version: merged.header.version };
             merged.for_each(&mut |key, value| {
+                if key.first() == Some(&TOMBSTONE_PREFIX) {
+                    out.tombstones.push(decode_tombstone(key, value)?);
+                    return Ok(());
+                }
                 let (entry, _) =
                     bincode::serde::decode_from_slice::<PersistedEntry, _>(value, bincode::config::standard())
                         .map_err(|e| StoreError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(key))))?;
@@ -294,15 +310,24 @@ impl Store {
     pub fn submit(&self, changes: Vec<Change<'_>>, version: u64) -> oneshot::Receiver<Result<(), String>> {
         let (done, rx) = oneshot::channel();
         let mut ops = Vec::with_capacity(changes.len());
-        for (key, entry) in changes {
-            let value = match entry.map(|e| encode(key, &e)).transpose() {
-                Ok(v) => v,
-                Err(e) => {
-                    let _ = done.send(Err(e.to_string()));
-                    return rx;
+        for change in changes {
+            match change {
+                Change::Instance(key, entry) => {
+                    let value = match entry.map(|e| encode(key, &e)).transpose() {
+                        Ok(v) => v,
+                        Err(e) => {
+                            let _ = done.send(Err(e.to_string()));
+                            return rx;
+                        }
+                    };
+                    ops.push((encode_key(key), value));
                 }
-            };
-            ops.push((encode_key(key), value));
+                Change::Tombstone(key, version) => {
+                    let mut k = vec![TOMBSTONE_PREFIX];
+                    k.extend_from_slice(&encode_key(key));
+                    ops.push((k, version.map(|v| v.to_be_bytes().to_vec())));
+                }
+            }
         }
         match &self.tx {
             Some(tx) => {
@@ -347,6 +372,14 @@ fn classify_open_error(dir: &Path, e: sled::Error) -> StoreError {
     }
 }
 
+fn decode_tombstone(key: &[u8], value: &[u8]) -> Result<(InstanceKey, u64), StoreError> {
+    let bad = || StoreError::Corrupt(format!("tombstone {}", String::from_utf8_lossy(key)));
+    let text = std::str::from_utf8(&key[1..]).map_err(|_| bad())?;
+    let (app, id) = text.split_once('\0').ok_or_else(bad)?;
+    let version = value.try_into().map(u64::from_be_bytes).map_err(|_| bad())?;
+    Ok((InstanceKey { app: app.to_string(), id: id.to_string() }, version))
+}
+
 fn encode_key(key: &InstanceKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.app.len() + key.id.len() + 1);
     k.extend_from_slice(key.app.as_bytes());
@@ -375,7 +408,7 @@ mod tests {
         st.apply(Command::Register { instance: Box::new(instance), now: 10, from_peer: false });
         {
             let store = reopen(dir.path(), COMPACT_MIN_BYTES);
-            let done = store.submit(vec![(&key, st.persisted_ref(&key))], st.version());
+            let done = store.submit(vec![Change::Instance(&key, st.persisted_ref(&key))], st.version());
             done.await.unwrap().unwrap();
         }
         let store = reopen(dir.path(), COMPACT_MIN_BYTES);
@@ -383,8 +416,17 @@ mod tests {
         assert_eq!(restored.version, 1);
         assert_eq!(restored.entries, vec![st.persisted(&key).unwrap()]);
         // Deleting the key removes the record.
-        store.submit(vec![(&key, None)], 2).await.unwrap().unwrap();
+        store.submit(vec![Change::Instance(&key, None)], 2).await.unwrap().unwrap();
         assert!(store.load().unwrap().entries.is_empty());
+        // A tombstone is a record of its own, kept until it is deleted.
+        store.submit(vec![Change::Tombstone(&key, Some(77))], 3).await.unwrap().unwrap();
+        drop(store);
+        let store = reopen(dir.path(), COMPACT_MIN_BYTES);
+        let restored = store.load().unwrap();
+        assert!(restored.entries.is_empty());
+        assert_eq!(restored.tombstones, vec![(key.clone(), 77)]);
+        store.submit(vec![Change::Tombstone(&key, None)], 4).await.unwrap().unwrap();
+        assert!(store.load().unwrap().tombstones.is_empty());
     }
 
     /// Opens the store in `dir`. A store just dropped in this process may hold sled's file
@@ -414,7 +456,7 @@ mod tests {
     }
 
     async fn put(store: &Store, st: &RegistryState, key: &InstanceKey) {
-        store.submit(vec![(key, st.persisted_ref(key))], st.version()).await.unwrap().unwrap();
+        store.submit(vec![Change::Instance(key, st.persisted_ref(key))], st.version()).await.unwrap().unwrap();
     }
 
     fn ids(restored: &Restored) -> Vec<String> {
@@ -443,7 +485,7 @@ mod tests {
                 let key = register(&mut st, &format!("i{i:03}"));
                 put(&store, &st, &key).await;
                 if i % 3 == 0 {
-                    store.submit(vec![(&key, None)], st.version()).await.unwrap().unwrap();
+                    store.submit(vec![Change::Instance(&key, None)], st.version()).await.unwrap().unwrap();
                 } else {
                     expected.push(key.id.clone());
                 }
@@ -474,7 +516,7 @@ mod tests {
         put(&store, &st, &key).await;
         expected.push("later".into());
         let gone = InstanceKey::new("A", &expected.remove(0));
-        store.submit(vec![(&gone, None)], st.version()).await.unwrap().unwrap();
+        store.submit(vec![Change::Instance(&gone, None)], st.version()).await.unwrap().unwrap();
         let last = store.files.journal.last().unwrap().map(|(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap()));
         store.files.compact(last.unwrap()).unwrap();
         assert!(store.files.journal.is_empty());
@@ -492,12 +534,12 @@ mod tests {
         assert!(store.failure().is_none());
         let b = register(&mut st, "b");
         store.fail_syncs.store(1, std::sync::atomic::Ordering::Release);
-        let failed = store.submit(vec![(&b, st.persisted_ref(&b))], st.version());
+        let failed = store.submit(vec![Change::Instance(&b, st.persisted_ref(&b))], st.version());
         assert!(failed.await.unwrap().is_err(), "a failed sync was acknowledged");
         assert!(store.failure().is_some_and(|e| e.contains("injected sync failure")), "{:?}", store.failure());
         // No retry on the same database: later writes are refused, and not written.
         let c = register(&mut st, "c");
-        let refused = store.submit(vec![(&c, st.persisted_ref(&c))], st.version()).await.unwrap();
+        let refused = store.submit(vec![Change::Instance(&c, st.persisted_ref(&c))], st.version()).await.unwrap();
         assert!(refused.unwrap_err().contains("injected sync failure"));
         assert!(store.failure().is_some());
         drop(store);
@@ -548,7 +590,7 @@ mod tests {
         let key = register(&mut st, "gone");
         put(&store, &st, &key).await;
         let (seq, stale) = store.files.journal.first().unwrap().unwrap();
-        store.submit(vec![(&key, None)], st.version() + 1).await.unwrap().unwrap();
+        store.submit(vec![Change::Instance(&key, None)], st.version() + 1).await.unwrap().unwrap();
         let through = u64::from_be_bytes(store.files.journal.last().unwrap().unwrap().0.as_ref().try_into().unwrap());
         store.files.compact(through).unwrap();
         assert!(store.files.journal.is_empty());

@@ -7,10 +7,16 @@
 //! Peers are known by node id and URL (`--peer ID=URL`), so several nodes on one host
 //! replicate to each other, which Eureka's host-name self-detection prevents.
 //!
+//! Nodes agree by last-writer-wins on each instance's version ([`crate::core::version`]):
+//! every change is stamped by the node that accepts it, cancels leave durable tombstones,
+//! and batches, anti-entropy and start-up sync all adopt another node's copy only when it
+//! ranks above their own ([`Command::Adopt`]).
+//!
 //! A renew on this node: [`P2p::renew`] renews the local lease and queues a `Heartbeat` for
 //! every peer; a peer's heartbeat arrives through [`receiver::batch`].
 
 pub mod antientropy;
+pub mod copies;
 pub mod peer;
 pub mod protocol;
 pub mod queue;
@@ -24,7 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use axum::Router;
@@ -37,7 +45,8 @@ use crate::core::state::RenewOutcome;
 use crate::store::{Store, StoreError};
 
 use super::local::LocalNode;
-use super::{BoxFuture, Consistency, Origin, ReplicationError, Replicator, Role};
+use super::{BoxFuture, Consistency, Origin, ReplicationError, Replicator, Role, COMPLETE_HEADER};
+use copies::Holdings;
 use peer::{PeerLink, PeerStatus};
 use protocol::Action;
 
@@ -83,7 +92,9 @@ impl P2p {
         tracing::info!(self_id, peers = peers.len(), "p2p replication started");
         let shared = Arc::new(P2pShared { local, peers, complete: AtomicBool::new(false) });
         tokio::spawn(sync::initial(shared.clone(), client.clone(), sync_wait));
-        tokio::spawn(antientropy::run(shared.clone(), client, anti_entropy_interval, self_id));
+        for p in &shared.peers {
+            tokio::spawn(antientropy::run(shared.clone(), p.clone(), client.clone(), anti_entropy_interval));
+        }
         Ok(P2p { shared })
     }
 
@@ -95,9 +106,28 @@ impl P2p {
 }
 
 /// `GET /v1/p2p/digest`: this node's registry digest, for the peers' anti-entropy.
-async fn digest(State(shared): State<Arc<P2pShared>>) -> Json<antientropy::Digest> {
-    let reg = &shared.local.registry;
-    Json(reg.read(|st| antientropy::digest(st, reg.now())))
+async fn digest(State(shared): State<Arc<P2pShared>>) -> Json<copies::Digest> {
+    Json(shared.local.registry.read(|st| Holdings::take(st, None)).digest())
+}
+
+/// `GET /v1/p2p/apps[/{app}]`: every copy and tombstone this node holds (of one
+/// application), as versioned items, for the peers' anti-entropy and start-up sync.
+fn listing(shared: &P2pShared, app: Option<&str>) -> Response {
+    let holdings = shared.local.registry.read(|st| Holdings::take(st, app));
+    let complete = if shared.complete.load(Ordering::Acquire) { "true" } else { "false" };
+    (
+        [(header::CONTENT_TYPE, "application/json"), (header::HeaderName::from_static(COMPLETE_HEADER), complete)],
+        protocol::encode_batch(&holdings.items()),
+    )
+        .into_response()
+}
+
+async fn list_all(State(shared): State<Arc<P2pShared>>) -> Response {
+    listing(&shared, None)
+}
+
+async fn list_app(State(shared): State<Arc<P2pShared>>, Path(app): Path<String>) -> Response {
+    listing(&shared, Some(&app.to_ascii_uppercase()))
 }
 
 /// What a locally accepted command tells the peers. Evictions tell them nothing.
@@ -111,7 +141,7 @@ fn replicated(cmd: &Command) -> Option<(Action, InstanceKey)> {
         Command::DeleteStatusOverride { key, .. } => Some((Action::DeleteStatusOverride, key.clone())),
         // Metadata travels as a register carrying the whole current instance, as in Eureka.
         Command::UpdateMetadata { key, .. } => Some((Action::Register, key.clone())),
-        Command::Evict { .. } => None,
+        Command::Evict { .. } | Command::Adopt { .. } => None,
     }
 }
 
@@ -178,6 +208,8 @@ impl Replicator for P2p {
             .route("/eureka/v2/peerreplication/batch", post(receiver::batch))
             .route("/eureka/v2/peerreplication/batch/", post(receiver::batch))
             .route("/v1/p2p/digest", get(digest))
+            .route("/v1/p2p/apps", get(list_all))
+            .route("/v1/p2p/apps/{app}", get(list_app))
             // A batch carries up to 250 whole instances, far more than one registration, so
             // it gets its own body limit (the inner limit wins over the server-wide one).
             .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT))

@@ -8,11 +8,11 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::protocol::{self, Action, Item};
+use super::copies::{self, WireItem};
+use super::protocol::{self, Action};
 use super::queue::{PeerQueue, Pending};
 use crate::core::command::Command;
 use crate::core::model::InstanceKey;
-use crate::core::views::{self, InstanceView};
 use crate::replication::local::LocalNode;
 
 /// Most items in one batch (Eureka's batch size).
@@ -53,6 +53,8 @@ pub struct PeerLink {
     last_success_ms: AtomicU64,
     /// Last anti-entropy round: (digests agreed, when).
     anti_entropy: Mutex<Option<(bool, u64)>>,
+    /// Wakes this peer's anti-entropy task for a repair round now.
+    repair: Notify,
 }
 
 impl PeerLink {
@@ -66,7 +68,19 @@ impl PeerLink {
             reachable: AtomicBool::new(false),
             last_success_ms: AtomicU64::new(0),
             anti_entropy: Mutex::new(None),
+            repair: Notify::new(),
         }
+    }
+
+    /// Asks for an anti-entropy round against this peer now (one wake-up is kept if the
+    /// task is busy, so a request during a round is served right after it).
+    pub fn want_repair(&self) {
+        self.repair.notify_one();
+    }
+
+    /// Resolves when a repair round is wanted.
+    pub async fn repair_wanted(&self) {
+        self.repair.notified().await
     }
 
     /// Records an anti-entropy round. Agreement also settles a dropped backlog: the peer has
@@ -120,7 +134,11 @@ impl PeerLink {
             }
             match self.send(&client, &items, self_id, &local).await {
                 Ok(results) => {
-                    self.reachable.store(true, Ordering::Relaxed);
+                    if !self.reachable.swap(true, Ordering::Relaxed) {
+                        // Back after a failure (or the first contact): whatever went wrong
+                        // meanwhile, one round brings both sides up to date at once.
+                        self.want_repair();
+                    }
                     self.last_success_ms.store(local.registry.now(), Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
                     self.handle_results(&local, &items, results).await;
@@ -135,6 +153,7 @@ impl PeerLink {
                 }
                 Err(SendError::Drop(why)) => {
                     tracing::error!(peer = self.id, error = %why, items = items.len(), "peer rejected a batch; dropped");
+                    self.want_repair();
                 }
             }
         }
@@ -143,7 +162,7 @@ impl PeerLink {
     async fn send(
         &self,
         client: &reqwest::Client,
-        items: &[(Item, Option<InstanceView>)],
+        items: &[WireItem],
         self_id: u64,
         local: &LocalNode,
     ) -> Result<Vec<(u16, Option<crate::core::model::InstanceInfo>)>, SendError> {
@@ -173,13 +192,14 @@ impl PeerLink {
         Ok(results)
     }
 
-    /// Reacts to per-item results as Eureka's sender does: a heartbeat the peer could not
-    /// apply (404) becomes a register of our copy; a 409 carries the peer's newer copy,
-    /// which this node adopts (without replicating it back).
+    /// Reacts to per-item results: a heartbeat the peer could not apply (404) becomes a
+    /// copy of the instance; a 409 says the peer holds something newer, which a repair round
+    /// fetches (a Netflix Eureka peer sends its newer copy along, which is adopted by
+    /// Eureka's rules).
     async fn handle_results(
         &self,
         local: &LocalNode,
-        items: &[(Item, Option<InstanceView>)],
+        items: &[WireItem],
         results: Vec<(u16, Option<crate::core::model::InstanceInfo>)>,
     ) {
         for ((item, _), (code, entity)) in items.iter().zip(results) {
@@ -188,6 +208,7 @@ impl PeerLink {
                 (Action::Heartbeat, 404, _) => {
                     self.enqueue(Action::Register, InstanceKey { app: item.app.clone(), id: item.id.clone() })
                 }
+                (_, 409, _) if item.synod.is_some() => self.want_repair(),
                 (Action::Heartbeat, 409, Some(newer)) => {
                     let now = local.registry.now();
                     let cmd = Command::Register { instance: Box::new(newer), now, from_peer: true };
@@ -213,29 +234,24 @@ enum SendError {
     Drop(String),
 }
 
-/// Reads the current state of each pending instance into wire items; instances that are
-/// gone by now are skipped (their cancel is queued behind).
-fn build_items(local: &LocalNode, pending: &[Pending]) -> Vec<(Item, Option<InstanceView>)> {
+/// Reads the current state of each pending instance into versioned items: a whole copy for
+/// a change, the version for a heartbeat, the tombstone for a cancel. Instances that are gone
+/// by now are skipped (their cancel is queued behind), as are cancels of instances
+/// registered again since (their copy is queued behind).
+fn build_items(local: &LocalNode, pending: &[Pending]) -> Vec<WireItem> {
     local.registry.read(|st| {
         pending
             .iter()
-            .filter_map(|p| {
-                let base = |status, dirty, overridden| Item {
-                    action: p.action,
-                    app: p.key.app.clone(),
-                    id: p.key.id.clone(),
-                    last_dirty_timestamp: dirty,
-                    status,
-                    overridden_status: overridden,
-                    instance: None,
-                };
-                if p.action == Action::Cancel {
-                    return Some((base(None, None, None), None));
-                }
-                let e = st.get(&p.key)?;
-                let item = base(Some(e.info.status), Some(e.info.last_dirty_timestamp), e.status_override);
-                let view = (p.action == Action::Register).then(|| views::instance(e));
-                Some((item, view))
+            .filter_map(|p| match (p.action, st.get(&p.key)) {
+                (Action::Cancel, None) => Some(match st.tombstones().get(&p.key) {
+                    Some(v) => copies::tombstone(&p.key, v),
+                    // Tombstones are not kept (`--tombstone-retention 0s`): Eureka's cancel.
+                    None => copies::unversioned_cancel(&p.key),
+                }),
+                (Action::Cancel, Some(_)) => None,
+                (Action::Heartbeat, Some(e)) => Some(copies::heartbeat(&p.key, e)),
+                (action, Some(e)) => Some(copies::copy(action, &p.key, e)),
+                (_, None) => None,
             })
             .collect()
     })

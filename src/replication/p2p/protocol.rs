@@ -4,6 +4,11 @@
 //! Request: `{"replicationList": [{"appName", "id", "lastDirtyTimestamp", "status",
 //! "overriddenStatus", "instanceInfo", "action"}, …]}`; response:
 //! `{"responseList": [{"statusCode", "responseEntity"?}, …]}`, one entry per item, in order.
+//!
+//! Between synod nodes every item also carries `"synod"` ([`Versioned`]): the instance's
+//! version, and with `instanceInfo` a whole copy, which the receiver adopts by
+//! last-writer-wins ([`crate::core::version`]) instead of by Eureka's rules. The same items
+//! list a node's registry for anti-entropy and start-up sync.
 
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
@@ -12,8 +17,13 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::codec::json::JInstance;
+use std::collections::BTreeMap;
+
 use crate::codec::{decode, json, DecodeError};
-use crate::core::model::{InstanceInfo, Status};
+use crate::core::command::Replica;
+use crate::core::limits;
+use crate::core::model::{InstanceInfo, InstanceKey, Status};
+use crate::core::state::PersistedEntry;
 use crate::core::views::InstanceView;
 
 /// What a replicated item does.
@@ -60,8 +70,55 @@ pub struct Item {
     pub last_dirty_timestamp: Option<u64>,
     pub status: Option<Status>,
     pub overridden_status: Option<Status>,
-    /// Present for `Register`.
+    /// Present for `Register` (and for every copy a synod node sends).
     pub instance: Option<Box<InstanceInfo>>,
+    /// synod's extension; absent in items from Netflix Eureka.
+    pub synod: Option<Versioned>,
+}
+
+/// synod's extension of an item: the version of the change, and what a whole copy needs
+/// beyond Eureka's instance document.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Versioned {
+    /// The instance's version (a `Cancel`: the deletion's).
+    pub version: u64,
+    pub registered: u64,
+    pub service_up: u64,
+    /// When the sending node last saw the instance renewed.
+    pub renewed: u64,
+    pub status_override: Option<Status>,
+    pub metadata_override: BTreeMap<String, String>,
+}
+
+impl Item {
+    /// The copy this item carries, for [`crate::core::command::Command::Adopt`]: a
+    /// versioned `Cancel` is a deletion, a versioned item with an instance a live copy.
+    pub fn replica(&self) -> Option<Replica> {
+        let v = self.synod.as_ref()?;
+        match (self.action, &self.instance) {
+            (Action::Cancel, _) => Some(Replica::Deleted { version: v.version }),
+            (Action::Heartbeat, _) | (_, None) => None,
+            (_, Some(instance)) => {
+                let mut info = (**instance).clone();
+                info.last_updated_timestamp = v.version;
+                Some(Replica::Live {
+                    entry: Box::new(PersistedEntry {
+                        info,
+                        registration_ts: v.registered,
+                        service_up_ts: v.service_up,
+                        status_override: v.status_override,
+                        metadata_override: v.metadata_override.clone(),
+                    }),
+                    renewed: v.renewed,
+                })
+            }
+        }
+    }
+
+    /// The instance addressed.
+    pub fn key(&self) -> InstanceKey {
+        InstanceKey { app: self.app.clone(), id: self.id.clone() }
+    }
 }
 
 /// Most items in one batch (Eureka and synod send at most 250).
@@ -106,13 +163,52 @@ pub fn decode_batch(body: &[u8], now: u64) -> Result<Vec<Result<Item, DecodeErro
     let batch: RawBatch = serde_json::from_slice(body).map_err(|e| {
         DecodeError::new(format!("body must be an object with a \"replicationList\" array of items: {e}"))
     })?;
-    let item = |raw: &RawValue| {
-        if raw.get().len() > MAX_ITEM_BYTES {
-            return Err(DecodeError::new(format!("replication item larger than {MAX_ITEM_BYTES} bytes")));
+    Ok(batch.list.iter().map(|raw| decode_raw_item(raw, now)).collect())
+}
+
+/// A node's listing (anti-entropy, start-up sync): items like a batch's, as many as the
+/// registry holds.
+pub fn decode_listing(body: &[u8], now: u64) -> Result<Vec<Result<Item, DecodeError>>, DecodeError> {
+    #[derive(Deserialize)]
+    struct Listing<'a> {
+        #[serde(rename = "replicationList", borrow)]
+        list: Vec<&'a RawValue>,
+    }
+    let listing: Listing = serde_json::from_slice(body).map_err(|e| {
+        DecodeError::new(format!("body must be an object with a \"replicationList\" array of items: {e}"))
+    })?;
+    Ok(listing.list.iter().map(|raw| decode_raw_item(raw, now)).collect())
+}
+
+fn decode_raw_item(raw: &RawValue, now: u64) -> Result<Item, DecodeError> {
+    if raw.get().len() > MAX_ITEM_BYTES {
+        return Err(DecodeError::new(format!("replication item larger than {MAX_ITEM_BYTES} bytes")));
+    }
+    decode_item(&json::parse(raw.get().as_bytes())?, now)
+}
+
+fn decode_versioned(v: &Value) -> Result<Versioned, DecodeError> {
+    let o = v.as_object().ok_or_else(|| DecodeError::new("synod must be an object"))?;
+    let number = |key: &str| -> Result<u64, DecodeError> {
+        match o.get(key) {
+            None | Some(Value::Null) => Ok(0),
+            Some(n) => n.as_u64().ok_or_else(|| DecodeError::new(format!("synod.{key} must be a number"))),
         }
-        decode_item(&json::parse(raw.get().as_bytes())?, now)
     };
-    Ok(batch.list.iter().map(|raw| item(raw)).collect())
+    let status_override = match o.get("statusOverride").and_then(Value::as_str) {
+        None => None,
+        Some(s) => Some(s.parse().map_err(|e| DecodeError::new(format!("synod.statusOverride: {e}")))?),
+    };
+    let metadata_override = decode::string_map(o.get("metadataOverride"), "synod.metadataOverride")?;
+    limits::check_metadata_map(&metadata_override, "synod.metadataOverride").map_err(DecodeError::new)?;
+    Ok(Versioned {
+        version: number("version")?,
+        registered: number("registered")?,
+        service_up: number("serviceUp")?,
+        renewed: number("renewed")?,
+        status_override,
+        metadata_override,
+    })
 }
 
 fn decode_item(v: &Value, now: u64) -> Result<Item, DecodeError> {
@@ -152,6 +248,10 @@ fn decode_item(v: &Value, now: u64) -> Result<Item, DecodeError> {
     if action == Action::Register && instance.is_none() {
         return Err(DecodeError::new("Register needs instanceInfo"));
     }
+    let synod = match o.get("synod") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(decode_versioned(v)?),
+    };
     Ok(Item {
         action,
         app,
@@ -160,6 +260,7 @@ fn decode_item(v: &Value, now: u64) -> Result<Item, DecodeError> {
         status: status("status")?,
         overridden_status: status("overriddenStatus")?,
         instance,
+        synod,
     })
 }
 
@@ -184,6 +285,9 @@ pub fn encode_batch(items: &[(Item, Option<InstanceView>)]) -> Vec<u8> {
             if let Some(v) = view {
                 m.serialize_entry("instanceInfo", &JInstance(v))?;
             }
+            if let Some(v) = &i.synod {
+                m.serialize_entry("synod", &WireVersioned(v))?;
+            }
             m.serialize_entry("action", i.action.as_str())?;
             m.end()
         }
@@ -195,6 +299,32 @@ pub fn encode_batch(items: &[(Item, Option<InstanceView>)]) -> Vec<u8> {
     }
     let list: Vec<Wire> = items.iter().map(|(i, v)| Wire(i, v.as_ref())).collect();
     serde_json::to_vec(&Batch { list }).unwrap_or_default()
+}
+
+struct WireVersioned<'a>(&'a Versioned);
+
+impl Serialize for WireVersioned<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("version", &v.version)?;
+        if v.registered != 0 {
+            m.serialize_entry("registered", &v.registered)?;
+        }
+        if v.service_up != 0 {
+            m.serialize_entry("serviceUp", &v.service_up)?;
+        }
+        if v.renewed != 0 {
+            m.serialize_entry("renewed", &v.renewed)?;
+        }
+        if let Some(st) = v.status_override {
+            m.serialize_entry("statusOverride", st.as_str())?;
+        }
+        if !v.metadata_override.is_empty() {
+            m.serialize_entry("metadataOverride", &v.metadata_override)?;
+        }
+        m.end()
+    }
 }
 
 /// One item's result.

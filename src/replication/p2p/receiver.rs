@@ -1,5 +1,10 @@
 //! The batch endpoint, `POST {base}/peerreplication/batch/`: applies each item as a
 //! replication (never forwarded again) and answers one status per item, in order.
+//!
+//! Items from synod nodes carry versions: a copy or tombstone is adopted when it ranks above
+//! what this node holds (200), and answered 409 when this node holds something newer, which
+//! sends the sender to fetch it. Items from Netflix Eureka peers are applied by Eureka's
+//! rules.
 
 use std::sync::Arc;
 
@@ -15,7 +20,7 @@ use crate::core::model::{InstanceKey, Status};
 use crate::core::state::RenewOutcome;
 use crate::core::views;
 use crate::http::respond::error;
-use crate::replication::local::Durable;
+use crate::replication::local::{Durable, LocalNode};
 
 /// Handles one batch.
 pub async fn batch(State(shared): State<Arc<P2pShared>>, body: Bytes) -> Response {
@@ -50,12 +55,42 @@ fn code(outcome: Outcome) -> u16 {
     match outcome {
         Outcome::NotFound => 404,
         Outcome::Rejected => 400,
+        Outcome::Stale => 409,
         Outcome::Applied | Outcome::Evicted(_) => 200,
     }
 }
 
-fn apply(local: &crate::replication::local::LocalNode, item: Item, now: u64, pending: &mut Vec<Durable>) -> ItemResult {
-    let key = InstanceKey { app: item.app, id: item.id };
+/// A versioned heartbeat: renews the lease whatever the versions say (the instance is
+/// alive), then compares the sender's version with this node's. Equal: 200. This node's
+/// copy or tombstone is newer: 409, so the sender fetches it. Older or absent: 404, so the
+/// sender sends its copy.
+fn versioned_heartbeat(local: &LocalNode, key: &InstanceKey, version: u64) -> ItemResult {
+    local.registry.renew(key, None);
+    let (mine, live) = local.registry.read(|st| match st.get(key) {
+        Some(e) => (Some(e.info.last_updated_timestamp), true),
+        None => (st.tombstones().get(key), false),
+    });
+    let status_code = match mine {
+        // On equal versions a deletion ranks above a copy.
+        Some(v) if v > version || (v == version && !live) => 409,
+        Some(v) if v == version => 200,
+        _ => 404,
+    };
+    ItemResult { status_code, entity: None }
+}
+
+fn apply(local: &LocalNode, item: Item, now: u64, pending: &mut Vec<Durable>) -> ItemResult {
+    let key = item.key();
+    if let Some(v) = &item.synod {
+        if item.action == Action::Heartbeat {
+            return versioned_heartbeat(local, &key, v.version);
+        }
+        if let Some(replica) = item.replica() {
+            let (outcome, durable) = local.apply_queued(Command::Adopt { key, replica, now });
+            pending.push(durable);
+            return ItemResult { status_code: code(outcome), entity: None };
+        }
+    }
     let mut run = |cmd: Command| {
         let (outcome, durable) = local.apply_queued(cmd);
         pending.push(durable);

@@ -1,5 +1,7 @@
-//! Pulling a peer's registry: at start-up, before this node serves its registry as complete,
-//! and whenever a peer's link needs a full resync.
+//! Start-up sync: before this node serves its registry as complete, it exchanges everything
+//! with its peers: it adopts what each peer holds newer (copies and tombstones), and queues
+//! for each peer what it holds newer itself (say, a change it acknowledged just before it
+//! was stopped), by the same rule as anti-entropy.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::antientropy::{get, p2p_url, read_listing, reconcile};
+use super::peer::PeerLink;
 use super::P2pShared;
 use crate::codec::{decode, json};
 use crate::core::command::Command;
@@ -14,31 +18,34 @@ use crate::core::model::InstanceInfo;
 use crate::replication::local::LocalNode;
 use crate::replication::COMPLETE_HEADER;
 
-/// A peer's registry as fetched.
-pub struct PeerRegistry {
-    pub instances: Vec<InstanceInfo>,
-    /// The peer itself had finished its own start-up sync.
-    pub complete: bool,
+/// Exchanges everything with one peer; returns how many items it listed and whether the peer
+/// had finished its own start-up sync.
+async fn exchange(local: &LocalNode, peer: &PeerLink, client: &reqwest::Client) -> Result<(usize, bool), String> {
+    let Some(resp) = get(client, p2p_url(&peer.url, &["apps"])?).await? else {
+        // Not a synod node: take its registry as Eureka's replicated registrations.
+        return eureka_merge(local, peer, client).await;
+    };
+    let complete = is_complete(&resp);
+    let listed = read_listing(resp, local.registry.now()).await?;
+    reconcile(local, peer, None, &listed).await?;
+    Ok((listed.len(), complete))
 }
 
-/// Fetches `GET {url}/eureka/apps` as a replicating peer (so an incomplete peer answers
-/// too, saying so in a header).
-pub async fn fetch(client: &reqwest::Client, url: &str, now: u64) -> Result<PeerRegistry, String> {
-    let resp = client
-        .get(format!("{url}/eureka/apps"))
-        .header("accept", "application/json")
-        .header("x-netflix-discovery-replication", "true")
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status()));
-    }
-    let complete = resp.headers().get(COMPLETE_HEADER).is_none_or(|v| v.as_bytes() != b"false");
+fn is_complete(resp: &reqwest::Response) -> bool {
+    resp.headers().get(COMPLETE_HEADER).is_none_or(|v| v.as_bytes() != b"false")
+}
+
+/// A Netflix Eureka peer's registry (`GET /eureka/apps`), applied as Eureka applies
+/// replicated registrations: the copy with the later `lastDirtyTimestamp` wins.
+async fn eureka_merge(local: &LocalNode, peer: &PeerLink, client: &reqwest::Client) -> Result<(usize, bool), String> {
+    let url = reqwest::Url::parse(&format!("{}/eureka/apps", peer.url)).map_err(|e| e.to_string())?;
+    let resp = get(client, url).await?.ok_or("HTTP 404 Not Found")?;
+    let complete = is_complete(&resp);
     let body =
         crate::replication::read_answer(resp, crate::replication::MAX_PEER_ANSWER).await.map_err(|e| e.to_string())?;
     let root = json::parse(&body).map_err(|e| e.0)?;
-    let mut instances = Vec::new();
+    let now = local.registry.now();
+    let mut instances: Vec<InstanceInfo> = Vec::new();
     for app in array(&root["applications"]["application"]) {
         for v in array(&app["instance"]) {
             match decode::instance(v, now) {
@@ -47,7 +54,15 @@ pub async fn fetch(client: &reqwest::Client, url: &str, now: u64) -> Result<Peer
             }
         }
     }
-    Ok(PeerRegistry { instances, complete })
+    let n = instances.len();
+    let pending: Vec<_> = instances
+        .into_iter()
+        .map(|i| local.apply_queued(Command::Register { instance: Box::new(i), now, from_peer: true }).1)
+        .collect();
+    for d in pending {
+        d.wait().await.map_err(|e| e.to_string())?;
+    }
+    Ok((n, complete))
 }
 
 fn array(v: &Value) -> Vec<&Value> {
@@ -58,25 +73,7 @@ fn array(v: &Value) -> Vec<&Value> {
     }
 }
 
-/// Applies a peer's instances as replicated registrations: the copy with the later
-/// `lastDirtyTimestamp` wins, as for any replicated register. Waits until durable.
-pub async fn merge(local: &LocalNode, instances: Vec<InstanceInfo>) -> usize {
-    let now = local.registry.now();
-    let mut pending = Vec::with_capacity(instances.len());
-    let n = instances.len();
-    for i in instances {
-        let (_, durable) = local.apply_queued(Command::Register { instance: Box::new(i), now, from_peer: true });
-        pending.push(durable);
-    }
-    for d in pending {
-        if let Err(e) = d.wait().await {
-            tracing::warn!(error = %e, "instance pulled from a peer is not durable");
-        }
-    }
-    n
-}
-
-/// Start-up: pull from every peer until one with a complete registry answered, or every
+/// Start-up: exchange with every peer until one with a complete registry answered, or every
 /// peer answered but none was complete (the whole cluster is starting: nobody knows more
 /// than its own disk), or `wait` passed. Only then is this node's registry served as
 /// complete.
@@ -86,12 +83,11 @@ pub async fn initial(shared: Arc<P2pShared>, client: reqwest::Client, wait: Dura
         let mut answered = 0;
         let mut got_complete = false;
         for peer in &shared.peers {
-            match fetch(&client, &peer.url, shared.local.registry.now()).await {
-                Ok(reg) => {
+            match exchange(&shared.local, peer, &client).await {
+                Ok((n, complete)) => {
                     answered += 1;
-                    got_complete |= reg.complete;
-                    let n = merge(&shared.local, reg.instances).await;
-                    tracing::info!(peer = peer.id, instances = n, complete = reg.complete, "pulled registry from peer");
+                    got_complete |= complete;
+                    tracing::info!(peer = peer.id, items = n, complete, "exchanged registries with peer");
                 }
                 Err(e) => tracing::info!(peer = peer.id, error = %e, "peer not reachable for the start-up sync"),
             }

@@ -90,6 +90,7 @@ fn batches_round_trip() {
                 status: Some(Status::Up),
                 overridden_status: None,
                 instance: None,
+                synod: None,
             },
             Some(view.clone()),
         ),
@@ -102,6 +103,7 @@ fn batches_round_trip() {
                 status: Some(Status::Up),
                 overridden_status: Some(Status::OutOfService),
                 instance: None,
+                synod: None,
             },
             None,
         ),
@@ -142,30 +144,56 @@ fn batches_are_bounded_in_items_and_item_size() {
     assert_eq!(items[3].as_ref().map(|i| i.action), Ok(Action::Cancel));
 }
 
-/// A cancel that lands while a round fetches the peer's instances: the peer still lists the
-/// instance (the cancel has not reached it), and the digest taken at the start of the round
-/// has no tombstone for it. The decision must use the registry as it is when pulling, or the
-/// cancelled instance is registered again.
+/// A copy sent between synod nodes arrives whole and with the same rank, or two nodes
+/// holding "the same" copy would keep replacing each other's.
 #[test]
-fn a_cancel_during_a_round_is_not_undone_by_the_pull() {
-    use super::antientropy::{digest, plan_pulls};
-    use crate::core::command::Command;
+fn a_copy_crosses_the_wire_whole_with_its_rank() {
+    use super::copies::{self, Holdings};
+    use crate::core::command::{Command, Replica};
     use crate::core::model::InstanceKey;
     use crate::core::state::{CoreConfig, RegistryState};
+    use std::collections::BTreeMap;
 
     let tree = json::parse(instance_json().to_string().as_bytes()).unwrap();
     let inst = decode::instance(&tree, NOW).unwrap();
     let key = InstanceKey { app: inst.app.clone(), id: inst.instance_id.clone() };
-    let mut st = RegistryState::new(CoreConfig::default());
-    st.apply(Command::Register { instance: Box::new(inst.clone()), now: NOW, from_peer: false });
-    // The round starts: its digest has no tombstone.
-    assert!(digest(&st, NOW).tombstones.is_empty());
-    // The client cancels on this node while the peer's list is being fetched.
-    st.apply(Command::Cancel { key, now: NOW + 10 });
-    // The peer still holds the same version: it must not come back.
-    assert!(plan_pulls(&st, NOW + 20, 1, 2, vec![inst.clone()]).is_empty());
-    // A registration made after the cancel (a newer version) is pulled.
-    let mut newer = inst.clone();
-    newer.last_dirty_timestamp += 1;
-    assert_eq!(plan_pulls(&st, NOW + 20, 1, 2, vec![newer]).len(), 1);
+    let mut st = RegistryState::new(CoreConfig { tombstone_retention_ms: 60_000, ..CoreConfig::default() });
+    st.apply(Command::Register { instance: Box::new(inst), now: NOW, from_peer: false });
+    st.apply(Command::SetStatusOverride { key: key.clone(), status: Status::OutOfService, last_dirty: None, now: NOW + 1 });
+    let entries = BTreeMap::from([("weight".to_string(), "5".to_string())]);
+    st.apply(Command::UpdateMetadata { key: key.clone(), entries, now: NOW + 2 });
+    let gone = InstanceKey::new("ORDERS", "gone");
+    st.apply(Command::Cancel { key: gone.clone(), now: NOW + 3 });
+    let mut other = crate::core::tests::instance("orders", "gone");
+    other.last_dirty_timestamp = 1;
+    st.apply(Command::Register { instance: Box::new(other), now: NOW + 3, from_peer: false });
+    st.apply(Command::Cancel { key: gone.clone(), now: NOW + 4 });
+
+    let holdings = Holdings::take(&st, Some("ORDERS"));
+    let wire = encode_batch(&holdings.items());
+    let listed: Vec<Item> = decode_listing(&wire, NOW + 5).unwrap().into_iter().map(Result::unwrap).collect();
+    assert_eq!(listed.len(), 2);
+    let e = st.get(&key).unwrap();
+    match listed[0].replica().unwrap() {
+        Replica::Live { mut entry, renewed } => {
+            // The action is the receiver's to set (added or modified, as it sees it).
+            let mut expected = st.persisted(&key).unwrap();
+            (entry.info.action_type, expected.info.action_type) = (None, None);
+            assert_eq!(*entry, expected, "every durable field arrives");
+            assert_eq!(renewed, e.last_renewal_ts);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(listed[1].replica(), Some(Replica::Deleted { version: st.tombstones().get(&gone).unwrap() }));
+    // Nothing is newer here than what was listed, and the digests of both sides agree.
+    assert!(holdings.newer_than(&listed, NOW + 5).is_empty());
+    let mut copy = RegistryState::new(CoreConfig { tombstone_retention_ms: 60_000, ..CoreConfig::default() });
+    for item in &listed {
+        copy.apply(Command::Adopt { key: item.key(), replica: item.replica().unwrap(), now: NOW + 5 });
+    }
+    assert_eq!(Holdings::take(&copy, None).digest(), Holdings::take(&st, None).digest());
+    // A heartbeat names the version only.
+    let (hb, view) = copies::heartbeat(&key, e);
+    assert!(view.is_none() && hb.replica().is_none());
+    assert_eq!(hb.synod.map(|v| v.version), Some(e.info.last_updated_timestamp));
 }

@@ -188,6 +188,10 @@ fn approx_size(cmd: &Command) -> usize {
         | Command::DeleteStatusOverride { key, .. } => FIXED + key.app.len() + key.id.len(),
         Command::UpdateMetadata { key, entries, .. } => FIXED + key.app.len() + key.id.len() + map(entries),
         Command::Evict { keys, .. } => FIXED + keys.iter().map(|k| k.app.len() + k.id.len() + 4).sum::<usize>(),
+        Command::Adopt { replica, .. } => match replica {
+            crate::core::command::Replica::Live { entry, .. } => FIXED + entry.info.approx_bytes(),
+            crate::core::command::Replica::Deleted { .. } => FIXED,
+        },
     }
 }
 

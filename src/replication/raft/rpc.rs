@@ -204,6 +204,7 @@ pub fn check_forwarded(cmds: &[Command]) -> Result<(), String> {
                 check_key(key).and_then(|()| check_metadata_map(entries, "metadata"))
             }
             Command::Evict { .. } => Err("evictions are decided by the leader, not forwarded".into()),
+            Command::Adopt { .. } => Err("adopting another node's copy is p2p replication, not raft".into()),
         }
         .map_err(|e| format!("{} command refused: {e}", c.kind()))?;
     }
