@@ -114,6 +114,14 @@ async fn writes_on_any_node_reach_all_nodes() {
 async fn replicated_calls_are_not_forwarded_and_heartbeats_repair_missing_instances() {
     let nodes = cluster(3).await;
     let c = Client::new();
+    // Every node has finished its start-up exchange with its peers.
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.get(format!("{}/readyz", n.base)).send().await.unwrap().status() != StatusCode::OK {
+            assert!(Instant::now() < deadline, "node never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     // A registration marked as replication lands on node 2 only.
     let r = c
         .post(nodes[1].url("apps/solo"))
@@ -123,7 +131,6 @@ async fn replicated_calls_are_not_forwarded_and_heartbeats_repair_missing_instan
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(get_json(&c, &nodes[0].url("apps/SOLO")).await.0, StatusCode::NOT_FOUND);
     // A client heartbeat on node 2 reaches nodes 1 and 3, which answer 404; node 2 then sends
     // them the instance.

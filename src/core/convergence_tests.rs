@@ -173,3 +173,28 @@ fn replicas_converge_whatever_order_copies_arrive_in() {
     assert!(results.iter().all(|r| *r == results[0]), "replicas disagree: {results:?}");
     assert_eq!(results[0], Some(Rank::deleted(T0 + 10)), "on equal versions the deletion wins");
 }
+
+/// A write that changes nothing where it lands (the override is already in force there)
+/// is still the last write: it must outrank a different, older override from another node.
+#[test]
+fn a_write_that_changes_nothing_here_still_outranks_an_older_one_from_elsewhere() {
+    let mut one = replica_node();
+    register(&mut one, T0);
+    one.apply(Command::SetStatusOverride { key: key(), status: Status::Up, last_dirty: None, now: T0 + 1 });
+    let mut two = replica_node();
+    adopt(&mut two, copy_of(&one), T0 + 2);
+    one.apply(Command::SetStatusOverride { key: key(), status: Status::OutOfService, last_dirty: None, now: T0 + 10 });
+    // Node two has not heard of it and is told UP, which it already holds.
+    two.apply(Command::SetStatusOverride { key: key(), status: Status::Up, last_dirty: None, now: T0 + 20 });
+    assert_eq!(adopt(&mut two, copy_of(&one), T0 + 30), Outcome::Stale);
+    assert_eq!(adopt(&mut one, copy_of(&two), T0 + 30), Outcome::Applied);
+    assert_eq!(one.get(&key()).unwrap().info.status, Status::Up);
+    // The same for removing an override that is not there.
+    let mut three = replica_node();
+    adopt(&mut three, copy_of(&two), T0 + 41);
+    three.apply(Command::DeleteStatusOverride { key: key(), status: Status::Up, last_dirty: None, now: T0 + 42 });
+    one.apply(Command::SetStatusOverride { key: key(), status: Status::Down, last_dirty: None, now: T0 + 45 });
+    three.apply(Command::DeleteStatusOverride { key: key(), status: Status::Up, last_dirty: None, now: T0 + 50 });
+    assert_eq!(adopt(&mut one, copy_of(&three), T0 + 60), Outcome::Applied);
+    assert_eq!(one.get(&key()).unwrap().status_override, None);
+}

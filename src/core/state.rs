@@ -522,12 +522,10 @@ impl RegistryState {
     fn set_override(&mut self, key: &InstanceKey, status: Status, last_dirty: Option<u64>, now: u64) -> Applied {
         let Some(entry) = self.entry_mut(key) else { return not_found() };
         entry.last_renewal_ts = entry.last_renewal_ts.max(now);
-        // Eureka records nothing when the status already equals the value; synod still
-        // records the override if it is not already the one in force, so an operator can pin
-        // a status the instance happens to have right now.
-        if entry.info.status == status && entry.status_override == Some(status) {
-            return changed(Outcome::Applied, vec![]);
-        }
+        // Eureka records nothing when the status already equals the value. synod records
+        // every override as a change: an operator can pin a status the instance happens to
+        // have right now, and on p2p the write must outrank an older, different override
+        // another node may still be sending.
         entry.status_override = Some(status);
         if status == Status::Up && entry.service_up_ts == 0 {
             entry.service_up_ts = now;
@@ -543,7 +541,9 @@ impl RegistryState {
         let Some(entry) = self.entry_mut(key) else { return not_found() };
         entry.last_renewal_ts = entry.last_renewal_ts.max(now);
         if entry.status_override.take().is_none() {
-            return changed(Outcome::Applied, vec![]);
+            // Nothing to remove here, as in Eureka; still a change with its own version, so
+            // on p2p it outranks an older override another node may still be sending.
+            return self.modified(key, now);
         }
         let info = Arc::make_mut(&mut entry.info);
         info.overridden_status = Status::Unknown;

@@ -10,8 +10,10 @@
 //! thus repairs both directions.
 //!
 //! Rounds run about every `--anti-entropy-interval`, jittered so nodes started together do
-//! not act in lockstep, and at once when a repair is wanted: a peer answered a batch after
-//! being unreachable, or said it holds something newer than what was sent.
+//! not act in lockstep; within a second after a round that failed (the peer is down or cut
+//! off), so a peer is repaired as soon as it is back; and at once when a repair is wanted: a
+//! peer answered a batch after being unreachable, refused one, or said it holds something
+//! newer than what was sent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,19 +30,33 @@ use crate::replication::local::LocalNode;
 /// repairs cannot turn them into a busy loop.
 const MIN_ROUND_GAP: Duration = Duration::from_millis(500);
 
+/// How soon a round follows one that failed (and the first one): a peer that is down, cut
+/// off or not started yet is repaired within about this long of coming back, even when no
+/// batch is waiting to notice it.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Runs rounds against `peer` for as long as the node runs.
 pub async fn run(shared: Arc<P2pShared>, peer: Arc<PeerLink>, client: reqwest::Client, interval: Duration) {
     use rand::Rng;
+    let mut failed = true;
     loop {
-        // The first round waits too: the start-up sync has just exchanged everything.
-        let wait = interval.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
+        let wait = match failed {
+            true => RETRY_AFTER.min(interval),
+            false => interval.mul_f64(rand::thread_rng().gen_range(0.5..1.5)),
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = peer.repair_wanted() => {}
         }
         match round(&shared.local, &peer, &client).await {
-            Ok(agreed) => peer.record_anti_entropy(agreed, shared.local.registry.now()),
-            Err(e) => tracing::debug!(peer = peer.id, error = %e, "anti-entropy round failed"),
+            Ok(agreed) => {
+                failed = false;
+                peer.record_anti_entropy(agreed, shared.local.registry.now());
+            }
+            Err(e) => {
+                failed = true;
+                tracing::debug!(peer = peer.id, error = %e, "anti-entropy round failed");
+            }
         }
         tokio::time::sleep(MIN_ROUND_GAP).await;
     }

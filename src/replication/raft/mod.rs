@@ -102,6 +102,15 @@ impl RaftShared {
         self.live_leader_id() == Some(self.id)
     }
 
+    /// Whether this node is still in openraft's leader state but no quorum acknowledged it
+    /// within the longest election timeout: cut off from the majority, it can commit nothing
+    /// and will not hear of a new leader until the partition heals.
+    pub fn leads_without_quorum(&self) -> bool {
+        // The metrics borrow ends before `leads` borrows them again.
+        let leader_state = self.raft.metrics().borrow().state == ServerState::Leader;
+        leader_state && !self.leads()
+    }
+
     /// The URL a member is reachable at, from the replicated membership (else the start-up
     /// list).
     pub fn url_of(&self, id: NodeId) -> String {
@@ -124,7 +133,7 @@ impl RaftShared {
         let leader = m.current_leader;
         // openraft 0.9 keeps a leader that lost its quorum in the leader state until it hears
         // a higher term; it can commit nothing, so it does not say it leads.
-        let quorum_lost = m.state == ServerState::Leader && !self.leads();
+        let quorum_lost = self.leads_without_quorum();
         ClusterStatus {
             state: if quorum_lost {
                 "leader-without-quorum".into()

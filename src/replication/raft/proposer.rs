@@ -300,6 +300,11 @@ async fn retry_or_give_up(
 ) -> Result<(), ReplicationError> {
     let now = Instant::now();
     if shared.live_leader_id().is_none() {
+        // A leader cut off from its quorum refuses at once: waiting for a new leader it
+        // cannot hear of would only stall the client that should fail over.
+        if shared.leads_without_quorum() {
+            return Err(no_leader());
+        }
         let since = *leaderless_since.get_or_insert(now);
         if now.saturating_duration_since(since) >= shared.election_max() {
             return Err(no_leader());
