@@ -35,7 +35,11 @@ fn instance(app: usize, n: usize) -> InstanceInfo {
         port: Port { port: 8080, enabled: true },
         secure_port: Port { port: 443, enabled: false },
         country_id: 1,
-        data_center_info: DataCenterInfo { kind: DataCenterKind::Default, name: "MyOwn".into(), metadata: BTreeMap::new() },
+        data_center_info: DataCenterInfo {
+            kind: DataCenterKind::Default,
+            name: "MyOwn".into(),
+            metadata: BTreeMap::new(),
+        },
         lease: LeaseTerms::default(),
         metadata: BTreeMap::from([("management.port".to_string(), "8080".to_string())]),
         app_group_name: None,
@@ -100,11 +104,19 @@ fn main() {
         st.apply(Command::Register { instance: Box::new(i), now: NOW + n as u64 / 100, from_peer: false });
     }
     // One cancel in ten leaves a tombstone the digest covers too.
-    let cancels: Vec<InstanceKey> = st.entries().step_by(10).map(|(_, e)| InstanceKey { app: e.info.app.clone(), id: e.info.instance_id.clone() }).collect();
+    let cancels: Vec<InstanceKey> = st
+        .entries()
+        .step_by(10)
+        .map(|(_, e)| InstanceKey { app: e.info.app.clone(), id: e.info.instance_id.clone() })
+        .collect();
     for k in cancels {
         st.apply(Command::Cancel { key: k, now: NOW + 10_000 });
     }
-    println!("registry: {} instances in {apps} apps, {} tombstones; medians of {runs} runs", st.len(), st.tombstones().len());
+    println!(
+        "registry: {} instances in {apps} apps, {} tombstones; medians of {runs} runs",
+        st.len(),
+        st.tombstones().len()
+    );
 
     let (take, holdings) = time(runs, || Holdings::take(&st, None));
     let (digest, d) = time(runs, || holdings.digest());
@@ -114,7 +126,13 @@ fn main() {
     let app = "APP-0";
     let (listing, body) = time(runs, || encode_batch(&Holdings::take(&st, Some(app)).items()));
     let (adopt, _) = time(runs, || adopt_listing(&body, &config));
-    println!("one differing app ({} items): listing {} ({} bytes), decode + adopt {}", instances / apps, ms(listing), body.len(), ms(adopt));
+    println!(
+        "one differing app ({} items): listing {} ({} bytes), decode + adopt {}",
+        instances / apps,
+        ms(listing),
+        body.len(),
+        ms(adopt)
+    );
 
     let sync_runs = runs.min(5);
     let (all, body) = time(sync_runs, || encode_batch(&holdings.items()));

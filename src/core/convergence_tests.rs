@@ -25,10 +25,7 @@ fn register(st: &mut RegistryState, now: u64) {
 /// What `st` holds for the instance, as another node would receive it.
 fn copy_of(st: &RegistryState) -> Replica {
     match st.get(&key()) {
-        Some(e) => Replica::Live {
-            entry: Box::new(st.persisted(&key()).unwrap()),
-            renewed: e.last_renewal_ts,
-        },
+        Some(e) => Replica::Live { entry: Box::new(st.persisted(&key()).unwrap()), renewed: e.last_renewal_ts },
         None => Replica::Deleted { version: st.tombstones().get(&key()).unwrap() },
     }
 }
@@ -104,7 +101,8 @@ fn an_adopted_copy_keeps_the_senders_lease_time() {
 
 #[test]
 fn tombstones_expire_after_their_retention_and_the_oldest_go_past_the_cap() {
-    let mut node = RegistryState::new(CoreConfig { tombstone_retention_ms: 1000, max_tombstones: 2, ..Default::default() });
+    let mut node =
+        RegistryState::new(CoreConfig { tombstone_retention_ms: 1000, max_tombstones: 2, ..Default::default() });
     for (i, id) in ["1", "2", "3"].iter().enumerate() {
         let k = InstanceKey::new("A", id);
         node.apply(Command::Register { instance: Box::new(instance("a", id)), now: T0, from_peer: false });

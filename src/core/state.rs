@@ -440,7 +440,8 @@ impl RegistryState {
                     status_override,
                     metadata_override,
                 };
-                self.delta.push(delta_item(&key, &new, last_renewal_ts, now, self.version), self.config.delta_max_bytes);
+                self.delta
+                    .push(delta_item(&key, &new, last_renewal_ts, now, self.version), self.config.delta_max_bytes);
                 self.insert(key.clone(), new);
                 let mut applied = changed(Outcome::Applied, vec![key.clone()]);
                 if self.tombstones.lift(&key) {

@@ -57,7 +57,8 @@ pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 pub fn fingerprint(info: &InstanceInfo, metadata_override: &BTreeMap<String, String>) -> u64 {
     let mut h = FNV_START;
     let status = |s: Status| s.as_str().as_bytes();
-    for part in [status(info.status), status(info.overridden_status), info.host_name.as_bytes(), info.ip_addr.as_bytes()]
+    for part in
+        [status(info.status), status(info.overridden_status), info.host_name.as_bytes(), info.ip_addr.as_bytes()]
     {
         h = fnv(part, h);
         h = fnv(&[0], h);

@@ -87,9 +87,10 @@ async fn body(resp: reqwest::Response) -> Result<bytes::Bytes, String> {
 /// `{base}/v1/p2p/{segments…}`, each segment percent-encoded.
 pub fn p2p_url(base: &str, segments: &[&str]) -> Result<reqwest::Url, String> {
     let mut url = reqwest::Url::parse(base).map_err(|e| e.to_string())?;
-    url.path_segments_mut().map_err(|()| format!("{base} cannot be a base URL"))?.pop_if_empty().extend(
-        ["v1", "p2p"].iter().chain(segments),
-    );
+    url.path_segments_mut()
+        .map_err(|()| format!("{base} cannot be a base URL"))?
+        .pop_if_empty()
+        .extend(["v1", "p2p"].iter().chain(segments));
     Ok(url)
 }
 

@@ -51,7 +51,8 @@ pub fn copy(action: Action, key: &InstanceKey, e: &Entry) -> WireItem {
 
 /// A heartbeat naming the version the sender holds.
 pub fn heartbeat(key: &InstanceKey, e: &Entry) -> WireItem {
-    let mut i = item(Action::Heartbeat, key, Versioned { version: e.info.last_updated_timestamp, ..Default::default() });
+    let mut i =
+        item(Action::Heartbeat, key, Versioned { version: e.info.last_updated_timestamp, ..Default::default() });
     i.last_dirty_timestamp = Some(e.info.last_dirty_timestamp);
     i.status = Some(e.info.status);
     i.overridden_status = e.status_override;
@@ -132,8 +133,11 @@ impl Holdings {
             .iter()
             .filter(|(k, e)| !e.is_expired(now, 0) && behind(k, Rank::live(&e.info, &e.metadata_override)))
             .map(|(k, _)| (Action::Register, k.clone()));
-        let tombstones =
-            self.tombstones.iter().filter(|(k, v)| behind(k, Rank::deleted(*v))).map(|(k, _)| (Action::Cancel, k.clone()));
+        let tombstones = self
+            .tombstones
+            .iter()
+            .filter(|(k, v)| behind(k, Rank::deleted(*v)))
+            .map(|(k, _)| (Action::Cancel, k.clone()));
         copies.chain(tombstones).collect()
     }
 }

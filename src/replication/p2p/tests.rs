@@ -159,7 +159,12 @@ fn a_copy_crosses_the_wire_whole_with_its_rank() {
     let key = InstanceKey { app: inst.app.clone(), id: inst.instance_id.clone() };
     let mut st = RegistryState::new(CoreConfig { tombstone_retention_ms: 60_000, ..CoreConfig::default() });
     st.apply(Command::Register { instance: Box::new(inst), now: NOW, from_peer: false });
-    st.apply(Command::SetStatusOverride { key: key.clone(), status: Status::OutOfService, last_dirty: None, now: NOW + 1 });
+    st.apply(Command::SetStatusOverride {
+        key: key.clone(),
+        status: Status::OutOfService,
+        last_dirty: None,
+        now: NOW + 1,
+    });
     let entries = BTreeMap::from([("weight".to_string(), "5".to_string())]);
     st.apply(Command::UpdateMetadata { key: key.clone(), entries, now: NOW + 2 });
     let gone = InstanceKey::new("ORDERS", "gone");
