@@ -301,9 +301,13 @@ fn peer_batch() {
         {"appName": "ORDERS", "id": "i-2", "lastDirtyTimestamp": "1718000299000", "status": "UP", "action": "Heartbeat"},
         {"appName": "BILLING", "id": "i-0abc123", "action": "Cancel"},
         {"appName": "ORDERS", "id": "i-2", "status": "OUT_OF_SERVICE", "action": "StatusUpdate"},
-        {"appName": "orders", "id": "i-2", "status": "UNKNOWN", "action": "DeleteStatusOverride"}
+        {"appName": "orders", "id": "i-2", "status": "UNKNOWN", "action": "DeleteStatusOverride"},
+        {"appName": "ORDERS", "id": "i-3", "synod": {"version": 1718000299001u64, "renewed": 1718000299000u64,
+         "statusOverride": "UP", "metadataOverride": {"k": "v"}},
+         "instanceInfo": common::py_instance("orders", "10.0.0.6", 8080)["instance"], "action": "StatusUpdate"},
+        {"appName": "ORDERS", "id": "i-4", "synod": {"version": 1718000299002u64}, "action": "Cancel"}
     ]});
-    let results = br#"{"responseList":[{"statusCode":200},{"statusCode":404},{"statusCode":409,"responseEntity":{}}]}"#;
+    let results = br#"{"responseList":[{"statusCode":200},{"statusCode":404},{"statusCode":409,"responseEntity":{}},{"statusCode":409,"synod":{"appName":"A","id":"i","synod":{"version":5},"action":"Cancel"}}]}"#;
     fuzz("peer_batch", vec![serde_json::to_vec(&batch).expect("json"), results.to_vec()], |b| {
         use synod::replication::p2p::protocol;
         let results = protocol::decode_results(b, NOW).is_ok();

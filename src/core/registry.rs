@@ -126,6 +126,14 @@ impl Registry {
         self.state.lock().renew(key, now, last_dirty)
     }
 
+    /// Heartbeat at the current time, then `f` on the state under the same lock.
+    pub fn renew_then<R>(&self, key: &InstanceKey, f: impl FnOnce(&RegistryState) -> R) -> (RenewOutcome, R) {
+        let now = self.now();
+        let mut st = self.state.lock();
+        let outcome = st.renew(key, now, None);
+        (outcome, f(&st))
+    }
+
     /// Heartbeat received `age_ms` ago (relayed by another node). Counts for
     /// self-preservation like a direct one.
     pub fn renew_aged(&self, key: &InstanceKey, age_ms: u64) -> RenewOutcome {

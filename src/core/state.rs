@@ -403,9 +403,12 @@ impl RegistryState {
         if incoming.version > now.saturating_add(MAX_VERSION_AHEAD_MS) {
             return changed(Outcome::Rejected, vec![]);
         }
-        let mine = self.rank(&key);
-        if mine.is_some_and(|m| m >= incoming) {
-            return changed(Outcome::Stale, vec![]);
+        match self.rank(&key) {
+            // The same copy again (it reached this node by two paths): nothing to do, and
+            // nothing newer for the sender to fetch.
+            Some(mine) if mine == incoming => return changed(Outcome::Applied, vec![]),
+            Some(mine) if mine > incoming => return changed(Outcome::Stale, vec![]),
+            _ => {}
         }
         match replica {
             Replica::Deleted { version } => {

@@ -7,14 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::protocol::WireItem;
 use super::protocol::{Action, Item, Versioned};
 use crate::core::model::InstanceKey;
 use crate::core::state::{Entry, RegistryState};
 use crate::core::version::{fnv, Rank, FNV_START};
-use crate::core::views::{self, InstanceView};
-
-/// An item and, for a copy, the instance document it carries.
-pub type WireItem = (Item, Option<InstanceView>);
+use crate::core::views;
 
 fn item(action: Action, key: &InstanceKey, synod: Versioned) -> Item {
     Item {
@@ -69,6 +67,14 @@ pub fn unversioned_cancel(key: &InstanceKey) -> WireItem {
     let mut i = item(Action::Cancel, key, Versioned::default());
     i.synod = None;
     (i, None)
+}
+
+/// What `st` holds for `key`, as an item: its copy, else its tombstone.
+pub fn held(st: &RegistryState, key: &InstanceKey) -> Option<WireItem> {
+    match st.get(key) {
+        Some(e) => Some(copy(Action::Register, key, e)),
+        None => st.tombstones().get(key).map(|v| tombstone(key, v)),
+    }
 }
 
 /// What a node holds (of one application, or of all), taken under the registry lock as

@@ -94,8 +94,12 @@ impl PeerLink {
 
     /// Queues an action for this peer.
     pub fn enqueue(&self, action: Action, key: InstanceKey) {
-        self.queue.lock().push(action, key);
+        let overflowed = self.queue.lock().push(action, key);
         self.wake.notify_one();
+        if overflowed {
+            // The dropped backlog is repaired by comparison, as soon as the peer answers.
+            self.want_repair();
+        }
     }
 
     /// Current health figures.
@@ -165,7 +169,7 @@ impl PeerLink {
         items: &[WireItem],
         self_id: u64,
         local: &LocalNode,
-    ) -> Result<Vec<(u16, Option<crate::core::model::InstanceInfo>)>, SendError> {
+    ) -> Result<Vec<protocol::Answer>, SendError> {
         let resp = client
             .post(self.batch_url())
             .header("content-type", "application/json")
@@ -193,30 +197,31 @@ impl PeerLink {
     }
 
     /// Reacts to per-item results: a heartbeat the peer could not apply (404) becomes a
-    /// copy of the instance; a 409 says the peer holds something newer, which a repair round
-    /// fetches (a Netflix Eureka peer sends its newer copy along, which is adopted by
-    /// Eureka's rules).
-    async fn handle_results(
-        &self,
-        local: &LocalNode,
-        items: &[WireItem],
-        results: Vec<(u16, Option<crate::core::model::InstanceInfo>)>,
-    ) {
-        for ((item, _), (code, entity)) in items.iter().zip(results) {
-            match (item.action, code, entity) {
-                (_, 200..=299, _) => {}
-                (Action::Heartbeat, 404, _) => {
-                    self.enqueue(Action::Register, InstanceKey { app: item.app.clone(), id: item.id.clone() })
-                }
-                (_, 409, _) if item.synod.is_some() => self.want_repair(),
-                (Action::Heartbeat, 409, Some(newer)) => {
+    /// copy of the instance; a 409 carries what the peer holds that ranks higher, which this
+    /// node adopts (a Netflix Eureka peer sends its newer copy, adopted by Eureka's rules).
+    async fn handle_results(&self, local: &LocalNode, items: &[WireItem], answers: Vec<protocol::Answer>) {
+        for ((item, _), answer) in items.iter().zip(answers) {
+            match (item.action, answer.status_code, answer.entity, answer.newer) {
+                (_, 200..=299, _, _) => {}
+                (Action::Heartbeat, 404, _, _) => self.enqueue(Action::Register, item.key()),
+                (_, 409, _, Some(newer)) => match newer.replica() {
+                    Some(replica) => {
+                        let cmd = Command::Adopt { key: newer.key(), replica, now: local.registry.now() };
+                        if let Err(e) = local.apply(cmd).await {
+                            tracing::warn!(peer = self.id, error = %e, "could not adopt the peer's newer copy");
+                        }
+                    }
+                    None => self.want_repair(),
+                },
+                (_, 409, _, None) if item.synod.is_some() => self.want_repair(),
+                (Action::Heartbeat, 409, Some(newer), None) => {
                     let now = local.registry.now();
                     let cmd = Command::Register { instance: Box::new(newer), now, from_peer: true };
                     if let Err(e) = local.apply(cmd).await {
                         tracing::warn!(peer = self.id, error = %e, "could not adopt the peer's newer copy");
                     }
                 }
-                (action, code, _) => {
+                (action, code, _, _) => {
                     tracing::debug!(peer = self.id, ?action, code, app = %item.app, id = %item.id, "peer did not apply item")
                 }
             }

@@ -264,11 +264,14 @@ fn decode_item(v: &Value, now: u64) -> Result<Item, DecodeError> {
     })
 }
 
-/// Encodes a batch request; `Register` items carry the instance view.
-pub fn encode_batch(items: &[(Item, Option<InstanceView>)]) -> Vec<u8> {
-    struct Wire<'a>(&'a Item, Option<&'a InstanceView>);
-    impl Serialize for Wire<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+/// An item and, for a copy, the instance document it carries.
+pub type WireItem = (Item, Option<InstanceView>);
+
+/// One item as it is written.
+struct ItemOnWire<'a>(&'a Item, Option<&'a InstanceView>);
+
+impl Serialize for ItemOnWire<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let (i, view) = (self.0, self.1);
             let mut m = s.serialize_map(None)?;
             m.serialize_entry("appName", &i.app)?;
@@ -290,14 +293,17 @@ pub fn encode_batch(items: &[(Item, Option<InstanceView>)]) -> Vec<u8> {
             }
             m.serialize_entry("action", i.action.as_str())?;
             m.end()
-        }
     }
+}
+
+/// Encodes a batch request; `Register` items carry the instance view.
+pub fn encode_batch(items: &[WireItem]) -> Vec<u8> {
     #[derive(Serialize)]
     struct Batch<'a> {
         #[serde(rename = "replicationList")]
-        list: Vec<Wire<'a>>,
+        list: Vec<ItemOnWire<'a>>,
     }
-    let list: Vec<Wire> = items.iter().map(|(i, v)| Wire(i, v.as_ref())).collect();
+    let list: Vec<ItemOnWire> = items.iter().map(|(i, v)| ItemOnWire(i, v.as_ref())).collect();
     serde_json::to_vec(&Batch { list }).unwrap_or_default()
 }
 
@@ -328,11 +334,29 @@ impl Serialize for WireVersioned<'_> {
 }
 
 /// One item's result.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ItemResult {
     pub status_code: u16,
-    /// The receiver's newer copy, sent with a 409 on a heartbeat.
+    /// The receiver's newer copy, sent with a 409 on an unversioned heartbeat (Eureka's).
     pub entity: Option<InstanceView>,
+    /// With a 409 on a versioned item: what the receiver holds that ranks higher, as a
+    /// versioned item (`"synod"`), for the sender to adopt at once.
+    pub newer: Option<WireItem>,
+}
+
+impl ItemResult {
+    /// A result with only a status code.
+    pub fn code(status_code: u16) -> ItemResult {
+        ItemResult { status_code, ..Default::default() }
+    }
+}
+
+/// A decoded item result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status_code: u16,
+    pub entity: Option<InstanceInfo>,
+    pub newer: Option<Item>,
 }
 
 /// Encodes a batch response.
@@ -344,6 +368,9 @@ pub fn encode_results(results: &[ItemResult]) -> Vec<u8> {
             m.serialize_entry("statusCode", &self.0.status_code)?;
             if let Some(v) = &self.0.entity {
                 m.serialize_entry("responseEntity", &JInstance(v))?;
+            }
+            if let Some((item, view)) = &self.0.newer {
+                m.serialize_entry("synod", &ItemOnWire(item, view.as_ref()))?;
             }
             m.end()
         }
@@ -357,8 +384,8 @@ pub fn encode_results(results: &[ItemResult]) -> Vec<u8> {
     serde_json::to_vec(&Results { list }).unwrap_or_default()
 }
 
-/// A decoded batch response: per item, its status and any entity.
-pub fn decode_results(body: &[u8], now: u64) -> Result<Vec<(u16, Option<InstanceInfo>)>, DecodeError> {
+/// A decoded batch response: per item, its status, any entity and any newer item.
+pub fn decode_results(body: &[u8], now: u64) -> Result<Vec<Answer>, DecodeError> {
     let root = json::parse(body)?;
     let list = root
         .get("responseList")
@@ -375,7 +402,11 @@ pub fn decode_results(body: &[u8], now: u64) -> Result<Vec<(u16, Option<Instance
                 None | Some(Value::Null) => None,
                 Some(v) => Some(decode::instance(v, now)?),
             };
-            Ok((code, entity))
+            let newer = match r.get("synod") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(decode_item(v, now)?),
+            };
+            Ok(Answer { status_code: code, entity, newer })
         })
         .collect()
 }

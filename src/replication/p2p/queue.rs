@@ -73,7 +73,8 @@ impl PeerQueue {
     /// a cancel makes every other pending action moot; a register (which sends the whole
     /// current state and refreshes the lease) makes a pending heartbeat moot, and a
     /// heartbeat behind a pending register adds nothing. A repeated action moves to the back.
-    pub fn push(&mut self, action: Action, key: InstanceKey) {
+    /// Returns whether the backlog overflowed and was dropped.
+    pub fn push(&mut self, action: Action, key: InstanceKey) -> bool {
         match action {
             Action::Cancel => {
                 for a in ACTIONS {
@@ -83,7 +84,7 @@ impl PeerQueue {
             Action::Register => {
                 self.remove(Action::Heartbeat, &key);
             }
-            Action::Heartbeat if self.has(Action::Register, &key) => return,
+            Action::Heartbeat if self.has(Action::Register, &key) => return false,
             _ => {}
         }
         self.remove(action, &key);
@@ -95,7 +96,9 @@ impl PeerQueue {
             self.order.clear();
             self.index.clear();
             self.needs_resync = true;
+            return true;
         }
+        false
     }
 
     /// Takes up to `max` items from the front.

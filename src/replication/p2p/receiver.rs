@@ -14,7 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::protocol::{self, Action, Item, ItemResult};
-use super::P2pShared;
+use super::{copies, P2pShared};
 use crate::core::command::{Command, Outcome};
 use crate::core::model::{InstanceKey, Status};
 use crate::core::state::RenewOutcome;
@@ -36,7 +36,7 @@ pub async fn batch(State(shared): State<Arc<P2pShared>>, body: Bytes) -> Respons
         let result = match item {
             Err(e) => {
                 tracing::debug!(error = %e, "invalid replication item");
-                ItemResult { status_code: 400, entity: None }
+                ItemResult::code(400)
             }
             Ok(item) => apply(local, item, now, &mut pending),
         };
@@ -65,18 +65,22 @@ fn code(outcome: Outcome) -> u16 {
 /// copy or tombstone is newer: 409, so the sender fetches it. Older or absent: 404, so the
 /// sender sends its copy.
 fn versioned_heartbeat(local: &LocalNode, key: &InstanceKey, version: u64) -> ItemResult {
-    local.registry.renew(key, None);
-    let (mine, live) = local.registry.read(|st| match st.get(key) {
+    let (_, (mine, live)) = local.registry.renew_then(key, |st| match st.get(key) {
         Some(e) => (Some(e.info.last_updated_timestamp), true),
         None => (st.tombstones().get(key), false),
     });
-    let status_code = match mine {
+    match mine {
         // On equal versions a deletion ranks above a copy.
-        Some(v) if v > version || (v == version && !live) => 409,
-        Some(v) if v == version => 200,
-        _ => 404,
-    };
-    ItemResult { status_code, entity: None }
+        Some(v) if v > version || (v == version && !live) => newer_here(local, key),
+        Some(v) if v == version => ItemResult::code(200),
+        _ => ItemResult::code(404),
+    }
+}
+
+/// 409 with what this node holds for `key`, for the sender to adopt.
+fn newer_here(local: &LocalNode, key: &InstanceKey) -> ItemResult {
+    let newer = local.registry.read(|st| copies::held(st, key));
+    ItemResult { status_code: 409, entity: None, newer }
 }
 
 fn apply(local: &LocalNode, item: Item, now: u64, pending: &mut Vec<Durable>) -> ItemResult {
@@ -86,25 +90,28 @@ fn apply(local: &LocalNode, item: Item, now: u64, pending: &mut Vec<Durable>) ->
             return versioned_heartbeat(local, &key, v.version);
         }
         if let Some(replica) = item.replica() {
-            let (outcome, durable) = local.apply_queued(Command::Adopt { key, replica, now });
+            let (outcome, durable) = local.apply_queued(Command::Adopt { key: key.clone(), replica, now });
             pending.push(durable);
-            return ItemResult { status_code: code(outcome), entity: None };
+            return match outcome {
+                Outcome::Stale => newer_here(local, &key),
+                other => ItemResult::code(code(other)),
+            };
         }
     }
     let mut run = |cmd: Command| {
         let (outcome, durable) = local.apply_queued(cmd);
         pending.push(durable);
-        ItemResult { status_code: code(outcome), entity: None }
+        ItemResult::code(code(outcome))
     };
     match item.action {
         Action::Register => match item.instance {
             Some(instance) => run(Command::Register { instance, now, from_peer: true }),
-            None => ItemResult { status_code: 400, entity: None },
+            None => ItemResult::code(400),
         },
         Action::Cancel => run(Command::Cancel { key, now }),
         Action::StatusUpdate => match item.status {
             Some(status) => run(Command::SetStatusOverride { key, status, last_dirty: item.last_dirty_timestamp, now }),
-            None => ItemResult { status_code: 400, entity: None },
+            None => ItemResult::code(400),
         },
         Action::DeleteStatusOverride => run(Command::DeleteStatusOverride {
             key,
@@ -113,11 +120,11 @@ fn apply(local: &LocalNode, item: Item, now: u64, pending: &mut Vec<Durable>) ->
             now,
         }),
         Action::Heartbeat => match local.registry.renew(&key, item.last_dirty_timestamp) {
-            RenewOutcome::Renewed => ItemResult { status_code: 200, entity: None },
-            RenewOutcome::NotFound | RenewOutcome::ClientNewer => ItemResult { status_code: 404, entity: None },
+            RenewOutcome::Renewed => ItemResult::code(200),
+            RenewOutcome::NotFound | RenewOutcome::ClientNewer => ItemResult::code(404),
             RenewOutcome::ServerNewer => {
                 let entity = local.registry.read(|st| st.get(&key).map(views::instance));
-                ItemResult { status_code: 409, entity }
+                ItemResult { status_code: 409, entity, newer: None }
             }
         },
     }

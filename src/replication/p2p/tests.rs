@@ -118,14 +118,14 @@ fn batches_round_trip() {
     assert_eq!(back[1], items[1].0);
 
     let results =
-        vec![ItemResult { status_code: 200, entity: None }, ItemResult { status_code: 409, entity: Some(view) }];
+        vec![ItemResult::code(200), ItemResult { status_code: 409, entity: Some(view), newer: None }];
     let wire: Value = serde_json::from_slice(&encode_results(&results)).unwrap();
     assert_eq!(wire["responseList"][0], json!({"statusCode": 200}));
     assert_eq!(wire["responseList"][1]["responseEntity"]["instanceId"], "10.0.0.5:orders:8080");
     let decoded = decode_results(&encode_results(&results), NOW).unwrap();
-    assert_eq!(decoded[0], (200, None));
-    assert_eq!(decoded[1].0, 409);
-    assert_eq!(decoded[1].1.as_ref().map(|i| i.instance_id.as_str()), Some("10.0.0.5:orders:8080"));
+    assert_eq!(decoded[0], Answer { status_code: 200, entity: None, newer: None });
+    assert_eq!(decoded[1].status_code, 409);
+    assert_eq!(decoded[1].entity.as_ref().map(|i| i.instance_id.as_str()), Some("10.0.0.5:orders:8080"));
 }
 
 #[test]
@@ -201,4 +201,8 @@ fn a_copy_crosses_the_wire_whole_with_its_rank() {
     let (hb, view) = copies::heartbeat(&key, e);
     assert!(view.is_none() && hb.replica().is_none());
     assert_eq!(hb.synod.map(|v| v.version), Some(e.info.last_updated_timestamp));
+    // A 409 carries what the receiver holds, whole.
+    let results = vec![ItemResult { status_code: 409, entity: None, newer: copies::held(&st, &key) }];
+    let answer = decode_results(&encode_results(&results), NOW + 5).unwrap().remove(0);
+    assert_eq!(answer.newer.and_then(|i| i.replica()), listed[0].replica());
 }
