@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use synod::core::command::Command;
 use synod::core::model::{DataCenterInfo, DataCenterKind, InstanceInfo, InstanceKey, LeaseTerms, Port, Status};
 use synod::core::state::{CoreConfig, RegistryState};
-use synod::replication::p2p::copies::Holdings;
+use synod::replication::p2p::copies::{self, Holdings};
 use synod::replication::p2p::protocol::{decode_listing, encode_batch};
 
 const NOW: u64 = 1_700_000_000_000;
@@ -73,7 +73,7 @@ fn time<R>(runs: usize, mut f: impl FnMut() -> R) -> (Duration, R) {
 }
 
 fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// Decodes a listing and adopts every item into an empty replica, as a peer does; returns
@@ -97,7 +97,21 @@ fn main() {
     let instances = setting("SYNOD_BENCH_INSTANCES", 100_000);
     let apps = setting("SYNOD_BENCH_APPS", 100).max(1);
     let runs = setting("SYNOD_BENCH_RUNS", 15).max(1);
-    let config = CoreConfig { tombstone_retention_ms: 3_600_000, ..CoreConfig::default() };
+    let config = CoreConfig { tombstone_retention_ms: 3_600_000, digests: true, ..CoreConfig::default() };
+    // What keeping the digests costs each registration.
+    let upkeep = |digests: bool| {
+        let mut st = RegistryState::new(CoreConfig { digests, ..config.clone() });
+        let t = Instant::now();
+        for n in 0..instances {
+            let i = instance(n % apps, n / apps);
+            st.apply(Command::Register { instance: Box::new(i), now: NOW + n as u64 / 100, from_peer: false });
+        }
+        t.elapsed().as_secs_f64() * 1e6 / instances.max(1) as f64
+    };
+    for _ in 0..2 {
+        let (with, without) = (upkeep(true), upkeep(false));
+        println!("register apply: {with:.2} µs with digests kept, {without:.2} µs without");
+    }
     let mut st = RegistryState::new(config.clone());
     for n in 0..instances {
         let i = instance(n % apps, n / apps);
@@ -118,10 +132,16 @@ fn main() {
         st.tombstones().len()
     );
 
-    let (take, holdings) = time(runs, || Holdings::take(&st, None));
-    let (digest, d) = time(runs, || holdings.digest());
+    let (digest, d) = time(runs, || copies::digest(&st));
     let wire = serde_json::to_vec(&d).expect("digest encodes");
-    println!("digest: {} under the registry lock + {} hashing; {} bytes on the wire", ms(take), ms(digest), wire.len());
+    let (afresh, _) = time(runs, || st.compute_digests());
+    println!(
+        "digest: {} kept up to date (computed afresh: {}); {} bytes on the wire",
+        ms(digest),
+        ms(afresh),
+        wire.len()
+    );
+    let holdings = Holdings::take(&st, None);
 
     let app = "APP-0";
     let (listing, body) = time(runs, || encode_batch(&Holdings::take(&st, Some(app)).items()));

@@ -42,6 +42,7 @@ impl Node {
                     _ => 0,
                 },
                 max_tombstones: config.max_instances,
+                digests: config.replication == ReplicationMode::P2p,
             },
             PreservationConfig {
                 enabled: config.self_preservation,

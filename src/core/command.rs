@@ -88,6 +88,21 @@ impl Command {
         }
     }
 
+    /// The instances the command may change.
+    pub fn keys(&self) -> Vec<InstanceKey> {
+        match self {
+            Command::Register { instance, .. } => {
+                vec![InstanceKey { app: instance.app.clone(), id: instance.instance_id.clone() }]
+            }
+            Command::Cancel { key, .. }
+            | Command::SetStatusOverride { key, .. }
+            | Command::DeleteStatusOverride { key, .. }
+            | Command::UpdateMetadata { key, .. }
+            | Command::Adopt { key, .. } => vec![key.clone()],
+            Command::Evict { keys, .. } => keys.clone(),
+        }
+    }
+
     /// Short name for logs.
     pub fn kind(&self) -> &'static str {
         match self {

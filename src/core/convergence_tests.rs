@@ -196,3 +196,53 @@ fn a_write_that_changes_nothing_here_still_outranks_an_older_one_from_elsewhere(
     assert_eq!(adopt(&mut one, copy_of(&three), T0 + 60), Outcome::Applied);
     assert_eq!(one.get(&key()).unwrap().status_override, None);
 }
+
+/// The digests the core keeps up to date command by command equal digests computed afresh,
+/// through every kind of command, tombstone pruning and the cap.
+#[test]
+fn kept_digests_match_digests_computed_afresh() {
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+    let config =
+        CoreConfig { tombstone_retention_ms: 5_000, max_tombstones: 4, digests: true, ..CoreConfig::default() };
+    let mut st = RegistryState::new(config.clone());
+    let mut other = RegistryState::new(config);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut now = T0;
+    for step in 0..5_000 {
+        now += rng.gen_range(0..400);
+        let app = ["a", "b"][rng.gen_range(0..2)];
+        let id = rng.gen_range(0..6).to_string();
+        let k = InstanceKey::new(app, &id);
+        let status = [Status::Up, Status::Down, Status::OutOfService][rng.gen_range(0..3)];
+        let cmd = match rng.gen_range(0..8) {
+            0 | 1 => Command::Register { instance: Box::new(instance(app, &id)), now, from_peer: false },
+            2 => Command::Cancel { key: k, now },
+            3 => Command::SetStatusOverride { key: k, status, last_dirty: None, now },
+            4 => Command::DeleteStatusOverride { key: k, status, last_dirty: None, now },
+            5 => Command::UpdateMetadata { key: k, entries: BTreeMap::from([("w".into(), step.to_string())]), now },
+            6 => Command::Evict { keys: vec![k], now },
+            _ => {
+                // Another node's copy or tombstone of the same key.
+                other.apply(Command::Register {
+                    instance: Box::new(instance(app, &id)),
+                    now: now - 1,
+                    from_peer: false,
+                });
+                if rng.gen_bool(0.3) {
+                    other.apply(Command::Cancel { key: k.clone(), now });
+                }
+                let replica = match other.get(&k) {
+                    Some(e) => {
+                        Replica::Live { entry: Box::new(other.persisted(&k).unwrap()), renewed: e.last_renewal_ts }
+                    }
+                    None => Replica::Deleted { version: other.tombstones().get(&k).unwrap_or(now) },
+                };
+                Command::Adopt { key: k, replica, now }
+            }
+        };
+        st.apply(cmd);
+        assert_eq!(*st.digests(), st.compute_digests(), "after step {step}");
+    }
+    assert!(!st.digests().hex().is_empty());
+}

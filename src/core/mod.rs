@@ -6,6 +6,7 @@ pub mod cache;
 pub mod clock;
 pub mod command;
 pub mod delta;
+pub mod digest;
 pub mod eviction;
 pub mod limits;
 pub mod meter;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Command, Outcome, Replica};
 use super::delta::{DeltaItem, DeltaQueue};
+use super::digest::{self, AppDigests};
 use super::limits;
 use super::meter::RenewMeter;
 use super::model::{ActionType, InstanceInfo, InstanceKey, LeaseStamps, Status};
@@ -131,6 +132,8 @@ pub struct CoreConfig {
     pub tombstone_retention_ms: u64,
     /// Most tombstones kept; beyond it the oldest go first.
     pub max_tombstones: usize,
+    /// Keep per-application digests up to date (p2p anti-entropy reads them).
+    pub digests: bool,
 }
 
 impl Default for CoreConfig {
@@ -140,6 +143,7 @@ impl Default for CoreConfig {
             delta_max_bytes: 64 * 1024 * 1024,
             tombstone_retention_ms: 0,
             max_tombstones: 2_000_000,
+            digests: false,
         }
     }
 }
@@ -157,6 +161,8 @@ pub struct RegistryState {
     count: usize,
     delta: DeltaQueue,
     tombstones: Tombstones,
+    /// Present when [`CoreConfig::digests`] is set.
+    digests: Option<AppDigests>,
     meter: RenewMeter,
     /// Number of commands that changed the registry; also served as `versions__delta`.
     version: u64,
@@ -166,7 +172,8 @@ pub struct RegistryState {
 impl RegistryState {
     /// An empty registry.
     pub fn new(config: CoreConfig) -> Self {
-        RegistryState { config, ..Default::default() }
+        let digests = config.digests.then(AppDigests::default);
+        RegistryState { config, digests, ..Default::default() }
     }
 
     /// Rebuilds the registry from stored entries and tombstones. Every restored instance gets
@@ -183,6 +190,7 @@ impl RegistryState {
         for (key, v) in tombstones {
             self.tombstones.bury(key, v);
         }
+        let recompute = self.digests.is_some();
         for p in entries {
             let key = InstanceKey { app: p.info.app.clone(), id: p.info.instance_id.clone() };
             let entry = Entry {
@@ -194,6 +202,45 @@ impl RegistryState {
                 metadata_override: p.metadata_override,
             };
             self.insert(key, entry);
+        }
+        if recompute {
+            self.digests = Some(self.compute_digests());
+        }
+    }
+
+    /// Every application's digest computed afresh.
+    pub fn compute_digests(&self) -> AppDigests {
+        let mut d = AppDigests::default();
+        for (app, m) in self.apps() {
+            for (id, e) in m {
+                d.add(app, digest::part(id, Rank::live(&e.info, &e.metadata_override)));
+            }
+        }
+        for (k, v) in self.tombstones.iter() {
+            d.add(&k.app, digest::part(&k.id, Rank::deleted(v)));
+        }
+        d
+    }
+
+    /// The per-application digests: those kept up to date (see [`CoreConfig::digests`]),
+    /// else computed now.
+    pub fn digests(&self) -> std::borrow::Cow<'_, AppDigests> {
+        match &self.digests {
+            Some(d) => std::borrow::Cow::Borrowed(d),
+            None => std::borrow::Cow::Owned(self.compute_digests()),
+        }
+    }
+
+    /// Takes `key`'s share out of (`add` false) or into its application's digest.
+    fn digest_share(&mut self, key: &InstanceKey, add: bool) {
+        let Some(rank) = self.digests.as_ref().and_then(|_| self.rank(key)) else { return };
+        let part = digest::part(&key.id, rank);
+        if let Some(d) = self.digests.as_mut() {
+            if add {
+                d.add(&key.app, part);
+            } else {
+                d.sub(&key.app, part);
+            }
         }
     }
 
@@ -347,6 +394,20 @@ impl RegistryState {
         let now = cmd.now();
         self.delta.prune(now, self.config.delta_retention_ms);
         let pruned = self.tombstones.prune(now, self.config.tombstone_retention_ms, self.config.max_tombstones);
+        // Digests: the shares of what the command may change come out before it runs and go
+        // back in, as they are then, after it.
+        let tracked = match &mut self.digests {
+            Some(d) => {
+                for (k, v) in &pruned {
+                    d.sub(&k.app, digest::part(&k.id, Rank::deleted(*v)));
+                }
+                cmd.keys()
+            }
+            None => Vec::new(),
+        };
+        for k in &tracked {
+            self.digest_share(k, false);
+        }
         let mut applied = match cmd {
             Command::Register { instance, from_peer, .. } => self.register(*instance, now, from_peer),
             Command::Cancel { key, .. } => match self.remove(&key, now) {
@@ -379,7 +440,10 @@ impl RegistryState {
         if !applied.changed.is_empty() {
             self.version += 1;
         }
-        applied.buried.extend(pruned);
+        for k in &tracked {
+            self.digest_share(k, true);
+        }
+        applied.buried.extend(pruned.into_iter().map(|(k, _)| k));
         applied
     }
 

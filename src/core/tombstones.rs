@@ -43,17 +43,17 @@ impl Tombstones {
     }
 
     /// Drops tombstones older than `retention_ms` before `now`, then the oldest beyond `max`;
-    /// returns the keys dropped.
-    pub fn prune(&mut self, now: u64, retention_ms: u64, max: usize) -> Vec<InstanceKey> {
+    /// returns those dropped.
+    pub fn prune(&mut self, now: u64, retention_ms: u64, max: usize) -> Vec<(InstanceKey, u64)> {
         let cutoff = now.saturating_sub(retention_ms);
         let mut dropped = Vec::new();
         while let Some((v, _)) = self.by_age.first() {
             if *v >= cutoff && self.by_key.len() <= max {
                 break;
             }
-            if let Some((_, key)) = self.by_age.pop_first() {
+            if let Some((v, key)) = self.by_age.pop_first() {
                 self.by_key.remove(&key);
-                dropped.push(key);
+                dropped.push((key, v));
             }
         }
         dropped
@@ -92,8 +92,8 @@ mod tests {
             t.bury(InstanceKey::new("A", id), v);
         }
         t.bury(InstanceKey::new("A", "a"), 35);
-        assert_eq!(t.prune(50, 25, 10), vec![InstanceKey::new("A", "b")]);
-        assert_eq!(t.prune(50, 25, 2), vec![InstanceKey::new("A", "c")]);
+        assert_eq!(t.prune(50, 25, 10), vec![(InstanceKey::new("A", "b"), 20)]);
+        assert_eq!(t.prune(50, 25, 2), vec![(InstanceKey::new("A", "c"), 30)]);
         assert_eq!(t.get(&InstanceKey::new("A", "a")), Some(35));
         assert!(t.lift(&InstanceKey::new("A", "a")));
         assert!(!t.lift(&InstanceKey::new("A", "a")));

@@ -38,43 +38,72 @@ impl Rank {
     }
 }
 
-/// FNV-1a: small, and stable across builds and platforms (std's hasher is not guaranteed to
-/// be), as hashes compared between nodes must be.
-pub fn fnv(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100_0000_01b3);
+/// A small word-at-a-time hash (FxHash's mixing step): stable across builds and
+/// platforms, as hashes compared between nodes must be (std's hasher is not guaranteed to
+/// be), and fast enough to run over a whole registry under its lock.
+#[derive(Debug, Clone, Copy)]
+pub struct StableHasher(u64);
+
+const SEED: u64 = 0xcbf2_9ce4_8422_2325;
+const K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Default for StableHasher {
+    fn default() -> Self {
+        StableHasher(SEED)
     }
-    h
 }
 
-/// FNV-1a's starting value.
-pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+impl StableHasher {
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+
+    /// Adds a number.
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.word(v);
+        self
+    }
+
+    /// Adds a byte string, length included (so `"ab","c"` and `"a","bc"` differ).
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            self.word(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let mut last = [0u8; 8];
+        last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.word(u64::from_le_bytes(last));
+        self.word(b.len() as u64);
+        self
+    }
+
+    /// The hash.
+    pub fn finish(&self) -> u64 {
+        // A final avalanche, so sums of hashes (order-independent digests) stay well mixed.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h
+    }
+}
 
 /// A hash of what a change can make differ between two copies of one version: status,
 /// override, the client's dirty time, address and metadata. Only fields that survive the
 /// JSON round trip between nodes unchanged take part.
 pub fn fingerprint(info: &InstanceInfo, metadata_override: &BTreeMap<String, String>) -> u64 {
-    let mut h = FNV_START;
+    let mut h = StableHasher::default();
     let status = |s: Status| s.as_str().as_bytes();
-    for part in
-        [status(info.status), status(info.overridden_status), info.host_name.as_bytes(), info.ip_addr.as_bytes()]
-    {
-        h = fnv(part, h);
-        h = fnv(&[0], h);
-    }
-    h = fnv(&info.last_dirty_timestamp.to_le_bytes(), h);
-    h = fnv(&info.port.port.to_le_bytes(), h);
+    h.bytes(status(info.status)).bytes(status(info.overridden_status));
+    h.bytes(info.host_name.as_bytes()).bytes(info.ip_addr.as_bytes());
+    h.u64(info.last_dirty_timestamp).u64(u64::from(info.port.port));
     for m in [&info.metadata, metadata_override] {
         for (k, v) in m {
-            h = fnv(k.as_bytes(), h);
-            h = fnv(&[0], h);
-            h = fnv(v.as_bytes(), h);
-            h = fnv(&[0], h);
+            h.bytes(k.as_bytes()).bytes(v.as_bytes());
         }
-        h = fnv(&[1], h);
+        h.u64(m.len() as u64);
     }
-    h
+    h.finish()
 }
 
 #[cfg(test)]

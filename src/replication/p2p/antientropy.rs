@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::copies::{Digest, Holdings};
+use super::copies::{self, Digest, Holdings};
 use super::peer::PeerLink;
 use super::protocol::{self, Item};
 use super::P2pShared;
@@ -111,7 +111,7 @@ async fn round(local: &LocalNode, peer: &PeerLink, client: &reqwest::Client) -> 
     };
     let theirs: Digest = serde_json::from_value(json::parse(&body(resp).await?).map_err(|e| e.0)?)
         .map_err(|e: serde_json::Error| e.to_string())?;
-    let ours = local.registry.read(|st| Holdings::take(st, None)).digest();
+    let ours = local.registry.read(copies::digest);
     let differing = ours.differing(&theirs);
     let agreed = differing.is_empty();
     for app in differing {

@@ -11,7 +11,7 @@ pub use super::protocol::WireItem;
 use super::protocol::{Action, Item, Versioned};
 use crate::core::model::InstanceKey;
 use crate::core::state::{Entry, RegistryState};
-use crate::core::version::{fnv, Rank, FNV_START};
+use crate::core::version::Rank;
 use crate::core::views;
 
 fn item(action: Action, key: &InstanceKey, synod: Versioned) -> Item {
@@ -106,27 +106,6 @@ impl Holdings {
         copies.chain(self.tombstones.iter().map(|(k, v)| tombstone(k, *v))).collect()
     }
 
-    /// The digest: one hash per application over the ranks of its copies and tombstones.
-    pub fn digest(&self) -> Digest {
-        let mut apps: BTreeMap<String, u64> = BTreeMap::new();
-        let mut add = |key: &InstanceKey, rank: Rank| {
-            let mut h = fnv(key.id.as_bytes(), FNV_START);
-            h = fnv(&rank.version.to_le_bytes(), h);
-            h = fnv(&[u8::from(rank.deleted)], h);
-            h = fnv(&rank.fingerprint.to_le_bytes(), h);
-            // A sum, so the order the parts are visited in does not matter.
-            let sum = apps.entry(key.app.clone()).or_insert(0);
-            *sum = sum.wrapping_add(h);
-        };
-        for (k, e) in &self.copies {
-            add(k, Rank::live(&e.info, &e.metadata_override));
-        }
-        for (k, v) in &self.tombstones {
-            add(k, Rank::deleted(*v));
-        }
-        Digest { apps: apps.into_iter().map(|(a, h)| (a, format!("{h:016x}"))).collect() }
-    }
-
     /// What the holder of `self` has that ranks above what a peer listed (or that the peer
     /// lacks): the items that bring the peer up to date. A copy whose lease ran out here is
     /// left out: the peer would not take it.
@@ -146,6 +125,12 @@ impl Holdings {
             .map(|(k, _)| (Action::Cancel, k.clone()));
         copies.chain(tombstones).collect()
     }
+}
+
+/// The digest of what `st` holds: one hash per application over the ranks of its copies
+/// and tombstones (see [`crate::core::digest`]).
+pub fn digest(st: &RegistryState) -> Digest {
+    Digest { apps: st.digests().hex() }
 }
 
 /// A node's registry summary.

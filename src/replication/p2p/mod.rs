@@ -107,7 +107,7 @@ impl P2p {
 
 /// `GET /v1/p2p/digest`: this node's registry digest, for the peers' anti-entropy.
 async fn digest(State(shared): State<Arc<P2pShared>>) -> Json<copies::Digest> {
-    Json(shared.local.registry.read(|st| Holdings::take(st, None)).digest())
+    Json(shared.local.registry.read(copies::digest))
 }
 
 /// `GET /v1/p2p/apps[/{app}]`: every copy and tombstone this node holds (of one

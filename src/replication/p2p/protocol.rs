@@ -272,27 +272,27 @@ struct ItemOnWire<'a>(&'a Item, Option<&'a InstanceView>);
 
 impl Serialize for ItemOnWire<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let (i, view) = (self.0, self.1);
-            let mut m = s.serialize_map(None)?;
-            m.serialize_entry("appName", &i.app)?;
-            m.serialize_entry("id", &i.id)?;
-            if let Some(t) = i.last_dirty_timestamp {
-                m.serialize_entry("lastDirtyTimestamp", &t)?;
-            }
-            if let Some(st) = i.status {
-                m.serialize_entry("status", st.as_str())?;
-            }
-            if let Some(o) = i.overridden_status {
-                m.serialize_entry("overriddenStatus", o.as_str())?;
-            }
-            if let Some(v) = view {
-                m.serialize_entry("instanceInfo", &JInstance(v))?;
-            }
-            if let Some(v) = &i.synod {
-                m.serialize_entry("synod", &WireVersioned(v))?;
-            }
-            m.serialize_entry("action", i.action.as_str())?;
-            m.end()
+        let (i, view) = (self.0, self.1);
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("appName", &i.app)?;
+        m.serialize_entry("id", &i.id)?;
+        if let Some(t) = i.last_dirty_timestamp {
+            m.serialize_entry("lastDirtyTimestamp", &t)?;
+        }
+        if let Some(st) = i.status {
+            m.serialize_entry("status", st.as_str())?;
+        }
+        if let Some(o) = i.overridden_status {
+            m.serialize_entry("overriddenStatus", o.as_str())?;
+        }
+        if let Some(v) = view {
+            m.serialize_entry("instanceInfo", &JInstance(v))?;
+        }
+        if let Some(v) = &i.synod {
+            m.serialize_entry("synod", &WireVersioned(v))?;
+        }
+        m.serialize_entry("action", i.action.as_str())?;
+        m.end()
     }
 }
 
