@@ -9,6 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::history::{allowed, fate, Fate, Write};
 use common::proxy::Proxy;
 use common::{py_instance, ServerProcess};
 use reqwest::{Client, StatusCode};
@@ -281,45 +282,6 @@ async fn a_cancel_is_remembered_across_restarts_and_wins_over_a_healed_nodes_cop
     assert_eq!(registry(&c, &bases[2]).await, Some(both));
     cluster.isolate(2, false);
     agree(&c, &bases, &kept, AGREE_WITHIN).await;
-}
-
-/// What became of one write.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Fate {
-    /// Answered 2xx.
-    Acked,
-    /// Certainly not applied: refused before it reached the node, or 404 (the node did not
-    /// know the instance).
-    NotApplied,
-    /// No answer (timeout, reset, 5xx): it may have been applied, even late (a paused node
-    /// applies what it had received once it runs again).
-    Unknown,
-}
-
-/// One write of the history: `effect` is the state it leaves the key in (register: the
-/// instance with its sequence number or status; cancel: none).
-#[derive(Debug, Clone)]
-struct Write {
-    effect: Option<String>,
-    fate: Fate,
-}
-
-fn fate(r: &Result<reqwest::Response, reqwest::Error>) -> Fate {
-    match r {
-        Ok(resp) if resp.status().is_success() => Fate::Acked,
-        Ok(resp) if resp.status() == StatusCode::NOT_FOUND => Fate::NotApplied,
-        Err(e) if e.is_connect() => Fate::NotApplied,
-        _ => Fate::Unknown,
-    }
-}
-
-/// The states a key may end in: the last acknowledged write's, or any write whose fate is
-/// unknown (it may have been applied after it).
-fn allowed(history: &[Write], initial: Option<String>) -> Vec<Option<String>> {
-    let last_acked = history.iter().rposition(|w| w.fate == Fate::Acked);
-    let mut out = vec![last_acked.map_or(initial, |i| history[i].effect.clone())];
-    out.extend(history.iter().filter(|w| w.fate == Fate::Unknown).map(|w| w.effect.clone()));
-    out
 }
 
 /// Registrations, cancels and status changes from several writers, each owning its keys,

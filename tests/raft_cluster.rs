@@ -715,3 +715,159 @@ async fn an_isolated_leader_does_not_claim_to_lead() {
     let new_leader = cl.leader(&[1, 2, 3]).await;
     assert!(new_leader == leader || majority.contains(&new_leader));
 }
+
+/// The state of instance `id` of HIST as node `eureka` reads it linearizably: `Ok(None)`
+/// when absent, `Ok(Some("seq=N"))` when present; `Err` when the node cannot answer.
+async fn hist_state(c: &Client, eureka: &str, id: &str) -> Result<Option<String>, ()> {
+    let r = c
+        .get(format!("{eureka}/apps/HIST/{id}?consistency=linearizable"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .map_err(|_| ())?;
+    match r.status() {
+        StatusCode::NOT_FOUND => Ok(None),
+        s if s.is_success() => {
+            let v: Value = r.json().await.map_err(|_| ())?;
+            Ok(v["instance"]["metadata"]["seq"].as_str().map(|n| format!("seq={n}")))
+        }
+        _ => Err(()),
+    }
+}
+
+/// Registrations and cancels from several writers, each owning its keys, through random
+/// nodes while nodes are killed and restarted, paused and cut off at random. Every
+/// linearizable read a writer makes of its own key, during the faults and after them on
+/// every node, must show its last acknowledged write (or one whose fate is unknown): no
+/// acknowledged write is lost or seen undone. `SYNOD_FAULT_SEED` replays a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_kills_pauses_and_partitions_lose_no_acknowledged_write() {
+    use common::history::{allowed, fate, Fate, Write};
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+    let seed: u64 = std::env::var("SYNOD_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("SYNOD_FAULT_SEED={seed}");
+    let mut cl = Cluster::start(3, &[]).await;
+    cl.leader(&[1, 2, 3]).await;
+    let eurekas: Vec<String> = (1..=3).map(|id| cl.member(id).eureka()).collect();
+    let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let run_for = Duration::from_secs(15);
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..6u64 {
+        let (c, eurekas) = (c.clone(), eurekas.clone());
+        writers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (w + 1));
+            let mut histories: BTreeMap<String, Vec<Write>> = BTreeMap::new();
+            let (mut seq, mut reads) = (0u64, 0u64);
+            while started.elapsed() < run_for {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(2..15))).await;
+                let eureka = &eurekas[rng.gen_range(0..3)];
+                let host = format!("10.0.8.{}", w * 3 + rng.gen_range(0..3));
+                let id = format!("{host}:hist:80");
+                if rng.gen_bool(0.25) {
+                    if let Ok(state) = hist_state(&c, eureka, &id).await {
+                        let history = histories.get(&id).map(Vec::as_slice).unwrap_or_default();
+                        let ok = allowed(history, None);
+                        assert!(ok.contains(&state), "{id} read {state:?} from {eureka}; allowed {ok:?} (seed {seed})");
+                        reads += 1;
+                    }
+                    continue;
+                }
+                let (effect, r) = if rng.gen_bool(0.6) {
+                    seq += 1;
+                    let mut body = py_instance("hist", &host, 80);
+                    body["instance"]["metadata"]["seq"] = Value::String(seq.to_string());
+                    body["instance"]["lastDirtyTimestamp"] = Value::String(format!("{}", 1_700_000_000_000u64 + seq));
+                    (Some(format!("seq={seq}")), c.post(format!("{eureka}/apps/HIST")).json(&body).send().await)
+                } else {
+                    (None, c.delete(format!("{eureka}/apps/HIST/{id}")).send().await)
+                };
+                histories.entry(id).or_default().push(Write { effect, fate: fate(&r) });
+            }
+            (histories, reads)
+        }));
+    }
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut faults = Vec::new();
+    while started.elapsed() < run_for {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(800..1600))).await;
+        let id = rng.gen_range(1..=3u64);
+        let hold = Duration::from_millis(rng.gen_range(400..1500));
+        match rng.gen_range(0..3) {
+            0 => {
+                faults.push(format!("kill {id}"));
+                cl.kill9(id);
+                tokio::time::sleep(hold).await;
+                tokio::task::block_in_place(|| cl.spawn(id, &[]));
+            }
+            1 => {
+                faults.push(format!("pause {id}"));
+                let pid = cl.member(id).process.as_ref().map(|p| p.child.id().to_string()).unwrap_or_default();
+                let _ = std::process::Command::new("kill").args(["-STOP", &pid]).status();
+                tokio::time::sleep(hold).await;
+                let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+            }
+            _ => {
+                faults.push(format!("isolate {id}"));
+                cl.isolate(id, true);
+                tokio::time::sleep(hold).await;
+                cl.isolate(id, false);
+            }
+        }
+    }
+    println!("faults: {faults:?}");
+    let mut histories: BTreeMap<String, Vec<Write>> = BTreeMap::new();
+    let mut reads = 0;
+    for w in writers {
+        let (h, r) = w.await.unwrap();
+        histories.extend(h);
+        reads += r;
+    }
+    cl.leader(&[1, 2, 3]).await;
+    let acked: usize = histories.values().map(|h| h.iter().filter(|w| w.fate == Fate::Acked).count()).sum();
+    for (id, history) in &histories {
+        let ok = allowed(history, None);
+        for eureka in &eurekas {
+            let deadline = Instant::now() + LIMIT;
+            let state = loop {
+                match hist_state(&c, eureka, id).await {
+                    Ok(s) => break s,
+                    Err(()) => {
+                        assert!(Instant::now() < deadline, "{eureka} never answered a linearizable read");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            };
+            assert!(
+                ok.contains(&state),
+                "{id} ended as {state:?} on {eureka}; allowed {ok:?} (seed {seed}, faults {faults:?}, history {history:?})"
+            );
+        }
+    }
+    assert!(acked > 100 && reads > 20, "too little happened to say anything: {acked} writes, {reads} reads");
+}
+
+/// A write a follower forwarded, whose answer from the leader is lost (the leader committed
+/// it; the follower cannot tell), is not sent again. It used to be re-proposed until the
+/// deadline, so one cancel was applied several times, and a retried copy could undo a later
+/// write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forwarded_write_whose_answer_is_lost_is_not_sent_twice() {
+    let cl = Cluster::start(3, &[]).await;
+    let leader = cl.leader(&[1, 2, 3]).await;
+    let follower = others(&[1, 2, 3], leader)[0];
+    assert_eq!(cl.register(leader, "ONCE", "o1").await, StatusCode::NO_CONTENT);
+    cl.converge(follower, "ONCE", &set(&["o1"])).await;
+    let proxy = &cl.member(leader).proxy;
+    proxy.lose_answers_to(Some("/v1/raft/forward"));
+    let r = cl.c.delete(format!("{}/apps/ONCE/o1", cl.member(follower).eureka())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "a write in doubt is answered as such");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("may still be applied"), "{body}");
+    proxy.lose_answers_to(None);
+    assert_eq!(proxy.answers_lost.load(std::sync::atomic::Ordering::SeqCst), 1, "the forwarded write was sent again");
+    // It was carried out, once.
+    cl.converge(follower, "ONCE", &set(&[])).await;
+}

@@ -2,6 +2,7 @@
 //! ephemeral loopback port with its own temporary data directory, and stop it on drop.
 #![allow(dead_code)]
 
+pub mod history;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

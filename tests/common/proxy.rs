@@ -20,6 +20,11 @@ pub struct Proxy {
     /// Node ids (`x-synod-node-id` of a connection's first request) whose connections are
     /// refused.
     blocked_nodes: Arc<Mutex<HashSet<String>>>,
+    /// Requests whose path starts with this reach the target, but their answers are dropped
+    /// and the connection closed: the sender cannot tell whether they were carried out.
+    lost_answers: Arc<Mutex<Option<String>>>,
+    /// How many requests had their answers dropped.
+    pub answers_lost: Arc<std::sync::atomic::AtomicU64>,
     cut: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -36,9 +41,12 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy addr").to_string();
         let blocked = Arc::new(AtomicBool::new(false));
         let blocked_nodes: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let lost_answers: Arc<Mutex<Option<String>>> = Arc::default();
+        let answers_lost: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let (cut, _) = watch::channel(0u64);
         let task = {
             let (blocked, cut, nodes) = (blocked.clone(), cut.clone(), blocked_nodes.clone());
+            let (lost, counter) = (lost_answers.clone(), answers_lost.clone());
             tokio::spawn(async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     if blocked.load(Ordering::SeqCst) {
@@ -47,10 +55,12 @@ impl Proxy {
                     let target = target.clone();
                     let mut cut_rx = cut.subscribe();
                     let nodes = nodes.clone();
+                    let (lost, counter) = (lost.clone(), counter.clone());
                     tokio::spawn(async move {
                         let refused: HashSet<String> = nodes.lock().unwrap().clone();
+                        let lose: Option<String> = lost.lock().unwrap().clone();
                         let mut head = Vec::new();
-                        if !refused.is_empty() {
+                        if !refused.is_empty() || lose.is_some() {
                             match read_head(&mut inbound).await {
                                 Some(h) if sender(&h).is_some_and(|id| refused.contains(&id)) => return,
                                 Some(h) => head = h,
@@ -58,6 +68,21 @@ impl Proxy {
                             }
                         }
                         let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
+                        if lose.as_deref().is_some_and(|p| path(&head).starts_with(p)) {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            if outbound.write_all(&head).await.is_err() {
+                                return;
+                            }
+                            // The rest of the request goes through; the first bytes of the
+                            // answer end the connection instead.
+                            let (mut from_target, mut to_target) = outbound.split();
+                            let mut first = [0u8; 1];
+                            tokio::select! {
+                                _ = tokio::io::copy(&mut inbound, &mut to_target) => {}
+                                _ = from_target.read(&mut first) => {}
+                            }
+                            return;
+                        }
                         if outbound.write_all(&head).await.is_err() {
                             return;
                         }
@@ -69,7 +94,14 @@ impl Proxy {
                 }
             })
         };
-        Proxy { addr, blocked, blocked_nodes, cut, task }
+        Proxy { addr, blocked, blocked_nodes, lost_answers, answers_lost, cut, task }
+    }
+
+    /// Drops the answers to requests whose path starts with `prefix` (or stops, for `None`).
+    pub fn lose_answers_to(&self, prefix: Option<&str>) {
+        *self.lost_answers.lock().unwrap() = prefix.map(str::to_string);
+        // Open connections are re-established and classified again.
+        self.cut.send_modify(|n| *n += 1);
     }
 
     /// Refuses (true) or admits again (false) connections from synod node `id`, as a
@@ -117,6 +149,12 @@ async fn read_head(inbound: &mut TcpStream) -> Option<Vec<u8>> {
     };
     tokio::time::timeout(Duration::from_secs(5), read).await.ok()??;
     Some(buf)
+}
+
+/// The path of a request head's request line.
+fn path(head: &[u8]) -> String {
+    let text = String::from_utf8_lossy(head);
+    text.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default().to_string()
 }
 
 /// The `x-synod-node-id` header of a request head.

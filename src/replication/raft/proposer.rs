@@ -243,9 +243,21 @@ pub struct ForwardReply {
 /// Result of one attempt.
 pub enum Attempt<T> {
     Done(T),
-    /// Leadership moved (or is unknown); try again with the new leader.
+    /// Leadership moved (or is unknown) and the request certainly entered no log; try again
+    /// with the new leader. A write whose fate is unknown is never retried: its entry may
+    /// still commit, and a second copy would apply it twice (a cancel answered 404 after its
+    /// first copy removed the instance, or a registration undoing a later cancel).
     Retry,
     Failed(ReplicationError),
+}
+
+/// A write that may or may not commit: not retried, answered 503 saying so.
+fn in_doubt() -> ReplicationError {
+    ReplicationError::Unavailable(
+        "leadership changed while the write was in flight; it may still be applied (retry is safe: every \
+         registry change is idempotent)"
+            .into(),
+    )
 }
 
 fn no_leader() -> ReplicationError {
@@ -330,7 +342,9 @@ async fn propose_local(shared: &RaftShared, cmds: &mut Arc<Vec<Command>>, deadli
             shared.write_timeout().as_millis()
         ))),
         Ok(Ok(resp)) => Attempt::Done(ForwardReply { index: resp.log_id.index, outcomes: resp.data }),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Attempt::Retry,
+        // openraft answers this also when the leader stepped down after appending the entry,
+        // which a new leader may still commit.
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Attempt::Failed(in_doubt()),
         Ok(Err(e)) => Attempt::Failed(ReplicationError::Unavailable(format!("raft: {e}"))),
     }
 }
@@ -352,19 +366,28 @@ async fn forward(shared: &RaftShared, url: &str, cmds: &Arc<Vec<Command>>, deadl
         .await;
     let resp = match resp {
         Ok(r) => r,
-        Err(e) => {
+        // Never connected: the leader did not see the write.
+        Err(e) if e.is_connect() => {
             tracing::debug!(error = %e, url, "forwarding a write to the leader failed");
             return Attempt::Retry;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, url, "no answer from the leader to a forwarded write");
+            return Attempt::Failed(in_doubt());
         }
     };
     let status = resp.status();
     let Ok(bytes) = crate::replication::read_answer(resp, crate::replication::MAX_SMALL_ANSWER).await else {
-        return Attempt::Retry;
+        return Attempt::Failed(in_doubt());
     };
-    if status == reqwest::StatusCode::MISDIRECTED_REQUEST || status.is_server_error() {
-        // Not the leader any more, or it could not commit: ask again until the deadline.
-        tracing::debug!(%status, url, reason = %String::from_utf8_lossy(&bytes), "leader refused a forwarded write");
+    if status == reqwest::StatusCode::MISDIRECTED_REQUEST {
+        // Refused before it was proposed: not the leader any more. Ask the next one.
+        tracing::debug!(url, "the former leader refused a forwarded write");
         return Attempt::Retry;
+    }
+    if status.is_server_error() {
+        tracing::debug!(%status, url, reason = %String::from_utf8_lossy(&bytes), "leader could not commit a forwarded write");
+        return Attempt::Failed(in_doubt());
     }
     if !status.is_success() {
         return Attempt::Failed(ReplicationError::Unavailable(format!(

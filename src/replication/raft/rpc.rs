@@ -224,6 +224,10 @@ async fn forward(State(s): State<Shared>, bytes: Bytes) -> Response {
     }
     // Into this node's own queue: forwarded writes share log entries with local ones.
     let results = s.proposer.submit_forwarded(Arc::unwrap_or_clone(proposal.commands)).await;
+    // The commands may have been split over several log entries: the answer covers them
+    // all, and the follower may only ask another leader if none of them was proposed, or a
+    // command would be in the log twice.
+    let none_proposed = results.iter().all(|r| matches!(r, Err(Refused::NotLeader)));
     let mut reply = ForwardReply { index: 0, outcomes: Vec::with_capacity(results.len()) };
     for r in results {
         match r {
@@ -231,9 +235,16 @@ async fn forward(State(s): State<Shared>, bytes: Bytes) -> Response {
                 reply.index = reply.index.max(index);
                 reply.outcomes.push(outcome);
             }
-            // Partly committed batches are answered as a whole: the follower retries the
-            // batch, which is harmless because every command is idempotent.
-            Err(Refused::NotLeader) => return not_leader(),
+            // Refused before it was proposed (this node stopped leading while it waited in
+            // the queue).
+            Err(Refused::NotLeader) if none_proposed => return not_leader(),
+            Err(Refused::NotLeader) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "leadership changed while the write was in flight; part of it may be applied",
+                )
+            }
+            // Its fate may be unknown: answered 503, which the follower does not retry.
             Err(Refused::Failed(e)) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }
     }
