@@ -18,17 +18,48 @@ pub struct ServerArgs {
     /// Output: human-readable tables, or JSON for scripts.
     #[arg(long, value_enum, default_value = "table", global = true)]
     pub output: Output,
+
+    /// Bearer token to authenticate with (instead of `user:password@` in --server).
+    #[arg(long, env = "SYNOD_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// PEM CA certificates to trust for an https server [default: the public web PKI roots].
+    #[arg(long, env = "SYNOD_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {
-    /// The node's base URL (without the Eureka prefix).
+    /// The node's base URL (without the Eureka prefix and without credentials).
     pub fn root(&self) -> String {
-        base(&self.server)
+        base(&self.address())
+    }
+
+    /// --server without the credentials it may carry (they go in a header, never in a
+    /// printed URL).
+    fn address(&self) -> String {
+        split_credentials(&self.server).0
+    }
+
+    /// The `Authorization` header value these arguments give, if any.
+    fn authorization(&self) -> anyhow::Result<Option<reqwest::header::HeaderValue>> {
+        use base64::Engine;
+        let value = match (&self.token, split_credentials(&self.server).1) {
+            (Some(token), _) => format!("Bearer {}", token.trim()),
+            (None, Some(userinfo)) => {
+                let decoded = percent_encoding::percent_decode_str(&userinfo).decode_utf8_lossy().into_owned();
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(decoded))
+            }
+            (None, None) => return Ok(None),
+        };
+        let mut v = reqwest::header::HeaderValue::from_str(&value).context("credentials are not valid header text")?;
+        v.set_sensitive(true);
+        Ok(Some(v))
     }
 
     /// The Eureka API URL.
     pub fn eureka(&self) -> String {
-        let s = self.server.trim().trim_end_matches('/');
+        let address = self.address();
+        let s = address.trim().trim_end_matches('/');
         if s.ends_with("/eureka") || s.ends_with("/eureka/v2") {
             s.to_string()
         } else {
@@ -96,8 +127,30 @@ fn base(server: &str) -> String {
     s.strip_suffix("/eureka/v2").or_else(|| s.strip_suffix("/eureka")).unwrap_or(s).to_string()
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(3)).build()?)
+/// Splits `scheme://user:password@host…` into the URL without `user:password@` and the
+/// credentials.
+fn split_credentials(url: &str) -> (String, Option<String>) {
+    let url = url.trim();
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None) };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => (format!("{scheme}://{}", &rest[at + 1..]), Some(rest[..at].to_string())),
+        None => (url.to_string(), None),
+    }
+}
+
+/// The HTTP client of a command: its credentials on every request, its CA file's trust.
+fn client(args: &ServerArgs) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(v) = args.authorization()? {
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    let mut builder =
+        reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(3)).default_headers(headers);
+    if let Some(ca) = &args.ca_file {
+        builder = builder.use_preconfigured_tls(crate::tls::trusting(Some(ca)).map_err(anyhow::Error::msg)?);
+    }
+    Ok(builder.build()?)
 }
 
 /// Sends `req` to `url`; the body of a 2xx answer, else a one-line error naming the URL.
@@ -173,7 +226,7 @@ fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
 /// `synod apps`: applications with instance counts by status.
 pub async fn apps(args: ServerArgs) -> anyhow::Result<String> {
     let url = format!("{}/apps", args.eureka());
-    let v = get_json(&client()?, &url).await?;
+    let v = get_json(&client(&args)?, &url).await?;
     if args.output == Output::Json {
         return Ok(serde_json::to_string_pretty(&v)?);
     }
@@ -198,7 +251,7 @@ pub async fn apps(args: ServerArgs) -> anyhow::Result<String> {
 /// `synod app NAME`: the application's instances.
 pub async fn app(args: ServerArgs, name: &str) -> anyhow::Result<String> {
     let url = format!("{}/apps/{}", args.eureka(), encode_segment(name));
-    let v = get_json(&client()?, &url).await?;
+    let v = get_json(&client(&args)?, &url).await?;
     if args.output == Output::Json {
         return Ok(serde_json::to_string_pretty(&v)?);
     }
@@ -240,7 +293,7 @@ fn encode_segment(s: &str) -> String {
 
 /// `synod instance …`.
 pub async fn instance(args: ServerArgs, action: InstanceAction) -> anyhow::Result<String> {
-    let c = client()?;
+    let c = client(&args)?;
     let e = args.eureka();
     let path = |app: &str, id: &str| format!("{e}/apps/{}/{}", encode_segment(app), encode_segment(id));
     let (req, url, what, app, id) = match &action {
@@ -273,7 +326,7 @@ pub async fn instance(args: ServerArgs, action: InstanceAction) -> anyhow::Resul
 /// `synod status`: the node's `/v1/status`.
 pub async fn status(args: ServerArgs) -> anyhow::Result<String> {
     let url = format!("{}/v1/status", args.root());
-    let v = get_json(&client()?, &url).await?;
+    let v = get_json(&client(&args)?, &url).await?;
     if args.output == Output::Json {
         return Ok(serde_json::to_string_pretty(&v)?);
     }
@@ -314,7 +367,7 @@ fn scalar(v: &Value) -> String {
 /// error; once watching, a failed poll is reported on stderr and retried with a growing
 /// pause (up to 5 s), so a server restart does not end the watch.
 pub async fn watch(args: ServerArgs) -> anyhow::Result<()> {
-    let c = client()?;
+    let c = client(&args)?;
     let e = args.eureka();
     // Changes already in the delta window when the watch starts are not news.
     let mut seen: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -376,7 +429,7 @@ pub async fn watch(args: ServerArgs) -> anyhow::Result<()> {
 /// Runs a `cluster` subcommand; returns what to print.
 pub async fn cluster(args: ClusterArgs) -> anyhow::Result<String> {
     let base = args.server.root();
-    let client = client()?;
+    let client = client(&args.server)?;
     let req = match &args.action {
         ClusterAction::Status => client.get(format!("{base}/v1/cluster")),
         ClusterAction::Add { id, url } => {
@@ -429,6 +482,24 @@ fn table(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_for_a_header() {
+        let args = |server: &str, token: Option<&str>| ServerArgs {
+            server: server.into(),
+            output: Output::Table,
+            token: token.map(String::from),
+            ca_file: None,
+        };
+        let a = args("https://ops:p%40ss@10.0.0.1:8761/eureka", None);
+        assert_eq!(a.eureka(), "https://10.0.0.1:8761/eureka");
+        assert_eq!(a.root(), "https://10.0.0.1:8761");
+        // base64("ops:p@ss")
+        assert_eq!(a.authorization().unwrap().unwrap(), "Basic b3BzOnBAc3M=");
+        let t = args("http://h:1", Some("synod_abc"));
+        assert_eq!(t.authorization().unwrap().unwrap(), "Bearer synod_abc");
+        assert!(args("http://h:1/x@y", None).authorization().unwrap().is_none());
+    }
 
     #[test]
     fn lease_ages_read_in_the_two_largest_units() {

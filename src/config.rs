@@ -44,6 +44,21 @@ pub enum Command {
     Watch(crate::cli::ServerArgs),
     /// The server's status: role, registry, self-preservation, cluster.
     Status(crate::cli::ServerArgs),
+    /// Make credentials for the auth file.
+    Auth {
+        #[command(subcommand)]
+        action: AuthAction,
+    },
+}
+
+/// `synod auth …`.
+#[derive(Debug, Subcommand)]
+pub enum AuthAction {
+    /// Read a password on standard input (its first line) and print its Argon2id hash for
+    /// `password_hash` in the auth file.
+    HashPassword,
+    /// Print a new random bearer token, and its hash for `token_sha256` in the auth file.
+    NewToken,
 }
 
 /// Replication backend.
@@ -213,6 +228,46 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `synod=debug` [default: info,openraft=warn].
     #[arg(long, env = "SYNOD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// TOML file of users, their password or token hashes and roles, and the roles of
+    /// anonymous requests; reloaded on SIGHUP. Without it every request may do everything
+    /// (allowed only on loopback, or with --allow-anonymous).
+    #[arg(long, env = "SYNOD_AUTH_FILE", value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// File holding the secret every cluster member sends to its peers (first line, at least
+    /// 16 characters); replication requests without it are refused.
+    #[arg(long, env = "SYNOD_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+
+    /// Serve without an auth file on a non-loopback address: anyone who reaches the port may
+    /// change the registry [default: false].
+    #[arg(long, env = "SYNOD_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous: Option<String>,
+
+    /// PEM certificate chain: serve HTTPS (with --tls-key); also this node's client
+    /// certificate towards peers. Reloaded on SIGHUP.
+    #[arg(long, env = "SYNOD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SYNOD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates that https peers must present certificates of [default: the
+    /// public web PKI roots].
+    #[arg(long, env = "SYNOD_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM CA certificates of client certificates: peers must present one (mutual TLS),
+    /// clients may (or must, with --tls-require-client-cert).
+    #[arg(long, env = "SYNOD_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Every connection, clients' too, must present a client certificate signed by
+    /// --tls-client-ca [default: false].
+    #[arg(long, env = "SYNOD_TLS_REQUIRE_CLIENT_CERT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_require_client_cert: Option<String>,
 }
 
 /// The config file: same keys as the long flags.
@@ -249,6 +304,14 @@ struct FileConfig {
     body_timeout: Option<toml::Value>,
     store_compact_bytes: Option<toml::Value>,
     log: Option<String>,
+    auth_file: Option<PathBuf>,
+    cluster_secret_file: Option<PathBuf>,
+    allow_anonymous: Option<toml::Value>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_require_client_cert: Option<toml::Value>,
 }
 
 /// A cluster member.
@@ -322,6 +385,18 @@ pub struct Config {
     /// Journal bytes that make a store compaction due, at least.
     pub store_compact_bytes: u64,
     pub log: String,
+    /// Authentication, peer proof and TLS.
+    pub security: Security,
+}
+
+/// Who may do what, and how connections are protected.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub auth_file: Option<PathBuf>,
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Listening beyond loopback without an auth file is on purpose.
+    pub allow_anonymous: bool,
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for Config {
@@ -354,6 +429,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(20),
             store_compact_bytes: 32 * 1024 * 1024,
             log: "info,openraft=warn".into(),
+            security: Security::default(),
         }
     }
 }
@@ -410,11 +486,31 @@ fn parse_peer(s: &str) -> Result<Peer, ConfigError> {
     let id = id.trim().parse::<u64>().map_err(|_| err("peer", format!("{s:?}: id must be a positive integer")))?;
     // Eureka users write service URLs ending in /eureka or /eureka/v2; a peer is its root.
     let url = url.trim().trim_end_matches('/');
-    let url = url.strip_suffix("/eureka/v2").or_else(|| url.strip_suffix("/eureka")).unwrap_or(url).to_string();
-    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
-        return Err(err("peer", format!("{s:?}: URL must start with http:// or https://")));
-    }
+    let url = url.strip_suffix("/eureka/v2").or_else(|| url.strip_suffix("/eureka")).unwrap_or(url);
+    let url = member_url(url).map_err(|e| err("peer", format!("{s:?}: {e}")))?;
     Ok(Peer { id, url })
+}
+
+/// Checks a cluster member's URL and returns it without a trailing slash: http or https, a
+/// host, no credentials (members prove themselves with the cluster secret or a certificate;
+/// credentials in a URL end up in logs and in every node's membership), no query or fragment.
+pub fn member_url(url: &str) -> Result<String, String> {
+    let u = url.trim().trim_end_matches('/');
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| "URL must start with http:// or https://".to_string())?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err("URL has no host".into());
+    }
+    if authority.contains('@') {
+        return Err("URL must not carry credentials (members authenticate with the cluster secret)".into());
+    }
+    if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("URL must not have a query, a fragment or white space".into());
+    }
+    Ok(u.to_string())
 }
 
 impl ServeArgs {
@@ -581,6 +677,25 @@ impl ServeArgs {
             ReplicationMode::P2p => {}
             ReplicationMode::Raft => {}
         }
+        let security = Security {
+            auth_file: self.auth_file.or(file.auth_file),
+            cluster_secret_file: self.cluster_secret_file.or(file.cluster_secret_file),
+            allow_anonymous: match self.allow_anonymous.or(file_text(file.allow_anonymous)) {
+                Some(s) => parse_bool("allow-anonymous", &s)?,
+                None => false,
+            },
+            tls: tls_files(
+                self.tls_cert.or(file.tls_cert),
+                self.tls_key.or(file.tls_key),
+                self.tls_ca.or(file.tls_ca),
+                self.tls_client_ca.or(file.tls_client_ca),
+                match self.tls_require_client_cert.or(file_text(file.tls_require_client_cert)) {
+                    Some(s) => parse_bool("tls-require-client-cert", &s)?,
+                    None => false,
+                },
+            )?,
+        };
+        check_security(&security, listen, replication)?;
         Ok(Config {
             listen,
             data_dir,
@@ -607,8 +722,57 @@ impl ServeArgs {
             body_timeout,
             store_compact_bytes,
             log,
+            security,
         })
     }
+}
+
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    require_client_cert: bool,
+) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            if require_client_cert && client_ca.is_none() {
+                return Err(err("tls-require-client-cert", "needs --tls-client-ca to verify the certificates"));
+            }
+            Ok(Some(crate::tls::TlsFiles { cert, key, ca, client_ca, require_client_cert }))
+        }
+        (Some(_), None) => Err(err("tls-key", "--tls-cert needs its private key")),
+        (None, Some(_)) => Err(err("tls-cert", "--tls-key needs its certificate")),
+        (None, None) => {
+            if ca.is_some() || client_ca.is_some() || require_client_cert {
+                return Err(err("tls-cert", "the TLS options need --tls-cert and --tls-key"));
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Secure by default: a node reachable beyond loopback authenticates its clients unless told
+/// otherwise, and a node that authenticates its clients authenticates its peers too.
+fn check_security(s: &Security, listen: SocketAddr, mode: ReplicationMode) -> Result<(), ConfigError> {
+    if s.auth_file.is_none() && !s.allow_anonymous && !listen.ip().is_loopback() {
+        return Err(err(
+            "auth-file",
+            format!(
+                "{listen} is reachable beyond this host and anyone could change the registry: give --auth-file \
+                 FILE (see README, \"Securing a cluster\"), or --allow-anonymous if that is on purpose"
+            ),
+        ));
+    }
+    let peer_proof = s.cluster_secret_file.is_some() || s.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    if mode != ReplicationMode::None && s.auth_file.is_some() && !peer_proof {
+        return Err(err(
+            "cluster-secret-file",
+            "with --auth-file, peers must prove membership too: give --cluster-secret-file FILE (the same on \
+             every member) or --tls-client-ca FILE",
+        ));
+    }
+    Ok(())
 }
 
 /// A whole number in `lo..=hi`.
@@ -679,6 +843,38 @@ mod tests {
         let e = bad(ServeArgs { listen: Some("nowhere".into()), ..Default::default() });
         assert!(e.contains("--listen"), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn member_urls_carry_no_credentials() {
+        for bad in ["ftp://h:1", "http://", "http://u:p@h:1", "https://u@h", "http://h:1/?x=1", "http://h 1"] {
+            assert!(member_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(member_url("https://h:1/").unwrap(), "https://h:1");
+    }
+
+    #[test]
+    fn non_loopback_needs_auth_or_consent() {
+        let e = ServeArgs { listen: Some("0.0.0.0:8761".into()), ..Default::default() }.resolve().unwrap_err();
+        assert!(e.to_string().contains("--auth-file") && e.to_string().contains("--allow-anonymous"), "{e}");
+        let ok = ServeArgs {
+            listen: Some("0.0.0.0:8761".into()),
+            allow_anonymous: Some("true".into()),
+            ..Default::default()
+        };
+        assert!(ok.resolve().is_ok());
+        let peers = vec!["1=http://127.0.0.1:1".into(), "2=http://127.0.0.1:2".into()];
+        let e = ServeArgs {
+            replication: Some("p2p".into()),
+            peers,
+            auth_file: Some("auth.toml".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(e.to_string().contains("--cluster-secret-file"), "{e}");
+        let e = ServeArgs { tls_cert: Some("c.pem".into()), ..Default::default() }.resolve().unwrap_err();
+        assert!(e.to_string().contains("--tls-key"), "{e}");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! Module map: [`core`] (registry model and rules, no I/O), [`codec`] (Eureka JSON/XML),
 //! [`store`] (durable records in sled), [`replication`] (the backend trait and backends),
-//! [`http`] (REST API), [`config`] (CLI and config file), [`cli`] (operator subcommands), [`server`] (wiring).
+//! [`http`] (REST API), [`auth`] (who may do what), [`tls`] (certificates), [`config`] (CLI and config file), [`cli`] (operator subcommands), [`server`] (wiring).
 
+pub mod auth;
 pub mod cli;
 pub mod codec;
 pub mod config;
@@ -13,3 +14,4 @@ pub mod http;
 pub mod replication;
 pub mod server;
 pub mod store;
+pub mod tls;

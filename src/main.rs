@@ -9,7 +9,7 @@ use clap::Parser;
 // three-node raft benchmark about 15% of its register throughput on a 2-core machine.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use synod::config::{Cli, Command};
+use synod::config::{AuthAction, Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
@@ -46,8 +46,28 @@ fn main() {
         Command::App { name, server } => finish(client(synod::cli::app(server, &name))),
         Command::Instance { action, server } => finish(client(synod::cli::instance(server, action))),
         Command::Status(server) => finish(client(synod::cli::status(server))),
+        Command::Auth { action } => finish(auth(action)),
         Command::Watch(server) => {
             finish(client(async move { synod::cli::watch(server).await.map(|()| String::new()) }))
+        }
+    }
+}
+
+/// `synod auth …`: what to paste into the auth file.
+fn auth(action: AuthAction) -> anyhow::Result<String> {
+    match action {
+        AuthAction::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                anyhow::bail!("no password on standard input");
+            }
+            synod::auth::users::hash_password(password).map_err(anyhow::Error::msg)
+        }
+        AuthAction::NewToken => {
+            let (token, digest) = synod::auth::users::new_token();
+            Ok(format!("token:        {token}\ntoken_sha256 = \"{digest}\""))
         }
     }
 }

@@ -8,29 +8,50 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::auth::Auth;
 use crate::config::{Config, Peer, ReplicationMode};
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::preservation::PreservationConfig;
 use crate::core::registry::Registry;
 use crate::core::state::CoreConfig;
 use crate::http::{serve, AppState, HttpService};
+use crate::replication::outgoing::Outgoing;
 use crate::replication::p2p::P2p;
 use crate::replication::raft::RaftBackend;
 use crate::replication::standalone::Standalone;
 use crate::replication::{Origin, Replicator};
 use crate::store::Store;
+use crate::tls::Tls;
 
 /// A running node's parts.
 pub struct Node {
     pub registry: Arc<Registry>,
     pub replicator: Arc<dyn Replicator>,
     pub config: Config,
+    /// Who may do what (reloaded on SIGHUP).
+    pub auth: Arc<Auth>,
+    /// The listener's and the peer clients' TLS, if configured (reloaded on SIGHUP).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Node {
     /// Opens the data dir, restores the registry and starts the backend. `config.listen`
     /// must be the bound address (a single raft node names itself by it).
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Node> {
+        let security = &config.security;
+        let tls = match &security.tls {
+            Some(files) => Some(Tls::load(files.clone()).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let auth = Arc::new(
+            Auth::load(
+                security.auth_file.clone(),
+                security.cluster_secret_file.clone(),
+                tls.as_ref().is_some_and(|t| t.verifies_clients()),
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+        let outgoing = Outgoing::new(config.node_id, &auth, tls.as_ref()).map_err(anyhow::Error::msg)?;
         let registry = Arc::new(Registry::new(
             CoreConfig {
                 delta_retention_ms: config.delta_retention.as_millis() as u64,
@@ -65,6 +86,7 @@ impl Node {
                     &config.peers,
                     config.peer_sync_wait,
                     config.anti_entropy_interval,
+                    &outgoing,
                 )?)
             }
             ReplicationMode::Raft => {
@@ -79,12 +101,13 @@ impl Node {
                         config.node_id,
                         members,
                         config.raft.clone(),
+                        &outgoing,
                     )
                     .await?,
                 )
             }
         };
-        Ok(Node { registry, replicator, config })
+        Ok(Node { registry, replicator, config, auth, tls })
     }
 
     /// The HTTP service for this node (`axum::serve(listener, node.http().into_make_service())`).
@@ -114,6 +137,7 @@ impl Node {
             long_polls: Arc::new(tokio::sync::Semaphore::new(self.config.max_long_polls)),
             max_long_polls: self.config.max_long_polls,
             long_polls_refused: Arc::default(),
+            auth: self.auth.clone(),
         })
     }
 
@@ -153,16 +177,54 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let eviction = node.spawn_eviction();
     let addr = listener.local_addr()?;
     tracing::info!(%addr, replication = node.replicator.name(), data_dir = %node.config.data_dir.display(), "synod started");
+    let acceptor = match &node.tls {
+        Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls.server_config().map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
     // Tests and scripts read the bound address (with --listen …:0) from this line.
-    println!("synod listening on http://{addr}");
+    println!("synod listening on {}://{addr}", if acceptor.is_some() { "https" } else { "http" });
+    if node.auth.is_open() {
+        tracing::warn!("no --auth-file: every request may change the registry");
+    }
+    let reload = tokio::spawn(reload_on_hangup(node.auth.clone(), node.tls.clone()));
     let max_connections = serve::fit_connections(node.config.max_connections, node.config.max_long_polls);
     let connections = serve::Connections::new(max_connections);
     let http = node.http_with(connections.clone());
     let timeouts = serve::HeadTimeouts { first: node.config.header_timeout, next: node.config.idle_timeout };
-    serve::serve(listener, http, connections, timeouts, shutdown_signal(), DRAIN).await;
+    serve::serve(listener, acceptor, http, connections, timeouts, shutdown_signal(), DRAIN).await;
     eviction.abort();
+    reload.abort();
     tracing::info!("synod stopped");
     Ok(())
+}
+
+/// Reads the auth file and the TLS files again on every SIGHUP; a file that does not load
+/// keeps the previous one and says why.
+async fn reload_on_hangup(auth: Arc<Auth>, tls: Option<Arc<Tls>>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; the auth and TLS files are read at start only");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match auth.reload() {
+                Ok(Some(users)) => tracing::info!(users, "auth file reloaded"),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "auth file not reloaded; the previous one stays in use"),
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificates reloaded"),
+                    Err(e) => tracing::error!(error = %e, "TLS files not reloaded; the previous ones stay in use"),
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (auth, tls);
+    }
 }
 
 async fn shutdown_signal() {

@@ -40,7 +40,7 @@ fn py_eureka_client_registers_renews_discovers_updates_status_and_cancels() {
     let python = python_with_client();
     let data = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::start(data.path(), &[]);
-    run_scenario(&python, &server.eureka_url());
+    run_scenario(&python, &server.eureka_url(), None);
     drop(server);
 }
 
@@ -65,20 +65,47 @@ fn py_eureka_client_works_through_a_raft_follower() {
         .collect();
     let mut leader = None;
     let found = wait_until(CHECK_LIMIT, || {
-        leader = Api::new(&nodes[0].eureka_url()).node_status().ok().and_then(|s| s["leader"].as_u64());
+        leader = Api::new(&nodes[0].eureka_url(), None).node_status().ok().and_then(|s| s["leader"].as_u64());
         leader.is_some()
     });
     assert!(found, "the raft cluster elected no leader");
     let follower = nodes.iter().enumerate().find(|(i, _)| Some(*i as u64 + 1) != leader).map(|(_, n)| n).unwrap();
-    run_scenario(&python, &follower.eureka_url());
+    run_scenario(&python, &follower.eureka_url(), None);
     drop(nodes);
+}
+
+/// The same scenario through HTTP Basic credentials in the service URL, over HTTPS with a
+/// test CA, against a secured three-node cluster of each replicating backend (auth file,
+/// cluster secret, TLS between the members too).
+#[test]
+fn py_eureka_client_uses_basic_auth_over_https_on_secured_clusters() {
+    let python = python_with_client();
+    for mode in ["p2p", "raft"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = common::secured::Cluster::start(dir.path(), mode, 3);
+        let entry = cluster.nodes.last().expect("a node");
+        let url = format!("https://svc:svc-password@{}/eureka", entry.addr);
+        if mode == "raft" {
+            assert!(
+                wait_until(CHECK_LIMIT, || Api::new(&url, Some(&cluster.ca))
+                    .node_status()
+                    .is_ok_and(|s| s["leader"].is_u64())),
+                "the secured raft cluster elected no leader"
+            );
+        }
+        // Without credentials the same client gets nowhere.
+        let (code, _) =
+            Api::new(&format!("https://{}/eureka", entry.addr), Some(&cluster.ca)).get("apps", "*/*").unwrap();
+        assert_eq!(code, 401, "{mode}: anonymous read");
+        run_scenario(&python, &url, Some(&cluster.ca));
+    }
 }
 
 /// Registers, heartbeats, discovers, updates status and cancels through `eureka_url`,
 /// checking the server's view at every step.
-fn run_scenario(python: &Path, eureka_url: &str) {
-    let api = Api::new(eureka_url);
-    let mut sc = Scenario::start(python, eureka_url);
+fn run_scenario(python: &Path, eureka_url: &str, ca: Option<&Path>) {
+    let api = Api::new(eureka_url, ca);
+    let mut sc = Scenario::start(python, eureka_url, ca);
 
     // Registration.
     let cp = sc.expect("registered");
@@ -206,7 +233,9 @@ struct Scenario {
 }
 
 impl Scenario {
-    fn start(python: &Path, eureka_url: &str) -> Scenario {
+    /// `ca`: the CA file an https server's certificate chains to (the client's Python trusts
+    /// it through `SSL_CERT_FILE`, as httpx does).
+    fn start(python: &Path, eureka_url: &str, ca: Option<&Path>) -> Scenario {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py_client/scenario.py");
         let mut cmd = Command::new(python);
         cmd.arg(&script)
@@ -222,6 +251,9 @@ impl Scenario {
         // httpx honours proxy variables; the client must talk to the loopback server directly.
         for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
             cmd.env_remove(var);
+        }
+        if let Some(ca) = ca {
+            cmd.env("SSL_CERT_FILE", ca);
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display()));
         let transcript = Arc::new(Mutex::new(Vec::new()));
@@ -364,9 +396,15 @@ struct Api {
 }
 
 impl Api {
-    fn new(eureka_url: &str) -> Api {
+    /// Credentials in `eureka_url` are sent as HTTP Basic; `ca` is trusted for https.
+    fn new(eureka_url: &str, ca: Option<&Path>) -> Api {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("http client");
+        let mut http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).expect("CA file");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"));
+        }
+        let http = http.build().expect("http client");
         Api { rt, http, base: format!("{eureka_url}/") }
     }
 

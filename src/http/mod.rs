@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod dashboard;
 pub mod eureka;
+pub mod guard;
 pub mod path;
 pub mod respond;
 pub mod serve;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub max_long_polls: usize,
     /// Long polls refused for want of a slot since start.
     pub long_polls_refused: Arc<std::sync::atomic::AtomicU64>,
+    /// Who may do what.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// Requests no route matched: Eureka resources under `/eureka/` (those not sent straight
@@ -103,11 +106,11 @@ impl tower::Service<axum::extract::Request> for HttpService {
     fn call(&mut self, req: axum::extract::Request) -> Self::Future {
         use futures::future::Either;
         use futures::FutureExt;
-        let handled = if self.direct && is_eureka_resource(req.uri().path()) {
-            let state = axum::extract::State(self.state.clone());
-            Either::Left(async move { Ok(eureka::dispatch(state, req).await) })
+        let handled = if self.state.auth.is_open() && req.method() == axum::http::Method::GET {
+            // Reads on an open node: nothing to decide, nothing to audit.
+            Either::Left(self.handle(req))
         } else {
-            Either::Right(tower::Service::call(&mut self.router, req))
+            Either::Right(guard::checked(self.clone(), req))
         };
         // A bug that panics in a handler costs that request a 500, never the process or the
         // connection's other requests.
@@ -117,6 +120,24 @@ impl tower::Service<axum::extract::Request> for HttpService {
                 Ok(respond::error(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
             })
         }))
+    }
+}
+
+impl HttpService {
+    /// Runs a request that may run: Eureka resources straight to `dispatch`, the rest
+    /// through the router.
+    fn handle(
+        &mut self,
+        req: axum::extract::Request,
+    ) -> impl std::future::Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send + 'static
+    {
+        use futures::future::Either;
+        if self.direct && is_eureka_resource(req.uri().path()) {
+            let state = axum::extract::State(self.state.clone());
+            Either::Left(async move { Ok(eureka::dispatch(state, req).await) })
+        } else {
+            Either::Right(tower::Service::call(&mut self.router, req))
+        }
     }
 }
 

@@ -180,11 +180,18 @@ pub struct HeadTimeouts {
     pub next: Duration,
 }
 
-/// Serves `service` on `listener`, with at most `connections`' cap open at once and each
-/// closed when it waits for a request head longer than `timeouts` allow, until `shutdown`
-/// resolves; then lets open requests finish for up to `drain`.
+/// Marks the requests of a TLS connection whose client presented a certificate that
+/// `--tls-client-ca` verified.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCertificate;
+
+/// Serves `service` on `listener` (over TLS with `tls`), with at most `connections`' cap open
+/// at once and each closed when it waits for a request head (or a TLS handshake) longer than
+/// `timeouts` allow, until `shutdown` resolves; then lets open requests finish for up to
+/// `drain`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     service: HttpService,
     connections: Arc<Connections>,
     timeouts: HeadTimeouts,
@@ -218,33 +225,74 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity(AtomicU64::new(0)));
-        let (svc, act) = (service.clone(), activity.clone());
-        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            act.started();
-            let handled = tower::Service::call(&mut svc.clone(), req.map(axum::body::Body::new));
-            let activity = act.clone();
-            async move {
-                let resp = handled.await;
-                activity.handled();
-                resp.map(|r| r.map(|body| Tracked { body, activity }))
+        let (service, http, watcher) = (service.clone(), http.clone(), graceful.watcher());
+        match &tls {
+            None => {
+                tokio::spawn(async move {
+                    serve_connection(stream, false, service, &http, watcher, timeouts).await;
+                    drop(slot);
+                });
             }
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
-        tokio::spawn(async move {
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::trace!(error = %e, "connection ended with an error");
-                },
-                () = activity.idle_expired(timeouts.first, timeouts.next) => {
-                    tracing::trace!("connection closed: no request head in time");
-                }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // The handshake is bounded by the first-request clock: a client that
+                    // opens a connection and never completes it holds a slot no longer.
+                    match tokio::time::timeout(timeouts.first, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                            serve_connection(tls, cert, service, &http, watcher, timeouts).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake not completed in time"),
+                    }
+                    drop(slot);
+                });
             }
-            drop(slot);
-        });
+        }
     }
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::debug!("connections still open after the drain period; closing them");
+    }
+}
+
+/// Serves one connection until it ends, its client goes idle past `timeouts`, or the server
+/// shuts down. `client_cert` marks every request of a connection whose client certificate
+/// was verified.
+async fn serve_connection<I>(
+    io: I,
+    client_cert: bool,
+    service: HttpService,
+    http: &hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    timeouts: HeadTimeouts,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity(AtomicU64::new(0)));
+    let act = activity.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        act.started();
+        let mut req = req.map(axum::body::Body::new);
+        if client_cert {
+            req.extensions_mut().insert(ClientCertificate);
+        }
+        let handled = tower::Service::call(&mut service.clone(), req);
+        let activity = act.clone();
+        async move {
+            let resp = handled.await;
+            activity.handled();
+            resp.map(|r| r.map(|body| Tracked { body, activity }))
+        }
+    });
+    let conn = watcher.watch(http.serve_connection(TokioIo::new(io), svc));
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            tracing::trace!(error = %e, "connection ended with an error");
+        },
+        () = activity.idle_expired(timeouts.first, timeouts.next) => {
+            tracing::trace!("connection closed: no request head in time");
+        }
     }
 }

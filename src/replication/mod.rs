@@ -11,6 +11,7 @@
 //!   leader owns the lease table, relayed renewals and eviction.
 
 pub mod local;
+pub mod outgoing;
 pub mod p2p;
 pub mod raft;
 pub mod standalone;

@@ -2,8 +2,10 @@
 //! ephemeral loopback port with its own temporary data directory, and stop it on drop.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod history;
 pub mod proxy;
+pub mod secured;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ pub struct ServerProcess {
     pub child: Child,
     /// `127.0.0.1:PORT` the server is listening on.
     pub addr: String,
+    /// `http` or `https`.
+    pub scheme: String,
     pub data_dir: PathBuf,
 }
 
@@ -44,19 +48,20 @@ impl ServerProcess {
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(line)) = lines.next() {
-                if let Some(addr) = line.strip_prefix("synod listening on http://") {
-                    let _ = tx.send(addr.trim().to_string());
+                if let Some(url) = line.strip_prefix("synod listening on ") {
+                    let _ = tx.send(url.trim().to_string());
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
                 panic!("synod did not report its listening address within 30 s");
             }
         };
-        ServerProcess { child, addr, data_dir: data_dir.to_path_buf() }
+        let (scheme, addr) = url.split_once("://").expect("scheme://addr");
+        ServerProcess { child, addr: addr.to_string(), scheme: scheme.to_string(), data_dir: data_dir.to_path_buf() }
     }
 
     /// Starts the synod binary listening on a given `addr` (cluster members need each
@@ -69,7 +74,18 @@ impl ServerProcess {
 
     /// Base URL of the Eureka API, e.g. `http://127.0.0.1:1234/eureka`.
     pub fn eureka_url(&self) -> String {
-        format!("http://{}/eureka", self.addr)
+        format!("{}/eureka", self.base())
+    }
+
+    /// `http(s)://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// Sends SIGHUP (reload the auth and TLS files).
+    pub fn hangup(&self) {
+        let ok = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status().expect("kill");
+        assert!(ok.success());
     }
 
     /// Sends SIGKILL and reaps the process.

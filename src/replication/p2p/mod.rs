@@ -76,18 +76,17 @@ impl P2p {
         members: &[Peer],
         sync_wait: Duration,
         anti_entropy_interval: Duration,
+        outgoing: &crate::replication::outgoing::Outgoing,
     ) -> Result<Self, StoreError> {
         let local = Arc::new(LocalNode::restore(registry, store)?);
         let peers: Vec<Arc<PeerLink>> =
             members.iter().filter(|p| p.id != self_id).map(|p| Arc::new(PeerLink::new(p.id, p.url.clone()))).collect();
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| StoreError::Io(std::io::Error::other(format!("cannot build the peer HTTP client: {e}"))))?;
+        let client =
+            outgoing.builder().timeout(Duration::from_secs(5)).build().map_err(|e| {
+                StoreError::Io(std::io::Error::other(format!("cannot build the peer HTTP client: {e}")))
+            })?;
         for p in &peers {
-            tokio::spawn(p.clone().run(local.clone(), client.clone(), self_id));
+            tokio::spawn(p.clone().run(local.clone(), client.clone()));
         }
         tracing::info!(self_id, peers = peers.len(), "p2p replication started");
         let shared = Arc::new(P2pShared { local, peers, complete: AtomicBool::new(false) });

@@ -123,7 +123,7 @@ impl PeerLink {
     }
 
     /// Sends batches to the peer for as long as the node runs.
-    pub async fn run(self: Arc<Self>, local: Arc<LocalNode>, client: reqwest::Client, self_id: u64) {
+    pub async fn run(self: Arc<Self>, local: Arc<LocalNode>, client: reqwest::Client) {
         let mut backoff = Duration::from_millis(100);
         loop {
             if self.queue.lock().is_empty() {
@@ -136,7 +136,7 @@ impl PeerLink {
             if items.is_empty() {
                 continue;
             }
-            match self.send(&client, &items, self_id, &local).await {
+            match self.send(&client, &items, &local).await {
                 Ok(results) => {
                     if !self.reachable.swap(true, Ordering::Relaxed) {
                         // Back after a failure (or the first contact): whatever went wrong
@@ -167,14 +167,12 @@ impl PeerLink {
         &self,
         client: &reqwest::Client,
         items: &[WireItem],
-        self_id: u64,
         local: &LocalNode,
     ) -> Result<Vec<protocol::Answer>, SendError> {
         let resp = client
             .post(self.batch_url())
             .header("content-type", "application/json")
             .header("accept", "application/json")
-            .header(NODE_ID_HEADER, self_id.to_string())
             .body(protocol::encode_batch(items))
             .send()
             .await
@@ -228,9 +226,6 @@ impl PeerLink {
         }
     }
 }
-
-/// Header carrying the sender's node id on replication requests.
-pub const NODE_ID_HEADER: &str = "x-synod-node-id";
 
 enum SendError {
     /// Transport failure or 5xx: keep the items and try again later.

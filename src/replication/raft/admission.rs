@@ -104,8 +104,8 @@ fn check_membership(m: &openraft::Membership<NodeId, super::types::Member>, what
     if let Some(v) = configs.iter().flatten().find(|v| m.get_node(v).is_none()) {
         return bad(format!("voter {v} is not among the nodes"));
     }
-    if let Some((id, _)) = m.nodes().find(|(_, n)| !(n.url.starts_with("http://") || n.url.starts_with("https://"))) {
-        return bad(format!("node {id} has no http(s) URL"));
+    if let Some((id, e)) = m.nodes().find_map(|(id, n)| crate::config::member_url(&n.url).err().map(|e| (id, e))) {
+        return bad(format!("node {id}: {e}"));
     }
     Ok(())
 }

@@ -57,11 +57,7 @@ fn refused(r: Refusal) -> Response {
 }
 
 fn check_url(url: &str) -> Result<String, Refusal> {
-    let u = url.trim().trim_end_matches('/');
-    if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() <= "https://".len() {
-        return Err((StatusCode::BAD_REQUEST, format!("{url:?}: URL must start with http:// or https://")));
-    }
-    Ok(u.to_string())
+    crate::config::member_url(url).map_err(|e| (StatusCode::BAD_REQUEST, format!("{url:?}: {e}")))
 }
 
 fn parse_spec(body: &Bytes) -> Result<NodeSpec, Refusal> {

@@ -203,6 +203,7 @@ impl RaftBackend {
         id: NodeId,
         members: Vec<Peer>,
         tuning: RaftTuning,
+        outgoing: &crate::replication::outgoing::Outgoing,
     ) -> anyhow::Result<RaftBackend> {
         let db = Arc::new(SyncedDb::open(dir)?);
         let growth = Arc::new(LogGrowth::new(tuning.snapshot_log_bytes));
@@ -225,9 +226,8 @@ impl RaftBackend {
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(id, Arc::new(config), Network::new(id), log, sm.clone()).await?;
-        let client =
-            reqwest::Client::builder().no_proxy().tcp_nodelay(true).connect_timeout(Duration::from_secs(1)).build()?;
+        let client = outgoing.builder().build()?;
+        let raft = Raft::new(id, Arc::new(config), Network::new(id, client.clone()), log, sm.clone()).await?;
         let shared = Arc::new(RaftShared {
             id,
             raft,

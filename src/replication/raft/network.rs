@@ -16,23 +16,7 @@ use serde::Serialize;
 
 use super::rpc::paths;
 use super::types::{decode, encode, Member, NodeId, TypeConfig};
-use crate::replication::p2p::peer::NODE_ID_HEADER;
 use crate::replication::{read_answer, AnswerError, MAX_SMALL_ANSWER};
-
-/// An HTTP client for node-to-node traffic: no system proxy, no Nagle delay, a short
-/// connect timeout, and every request naming the sending node (for logs and diagnostics).
-pub fn internal_client(id: NodeId) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(NODE_ID_HEADER, reqwest::header::HeaderValue::from(id));
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_idle_timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(1))
-        .default_headers(headers)
-        .build()
-        .unwrap_or_default()
-}
 
 /// Builds one [`Connection`] per replication stream; all share one HTTP client pool.
 #[derive(Clone)]
@@ -42,9 +26,9 @@ pub struct Network {
 }
 
 impl Network {
-    /// A factory for node `id`.
-    pub fn new(id: NodeId) -> Network {
-        Network { id, client: internal_client(id) }
+    /// A factory for node `id`, sending through `client`.
+    pub fn new(id: NodeId, client: reqwest::Client) -> Network {
+        Network { id, client }
     }
 }
 

@@ -1,0 +1,71 @@
+//! The door every request passes before a handler runs: who sent it ([`crate::auth`]),
+//! whether its roles allow what the route does, and the audit line of every change.
+
+use std::convert::Infallible;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+
+use super::respond;
+use super::serve::ClientCertificate;
+use super::HttpService;
+use crate::auth::access;
+use crate::auth::roles::{InstanceAct, Need};
+use crate::auth::{Principal, Refusal};
+
+/// Eureka's header marking a request as replication from a peer node.
+const REPLICATION_HEADER: &str = "x-netflix-discovery-replication";
+
+/// Decides `req`, runs it through `svc` if allowed, and writes the audit line of a change.
+pub async fn checked(mut svc: HttpService, mut req: Request) -> Result<Response, Infallible> {
+    let auth = svc.state.auth.clone();
+    let need = access::need(req.method(), req.uri().path());
+    let principal = if auth.is_open() {
+        None
+    } else {
+        let cert = req.extensions().get::<ClientCertificate>().is_some();
+        match auth.authorize(req.headers(), cert, &need).await {
+            Ok(p) => Some(p),
+            Err(r) => return Ok(refusal(r)),
+        }
+    };
+    // Only members may claim to be replicating: anyone else's request is a client's.
+    if principal.as_ref().is_some_and(|p| !p.peer) {
+        req.headers_mut().remove(REPLICATION_HEADER);
+    }
+    let replicated = principal.as_ref().is_some_and(|p| p.peer) || req.headers().contains_key(REPLICATION_HEADER);
+    let audited = !replicated && matches!(need, Need::Instance { .. } | Need::Admin);
+    if !audited {
+        return svc.handle(req).await;
+    }
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let resp = svc.handle(req).await?;
+    let who = principal.as_ref().map_or("anonymous", |p: &Principal| &p.name);
+    let status = resp.status().as_u16();
+    match need {
+        // A heartbeat every 30 s per instance: kept out of the info log.
+        Need::Instance { act: InstanceAct::Renew, .. } => {
+            tracing::debug!(target: "synod::audit", principal = who, %method, path, status, "renew")
+        }
+        Need::Instance { app, act } => {
+            tracing::info!(target: "synod::audit", principal = who, %method, path, app, status, "{}", act.as_str())
+        }
+        _ => tracing::info!(target: "synod::audit", principal = who, %method, path, status, "membership change"),
+    }
+    Ok(resp)
+}
+
+/// 401 (with the schemes a client may answer with) or 403, with a one-line reason.
+fn refusal(r: Refusal) -> Response {
+    match r {
+        Refusal::Unauthenticated(reason) => {
+            let mut resp = respond::error(StatusCode::UNAUTHORIZED, reason);
+            let h = resp.headers_mut();
+            h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"synod\", charset=\"UTF-8\""));
+            h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"synod\""));
+            resp
+        }
+        Refusal::Forbidden(reason) => respond::error(StatusCode::FORBIDDEN, reason),
+    }
+}
