@@ -846,6 +846,17 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_is_a_secured_cluster_member() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/synod.toml");
+        let c = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap();
+        assert_eq!(c.replication, ReplicationMode::Raft);
+        assert!(c.security.auth_file.is_some() && c.security.cluster_secret_file.is_some());
+        let tls = c.security.tls.unwrap();
+        assert!(tls.ca.is_some() && tls.client_ca.is_some());
+        assert!(c.peers.iter().all(|p| p.url.starts_with("https://")));
+    }
+
+    #[test]
     fn member_urls_carry_no_credentials() {
         for bad in ["ftp://h:1", "http://", "http://u:p@h:1", "https://u@h", "http://h:1/?x=1", "http://h 1"] {
             assert!(member_url(bad).is_err(), "{bad}");

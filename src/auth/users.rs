@@ -193,6 +193,18 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_asks_for_real_hashes() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/auth.toml");
+        let e = Policy::load(&path).unwrap_err();
+        assert!(e.contains("synod auth hash-password") && !e.contains('\n'), "{e}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let hash = hash_password("x").unwrap();
+        let filled = text.replace("password_hash = \"REPLACE\"", &format!("password_hash = \"{hash}\""));
+        let filled = filled.replace("token_sha256 = \"REPLACE\"", &format!("token_sha256 = \"{}\"", new_token().1));
+        assert_eq!(Policy::parse(&filled).unwrap().users(), 5);
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let bad = |t: &str| Policy::parse(t).unwrap_err();
         assert!(bad("anonymous = [\"root\"]").contains("root"));

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use super::respond;
@@ -18,31 +18,30 @@ use crate::auth::{Principal, Refusal};
 const REPLICATION_HEADER: &str = "x-netflix-discovery-replication";
 
 /// Decides `req`, runs it through `svc` if allowed, and writes the audit line of a change.
+/// Only for nodes that check requests: an open node serves them directly.
 pub async fn checked(mut svc: HttpService, mut req: Request) -> Result<Response, Infallible> {
-    let auth = svc.state.auth.clone();
     let need = access::need(req.method(), req.uri().path());
-    let principal = if auth.is_open() {
-        None
-    } else {
-        let cert = req.extensions().get::<ClientCertificate>().is_some();
-        match auth.authorize(req.headers(), cert, &need).await {
-            Ok(p) => Some(p),
-            Err(r) => return Ok(refusal(r)),
-        }
+    let cert = req.extensions().get::<ClientCertificate>().is_some();
+    let principal = match svc.state.auth.authorize(req.headers(), cert, &need).await {
+        Ok(p) => p,
+        Err(r) => return Ok(refusal(r)),
     };
-    // Only members may claim to be replicating: anyone else's request is a client's.
-    if principal.as_ref().is_some_and(|p| !p.peer) {
+    // Only members may claim to be replicating: anyone else's request is a client's. A
+    // member's changes are audited where they were made.
+    if !principal.peer {
         req.headers_mut().remove(REPLICATION_HEADER);
     }
-    let replicated = principal.as_ref().is_some_and(|p| p.peer) || req.headers().contains_key(REPLICATION_HEADER);
-    let audited = !replicated && matches!(need, Need::Instance { .. } | Need::Admin);
-    if !audited {
+    if principal.peer || !matches!(need, Need::Instance { .. } | Need::Admin) {
         return svc.handle(req).await;
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let resp = svc.handle(req).await?;
-    let who = principal.as_ref().map_or("anonymous", |p: &Principal| &p.name);
-    let status = resp.status().as_u16();
+    audit(&principal, &need, &method, &path, resp.status());
+    Ok(resp)
+}
+
+fn audit(who: &Principal, need: &Need, method: &Method, path: &str, status: StatusCode) {
+    let (who, status) = (&*who.name, status.as_u16());
     match need {
         // A heartbeat every 30 s per instance: kept out of the info log.
         Need::Instance { act: InstanceAct::Renew, .. } => {
@@ -53,7 +52,6 @@ pub async fn checked(mut svc: HttpService, mut req: Request) -> Result<Response,
         }
         _ => tracing::info!(target: "synod::audit", principal = who, %method, path, status, "membership change"),
     }
-    Ok(resp)
 }
 
 /// 401 (with the schemes a client may answer with) or 403, with a one-line reason.
