@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs synod's whole test suite. Sets up (once) a Python virtualenv in .venv holding the real
-# third-party client py-eureka-client, which tests/py_client.rs drives against the server.
+# third-party client py-eureka-client, which tests/py_client.rs drives against the server, and
+# eureka-js-client under tests/js_client/node_modules for tests/js_client.rs.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -10,5 +11,10 @@ if ! .venv/bin/python -c 'import importlib.metadata as m; assert m.version("py-e
   .venv/bin/pip install --quiet --disable-pip-version-check 'py-eureka-client==0.13.3'
 fi
 export SYNOD_PYTHON="$PWD/.venv/bin/python"
+
+# The real third-party Node.js client eureka-js-client, which tests/js_client.rs drives.
+if ! grep -qs '"version": "4.5.0"' tests/js_client/node_modules/eureka-js-client/package.json; then
+  npm install --prefix tests/js_client --no-audit --no-fund --no-package-lock --silent
+fi
 
 cargo test --locked --workspace "$@"
