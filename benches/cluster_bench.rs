@@ -13,7 +13,9 @@
 //!
 //! `cargo bench --bench cluster_bench`. Settings: `SYNOD_BENCH_CONNS` (64),
 //! `SYNOD_BENCH_SECS` (5), `SYNOD_BENCH_SAMPLES` (100), `SYNOD_BENCH_MODES`
-//! (`none,p2p,raft,etcd,zookeeper`), `SYNOD_BENCH_BIG` (100000: instances for the restart and disk
+//! (`none,p2p,raft,etcd,zookeeper`; a synod mode with `+basic` runs it secured with an auth
+//! file, the cluster secret and HTTP Basic on every request, with `+tls` the same over HTTPS
+//! between clients and members, e.g. `raft,raft+basic,raft+tls`), `SYNOD_BENCH_BIG` (100000: instances for the restart and disk
 //! figures; 0 skips them), `SYNOD_BENCH_BIN` (the synod binary to run, for comparing two
 //! builds in alternating runs; default: this build's). Without `--bench` (as under
 //! `cargo test --all-targets`) it only prints how to run it. The figures are a report, never
@@ -34,6 +36,8 @@ use serde_json::Value;
 mod lean_http;
 #[path = "common/proc_stat.rs"]
 mod proc_stat;
+#[path = "common/secure.rs"]
+mod secure;
 #[path = "common/zookeeper.rs"]
 mod zookeeper;
 
@@ -43,6 +47,8 @@ use lean_http::Conn;
 struct Proc {
     child: Option<Child>,
     addr: String,
+    /// `http` or `https`.
+    scheme: &'static str,
     dir: tempfile::TempDir,
     args: Vec<String>,
 }
@@ -55,7 +61,7 @@ impl Drop for Proc {
 
 impl Proc {
     fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// user+system CPU seconds of the process so far.
@@ -132,10 +138,20 @@ fn synod_bin() -> String {
     std::env::var("SYNOD_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synod").to_string())
 }
 
-/// Starts `n` synod nodes with `--replication mode`.
-fn start_synod(mode: &str, n: usize) -> Vec<Proc> {
+/// How a bench cluster is secured: not at all, with the auth file and the cluster secret, or
+/// with those and TLS (clients and members).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Security {
+    Open,
+    Basic,
+    Tls,
+}
+
+/// Starts `n` synod nodes with `--replication mode`, secured as `security` says.
+fn start_synod(mode: &str, n: usize, security: Security, secure: &secure::Secure) -> Vec<Proc> {
     let addrs: Vec<String> = (0..n).map(|_| free_addr()).collect();
-    let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}=http://{a}", i + 1)).collect();
+    let scheme = if security == Security::Tls { "https" } else { "http" };
+    let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={scheme}://{a}", i + 1)).collect();
     (0..n)
         .map(|i| {
             let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
@@ -153,7 +169,14 @@ fn start_synod(mode: &str, n: usize) -> Vec<Proc> {
                     args.extend(["--peer".to_string(), p.clone()]);
                 }
             }
-            let mut p = Proc { child: None, addr: addrs[i].clone(), dir, args };
+            if security != Security::Open {
+                args.extend(secure.auth_args());
+            }
+            if security == Security::Tls {
+                args.extend(secure.tls_args());
+                lean_http::use_tls(addrs[i].parse().expect("addr"), secure.client.clone());
+            }
+            let mut p = Proc { child: None, addr: addrs[i].clone(), scheme, dir, args };
             p.spawn(&synod_bin());
             p
         })
@@ -180,7 +203,7 @@ fn start_etcd() -> Vec<Proc> {
                 "--initial-cluster-token=synod-bench".into(),
                 "--log-level=error".into(),
             ];
-            let mut p = Proc { child: None, addr: clients[i].clone(), dir, args };
+            let mut p = Proc { child: None, addr: clients[i].clone(), scheme: "http", dir, args };
             p.spawn("etcd");
             p
         })
@@ -287,7 +310,12 @@ async fn load(conns: u64, secs: u64, wl: Workload) -> (f64, Vec<f64>) {
 
 /// An encoded HTTP/1.1 request.
 fn request(method: &str, addr: &SocketAddr, path: &str, json: Option<&str>) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    request_as("", method, addr, path, json)
+}
+
+/// An encoded HTTP/1.1 request carrying the header line `auth` (may be empty).
+fn request_as(auth: &str, method: &str, addr: &SocketAddr, path: &str, json: Option<&str>) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}");
     match json {
         Some(b) => r.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len())),
         None => r.push_str("Content-Length: 0\r\n\r\n"),
@@ -328,6 +356,8 @@ fn row(name: &str, rate: f64, lat: &[f64], cpu_us: f64) {
 struct Synod {
     c: reqwest::Client,
     nodes: Vec<Proc>,
+    /// The `Authorization` header line of the load's requests (empty on an open cluster).
+    auth: Arc<str>,
 }
 
 impl Synod {
@@ -351,21 +381,21 @@ impl Synod {
 
     fn register_load(&self, app: &'static str, counter: Arc<AtomicU64>) -> Workload {
         let addrs = self.addrs();
-        let targets = addrs.clone();
+        let (targets, auth) = (addrs.clone(), self.auth.clone());
         let make: MakeRequest = Arc::new(move |w, _| {
             let n = counter.fetch_add(1, Ordering::Relaxed);
             let addr = &targets[(w as usize) % targets.len()];
-            request("POST", addr, &format!("/eureka/apps/{app}"), Some(&body(app, n)))
+            request_as(&auth, "POST", addr, &format!("/eureka/apps/{app}"), Some(&body(app, n)))
         });
         Workload { addrs, make, expect: 204 }
     }
 
     fn renew_load(&self, app: &'static str, preloaded: u64, addrs: Vec<SocketAddr>) -> Workload {
-        let targets = addrs.clone();
+        let (targets, auth) = (addrs.clone(), self.auth.clone());
         let make: MakeRequest = Arc::new(move |w, i| {
             let n = (w * 7919 + i) % preloaded;
             let addr = &targets[(w as usize) % targets.len()];
-            request("PUT", addr, &format!("/eureka/apps/{app}/{}", id(app, n)), None)
+            request_as(&auth, "PUT", addr, &format!("/eureka/apps/{app}/{}", id(app, n)), None)
         });
         Workload { addrs, make, expect: 200 }
     }
@@ -462,17 +492,35 @@ impl Synod {
     }
 }
 
-async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) -> Figures {
+/// Benchmarks `name`: a backend (`none`, `p2p`, `raft`), optionally secured as `+basic` (auth
+/// file and cluster secret, HTTP Basic on every request) or `+tls` (the same over HTTPS,
+/// members too). Secured runs measure register, renew and visibility only.
+async fn bench_synod(name: &str, conns: u64, secs: u64, samples: u64, big: u64) -> Figures {
+    let (mode, security) = match name.split_once('+') {
+        None => (name, Security::Open),
+        Some((m, "basic")) => (m, Security::Basic),
+        Some((m, "tls")) => (m, Security::Tls),
+        Some((_, other)) => panic!("unknown variant {other:?} (basic or tls)"),
+    };
     let n = if mode == "none" { 1 } else { 3 };
-    let c = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(512).build().expect("client");
-    let mut s = Synod { c, nodes: start_synod(mode, n) };
+    let secure = secure::Secure::new();
+    let mut c = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(512);
+    let mut auth = String::new();
+    if security != Security::Open {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, secure.basic.parse().expect("header"));
+        c = c.default_headers(headers).add_root_certificate(secure.ca_certificate());
+        auth = secure.header_line();
+    }
+    let c = c.build().expect("client");
+    let mut s = Synod { c, nodes: start_synod(mode, n, security, &secure), auth: auth.into() };
     s.wait_ready().await;
     if mode == "raft" {
         s.leader().await;
     }
     let preload = 1000;
     s.fill("renewed", 0, preload, 32).await;
-    println!("\n{mode}: {n} node(s), {conns} connections, {secs} s per workload");
+    println!("\n{name}: {n} node(s), {conns} connections, {secs} s per workload");
     let mut f = Figures::default();
     let term = |v: Option<Value>| v.and_then(|v| v["term"].as_u64());
     let term0 = term(s.status(&s.nodes[0].base()).await);
@@ -495,7 +543,7 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
     let v = s.visibility(samples).await;
     f.ttv_p99 = visibility_row(&v);
 
-    if mode == "p2p" {
+    if name == "p2p" {
         // A dead peer's growing backlog must not make renewals dearer on the others.
         let one = |s: &Synod| s.renew_load("renewed", preload, s.addrs()[..1].to_vec());
         let cost = |s: &Synod, cpu0: f64, rate: f64| {
@@ -515,7 +563,7 @@ async fn bench_synod(mode: &str, conns: u64, secs: u64, samples: u64, big: u64) 
         }
     }
 
-    if mode == "raft" {
+    if name == "raft" {
         // Failover: kill the leader, time until a write through a survivor is accepted.
         let mut times = Vec::new();
         for round in 0..3 {
@@ -853,6 +901,7 @@ fn main() {
                 "etcd" => bench_etcd(conns, secs, samples).await,
                 "zookeeper" => bench_zookeeper(conns, secs, samples).await,
                 "none" | "p2p" | "raft" => Some(bench_synod(mode, conns, secs, samples, big).await),
+                m if m.contains('+') => Some(bench_synod(mode, conns, secs, samples, big).await),
                 other => {
                     println!("unknown mode {other}");
                     None

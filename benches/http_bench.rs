@@ -11,6 +11,10 @@
 //!   in the same run.
 //! * `register`: `POST /eureka/apps/{APP}` with a ~1 KB JSON instance, distinct ids, expect 204.
 //! * `renew`: `PUT /eureka/apps/{APP}/{ID}` on registered instances, expect 200.
+//! * `register plain|basic|tls`, `renew plain|basic|tls`: the same on an open node, on a node
+//!   with an auth file with every request carrying HTTP Basic credentials (verified once, then
+//!   cached), and the latter over HTTPS (keep-alive: one handshake per connection); the three
+//!   alternate run by run.
 //! * `fetch 1k` / `fetch 10k`: `GET /eureka/apps` (JSON, gzip) with that many instances.
 //! * `delta 20`: `GET /eureka/apps/delta` (JSON, gzip) in steady state: 1k instances registered,
 //!   20 of them changed within the delta window.
@@ -41,6 +45,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod lean_http;
 #[path = "common/proc_stat.rs"]
 mod proc_stat;
+#[path = "common/secure.rs"]
+mod secure;
 #[path = "common/zookeeper.rs"]
 mod zookeeper;
 
@@ -55,6 +61,7 @@ const BASELINE_ENV: &str = "SYNOD_BENCH_BASELINE";
 
 /// Both children announce their address with this prefix on stdout.
 const SYNOD_BANNER: &str = "synod listening on http://";
+const SYNOD_TLS_BANNER: &str = "synod listening on https://";
 const BASELINE_BANNER: &str = "baseline listening on http://";
 
 /// How many distinct applications the instances are spread over, so per-app work in the server
@@ -214,8 +221,28 @@ fn spawn_server(mut cmd: Command, banner: &'static str, data_dir: Option<tempfil
     guard
 }
 
+/// Starts `synod serve` with the bench auth file (and over TLS with `tls`), and the target
+/// whose requests carry the bench user's credentials.
+fn start_secured(cfg: &Config, secure: &secure::Secure, tls: bool) -> (ChildGuard, Arc<Target>) {
+    let mut args = secure.auth_args();
+    if tls {
+        args.extend(secure.tls_args());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = start_synod_with(cfg, &args, if tls { SYNOD_TLS_BANNER } else { SYNOD_BANNER });
+    if tls {
+        lean_http::use_tls(node.addr, secure.client.clone());
+    }
+    let t = Arc::new(Target::with_auth(node.addr, secure));
+    (node, t)
+}
+
 /// Starts `synod serve` on an ephemeral loopback port with a fresh data directory.
 fn start_synod(cfg: &Config, extra: &[&str]) -> ChildGuard {
+    start_synod_with(cfg, extra, SYNOD_BANNER)
+}
+
+fn start_synod_with(cfg: &Config, extra: &[&str], banner: &'static str) -> ChildGuard {
     let dir = tempfile::Builder::new().prefix("synod-bench-").tempdir_in(bench_tmp()).expect("tempdir");
     let bin = std::env::var("SYNOD_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synod").to_string());
     let mut cmd = Command::new(bin);
@@ -225,7 +252,7 @@ fn start_synod(cfg: &Config, extra: &[&str]) -> ChildGuard {
         .env("RUST_LOG", &cfg.server_log)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
-    spawn_server(cmd, SYNOD_BANNER, Some(dir))
+    spawn_server(cmd, banner, Some(dir))
 }
 
 /// Where servers keep their data: under cargo's target tmp dir rather than /tmp, which may be a
@@ -524,19 +551,26 @@ struct Target {
     host: String,
     /// `lastDirtyTimestamp` of every registered instance, echoed by renewals as real clients do.
     dirty_ms: u64,
+    /// An `Authorization` header line every request carries.
+    auth: String,
 }
 
 impl Target {
     fn new(addr: SocketAddr) -> Target {
         let dirty_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as u64;
-        Target { host: addr.to_string(), dirty_ms }
+        Target { host: addr.to_string(), dirty_ms, auth: String::new() }
+    }
+
+    /// Requests with the bench user's HTTP Basic credentials.
+    fn with_auth(addr: SocketAddr, secure: &secure::Secure) -> Target {
+        Target { auth: secure.header_line(), ..Target::new(addr) }
     }
 
     /// Encodes a request with the headers the Java Eureka client sends; a JSON body when given.
     fn request(&self, method: &str, uri: &str, json_body: Option<&str>) -> Bytes {
         let mut req = format!(
-            "{method} {uri} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\n",
-            self.host
+            "{method} {uri} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\n{}",
+            self.host, self.auth
         );
         match json_body {
             Some(body) => {
@@ -703,19 +737,38 @@ fn runs_of(name: &str, cfg: &Config, mut one: impl FnMut(usize) -> RunResult) ->
     let runs = (0..cfg.runs)
         .map(|i| {
             let r = one(i);
-            eprintln!(
-                "  {name:<11} run {}/{}: {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
-                i + 1,
-                cfg.runs,
-                r.rps,
-                r.p50_ms,
-                r.p99_ms,
-                r.errors
-            );
+            progress(name, i, cfg, &r);
             r
         })
         .collect();
     Row::from_runs(name, runs)
+}
+
+/// One line of progress per finished run.
+fn progress(name: &str, run: usize, cfg: &Config, r: &RunResult) {
+    eprintln!(
+        "  {name:<14} run {}/{}: {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+        run + 1,
+        cfg.runs,
+        r.rps,
+        r.p50_ms,
+        r.p99_ms,
+        r.errors
+    );
+}
+
+/// Runs of each workload in `names`, taken in turn (`one(index, run)`), so that the machine's
+/// slow and fast spells fall on all of them alike.
+fn alternating(names: &[String], cfg: &Config, mut one: impl FnMut(usize, usize) -> RunResult) -> Vec<Row> {
+    let mut runs: Vec<Vec<RunResult>> = names.iter().map(|_| Vec::new()).collect();
+    for run in 0..cfg.runs {
+        for (i, name) in names.iter().enumerate() {
+            let r = one(i, run);
+            progress(name, run, cfg, &r);
+            runs[i].push(r);
+        }
+    }
+    names.iter().zip(runs).map(|(name, r)| Row::from_runs(name, r)).collect()
 }
 
 /// Changes made just before the delta runs: modest churn, 2% of a 1k-instance fleet within the
@@ -790,6 +843,42 @@ fn run_all(cfg: &Config) -> Report {
                 rows.push(runs_of("zk ping", cfg, |run| zk_run(&rt, &zk, cfg, Op::Ping, run, warmup(run))));
             }
         }
+    }
+
+    // The same register and renew on an open node, with HTTP Basic credentials on a node with
+    // an auth file, and with them over TLS (keep-alive connections: one handshake per
+    // connection). The three alternate run by run, so a noisy spell hits all of them alike.
+    let variants = [("plain", None), ("basic", Some(false)), ("tls", Some(true))];
+    let secure = secure::Secure::new();
+    let start_variant = |tls: Option<bool>| match tls {
+        None => {
+            let node = start_synod(cfg, &[]);
+            let t = Arc::new(Target::new(node.addr));
+            (node, t)
+        }
+        Some(tls) => start_secured(cfg, &secure, tls),
+    };
+    let names: Vec<String> = variants.iter().map(|(v, _)| format!("register {v}")).collect();
+    if names.iter().any(|n| cfg.wants(n)) {
+        eprintln!("http_bench: register plain / basic / tls, alternating (fresh synod node per run)");
+        rows.extend(alternating(&names, cfg, |i, run| {
+            let (node, t) = start_variant(variants[i].1);
+            timed_run(&rt, &node, cfg, &register_workload(t, run))
+        }));
+    }
+    let names: Vec<String> = variants.iter().map(|(v, _)| format!("renew {v}")).collect();
+    if names.iter().any(|n| cfg.wants(n)) {
+        let nodes: Vec<_> = variants
+            .iter()
+            .map(|(_, tls)| {
+                let (node, t) = start_variant(*tls);
+                run_exactly(&rt, node.addr, cfg.conns, small, &preload_workload(t.clone(), 0));
+                let wl = renew_workload(t, small, cfg.conns);
+                (node, wl)
+            })
+            .collect();
+        eprintln!("http_bench: renew plain / basic / tls, alternating ({small} instances each)");
+        rows.extend(alternating(&names, cfg, |i, _| timed_run(&rt, &nodes[i].0, cfg, &nodes[i].1)));
     }
 
     let Some((node, t, preloaded_at)) = read_node else {
@@ -885,14 +974,14 @@ impl Report {
         println!("(server and load generator share the machine; register body {} B)", self.register_body_len);
         println!();
         println!(
-            "{:<10} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6}  per-run req/s",
+            "{:<14} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6}  per-run req/s",
             "workload", "req/s", "x ceil", "p50 ms", "p99 ms", "srv us", "cli us", "resp size", "MiB/s", "errors"
         );
-        println!("{}", "-".repeat(108));
+        println!("{}", "-".repeat(112));
         for r in &self.rows {
             let per_run: Vec<String> = r.per_run.iter().map(|v| format!("{v:.0}")).collect();
             println!(
-                "{:<10} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>8.1} {:>8.1} {:>10} {:>8.1} {:>6}  {}",
+                "{:<14} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>8.1} {:>8.1} {:>10} {:>8.1} {:>6}  {}",
                 r.name,
                 r.rps,
                 if ceiling > 0.0 { format!("{:.3}", r.rps / ceiling) } else { "-".into() },

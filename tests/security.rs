@@ -448,3 +448,67 @@ fn a_node_reachable_beyond_loopback_does_not_start_open() {
     assert!(err.contains("--auth-file") && err.contains("--allow-anonymous"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn the_cli_authenticates_and_trusts_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::write(dir.path());
+    let data = tempfile::tempdir().unwrap();
+    let mut a = vec!["--auth-file".to_string(), files.auth.display().to_string()];
+    a.extend(files.tls_args());
+    let node = start(data.path(), &a);
+    let ca = files.ca.pem.display().to_string();
+    let synod = |args: &[&str], token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synod"));
+        cmd.args(args).env_remove("SYNOD_TOKEN").env_remove("SYNOD_SERVER").env_remove("SYNOD_CA_FILE");
+        if let Some(t) = token {
+            cmd.env("SYNOD_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&files.ca.pem).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let api = Api::with_client(&node.base(), client);
+    let reg = Some(registration("ORDERS", "o-1"));
+    assert_eq!(
+        rt.block_on(api.status(As::User("orders"), Method::POST, "/eureka/apps/ORDERS", reg)),
+        StatusCode::NO_CONTENT
+    );
+
+    let with_password = format!("https://ops:ops-password@{}", node.addr);
+    let (code, out, err) = synod(&["apps", "--server", &with_password, "--ca-file", &ca], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("ORDERS"), "{out}");
+    let (code, out, err) = synod(
+        &["instance", "status", "orders", "o-1", "OUT_OF_SERVICE", "--server", &with_password, "--ca-file", &ca],
+        None,
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(rt.block_on(api.instance_status("ORDERS", "o-1")).as_deref(), Some("OUT_OF_SERVICE"));
+    // A token from the environment; its role reads but does not override.
+    let plain = node.base();
+    assert_eq!(synod(&["apps", "--server", &plain, "--ca-file", &ca], Some(CI_TOKEN)).0, Some(0));
+    let (code, _, err) =
+        synod(&["instance", "cancel", "ORDERS", "o-1", "--server", &plain, "--ca-file", &ca], Some(CI_TOKEN));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("403") && err.trim().lines().count() == 1, "{err}");
+    // Refusals are one line naming the status, and never print the password.
+    let wrong = format!("https://ops:not-the-password@{}", node.addr);
+    let (code, _, err) = synod(&["apps", "--server", &wrong, "--ca-file", &ca], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("401") && !err.contains("not-the-password"), "{err}");
+    let (code, _, err) = synod(&["apps", "--server", &plain, "--ca-file", &ca], None);
+    assert!(code == Some(1) && err.contains("401"), "{err}");
+    // Without the CA the node's certificate is not trusted.
+    let (code, _, err) = synod(&["apps", "--server", &with_password], None);
+    assert!(code == Some(1) && !err.contains("ops-password"), "{err}");
+}

@@ -3,9 +3,12 @@
 //! requests and parses responses with httparse, nothing more.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::error::Error;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Error type of the client.
@@ -17,9 +20,26 @@ pub type BoxError = Box<dyn Error + Send + Sync>;
 /// generator writes pre-encoded requests and parses only the response head: per request that
 /// leaves little beyond the one send and one receive syscall it cannot avoid.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes read but not yet consumed; normally empty between responses.
     buf: Vec<u8>,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Servers reached over TLS, by address, with the client configuration to use: the benches
+/// hand addresses around, and a connection to one of these speaks TLS.
+fn tls_servers() -> &'static Mutex<HashMap<SocketAddr, Arc<rustls::ClientConfig>>> {
+    static SERVERS: OnceLock<Mutex<HashMap<SocketAddr, Arc<rustls::ClientConfig>>>> = OnceLock::new();
+    SERVERS.get_or_init(Default::default)
+}
+
+/// Connections to `addr` from now on use TLS with `config`.
+pub fn use_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) {
+    tls_servers().lock().unwrap().insert(addr, config);
 }
 
 /// What the generator needs to know about a response.
@@ -40,13 +60,29 @@ impl Conn {
         let stream = TcpStream::connect(addr).await?;
         // Small requests must leave at once; Nagle would add delayed-ACK stalls to every one.
         stream.set_nodelay(true)?;
+        let tls = tls_servers().lock().unwrap().get(&addr).cloned();
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::from(addr.ip());
+                let tls = tokio_rustls::TlsConnector::from(config).connect(name, stream).await?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
         Ok(Conn { stream, buf: Vec::with_capacity(64 * 1024) })
     }
 
     pub async fn send(&mut self, mut req: &[u8]) -> std::io::Result<()> {
+        let stream = match &mut self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => {
+                s.write_all(req).await?;
+                return s.flush().await;
+            }
+        };
         while !req.is_empty() {
-            self.stream.writable().await?;
-            match self.stream.try_write(req) {
+            stream.writable().await?;
+            match stream.try_write(req) {
                 Ok(n) => req = &req[n..],
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -60,11 +96,20 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < 16 * 1024 {
             self.buf.reserve(64 * 1024);
         }
+        let stream = match &mut self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => {
+                return match s.read_buf(&mut self.buf).await? {
+                    0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    _ => Ok(()),
+                };
+            }
+        };
         loop {
-            match self.stream.try_read_buf(&mut self.buf) {
+            match stream.try_read_buf(&mut self.buf) {
                 Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.stream.readable().await?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.readable().await?,
                 Err(e) => return Err(e),
             }
         }

@@ -22,23 +22,18 @@ pub fn need(method: &Method, path: &str) -> Need {
     let Some(rest) = path.strip_prefix("/eureka") else { return Need::Read };
     // Paths that do not decode are refused by the handler; nothing changes on them.
     let Ok(segs) = segments(rest) else { return Need::Read };
-    let seg: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
-    if matches!(seg.as_slice(), ["peerreplication", "batch"]) {
-        return Need::Peer;
-    }
-    let act = match (method, seg.as_slice()) {
-        (&Method::POST, ["apps", app]) => Some((app, InstanceAct::Register)),
-        (&Method::PUT, ["apps", app, _]) => Some((app, InstanceAct::Renew)),
-        (&Method::DELETE, ["apps", app, _]) => Some((app, InstanceAct::Cancel)),
-        (&Method::PUT | &Method::DELETE, ["apps", app, _, "status"]) => Some((app, InstanceAct::Status)),
-        (&Method::PUT, ["apps", app, _, "metadata"]) => Some((app, InstanceAct::Metadata)),
-        _ => None,
-    };
-    match act {
-        Some((app, act)) => Need::Instance { app: app.to_ascii_uppercase(), act },
+    let at = |i: usize| segs.get(i).map(|s| s.as_ref());
+    let act = match (at(0), segs.len(), method, at(3)) {
+        (Some("peerreplication"), 2, _, _) if at(1) == Some("batch") => return Need::Peer,
+        (Some("apps"), 2, &Method::POST, _) => InstanceAct::Register,
+        (Some("apps"), 3, &Method::PUT, _) => InstanceAct::Renew,
+        (Some("apps"), 3, &Method::DELETE, _) => InstanceAct::Cancel,
+        (Some("apps"), 4, &Method::PUT | &Method::DELETE, Some("status")) => InstanceAct::Status,
+        (Some("apps"), 4, &Method::PUT, Some("metadata")) => InstanceAct::Metadata,
         // Reads, and methods the handler refuses (405/404) without changing anything.
-        None => Need::Read,
-    }
+        _ => return Need::Read,
+    };
+    Need::Instance { app: at(1).unwrap_or_default().to_ascii_uppercase(), act }
 }
 
 #[cfg(test)]

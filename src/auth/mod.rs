@@ -26,6 +26,9 @@ use users::{sha256, Policy};
 /// The header carrying the cluster secret on requests between members.
 pub const CLUSTER_SECRET_HEADER: &str = "x-synod-cluster-secret";
 
+/// [`CLUSTER_SECRET_HEADER`] as a header name (a lookup by `&str` parses the name each time).
+static SECRET_HEADER: axum::http::HeaderName = axum::http::HeaderName::from_static(CLUSTER_SECRET_HEADER);
+
 /// Shortest cluster secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -69,17 +72,61 @@ pub struct PeerProof {
 /// A verified (or refused) credential, valid while the auth file is unchanged.
 struct Cached {
     generation: u64,
-    user: Option<Arc<str>>,
+    user: Option<Arc<users::User>>,
+}
+
+/// Hashes a cache key (itself a SHA-256, uniformly spread and not steerable by a client) by
+/// its first eight bytes: a second keyed hash per request would only cost time.
+#[derive(Default, Clone, Copy)]
+struct KeyPrefix;
+
+impl std::hash::BuildHasher for KeyPrefix {
+    type Hasher = PrefixHasher;
+
+    fn build_hasher(&self) -> PrefixHasher {
+        PrefixHasher(0)
+    }
+}
+
+/// See [`KeyPrefix`].
+struct PrefixHasher(u64);
+
+impl std::hash::Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its bytes in one call; anything else folds in.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+            if bytes.len() == 32 {
+                break;
+            }
+        }
+    }
+}
+
+/// A policy and the reload count that brought it: cached verifications carry it, so that one
+/// made against an older file is never trusted.
+struct Generation {
+    policy: Policy,
+    number: u64,
 }
 
 /// Authentication and authorization state of a node.
 pub struct Auth {
+    /// Tells this node's entries in the per-thread caches from other nodes' in one process.
+    id: u64,
     file: Option<PathBuf>,
-    policy: RwLock<Arc<Policy>>,
-    /// Moves on every reload; cached verifications of an older file are not trusted.
-    generation: AtomicU64,
+    /// The file's policy and its generation, replaced together on a reload.
+    policy: RwLock<Arc<Generation>>,
+    /// The current generation's number, read without a lock by the per-thread caches.
+    number: AtomicU64,
     /// SHA-256 of an `Authorization` header → what it proved.
-    cache: RwLock<HashMap<[u8; 32], Cached>>,
+    cache: RwLock<HashMap<[u8; 32], Cached, KeyPrefix>>,
     verifying: tokio::sync::Semaphore,
     secret: Option<Vec<u8>>,
     certificate: bool,
@@ -112,11 +159,13 @@ impl Auth {
     }
 
     fn build(file: Option<PathBuf>, policy: Policy, secret: Option<Vec<u8>>, certificate: bool) -> Auth {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Auth {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            number: AtomicU64::new(0),
             file,
-            policy: RwLock::new(Arc::new(policy)),
-            generation: AtomicU64::new(0),
-            cache: RwLock::new(HashMap::new()),
+            policy: RwLock::new(Arc::new(Generation { policy, number: 0 })),
+            cache: RwLock::new(HashMap::default()),
             verifying: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
             secret,
             certificate,
@@ -144,7 +193,7 @@ impl Auth {
         let secret = self.secret.as_ref()?;
         let mut v = HeaderValue::from_bytes(secret).ok()?;
         v.set_sensitive(true);
-        Some((axum::http::HeaderName::from_static(CLUSTER_SECRET_HEADER), v))
+        Some((SECRET_HEADER.clone(), v))
     }
 
     /// Reads the auth file again. A file with an error changes nothing; the error says why.
@@ -152,90 +201,103 @@ impl Auth {
         let Some(path) = &self.file else { return Ok(None) };
         let policy = Policy::load(path)?;
         let users = policy.users();
-        *self.policy.write() = Arc::new(policy);
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        {
+            let mut current = self.policy.write();
+            let number = current.number + 1;
+            *current = Arc::new(Generation { policy, number });
+            self.number.store(number, Ordering::Release);
+        }
         self.cache.write().clear();
         Ok(Some(users))
     }
 
     /// Who sent a request with `headers`, on a connection that did (`client_cert`) or did
-    /// not present a verified client certificate.
+    /// not present a verified client certificate; verifies a password not seen before.
     pub async fn principal(&self, headers: &HeaderMap, client_cert: bool) -> Result<Principal, Refusal> {
+        match self.principal_now(headers, client_cert) {
+            Known::Decided(r) => r,
+            Known::Verify(v) => self.verify(v).await,
+        }
+    }
+
+    /// [`Self::principal`] without waiting: `Verify` when a password must be checked first.
+    fn principal_now(&self, headers: &HeaderMap, client_cert: bool) -> Known {
         if self.is_open() {
-            return Ok(Principal {
-                name: "anonymous".into(),
-                roles: Arc::new(Roles::all()),
-                peer: true,
-                authenticated: false,
-            });
+            return Known::Decided(Ok(anonymous(Arc::new(Roles::all()), true)));
         }
         // Peers first: a member's request carries its proof and no user.
-        if let Some(sent) = headers.get(CLUSTER_SECRET_HEADER) {
+        if let Some(sent) = headers.get(&SECRET_HEADER) {
             let Some(secret) = &self.secret else {
-                return Err(Refusal::Unauthenticated("this node has no cluster secret".into()));
+                return Known::Decided(Err(bad_credentials("this node has no cluster secret")));
             };
             if !bool::from(sent.as_bytes().ct_eq(secret)) {
-                return Err(Refusal::Unauthenticated("wrong cluster secret".into()));
+                return Known::Decided(Err(bad_credentials("wrong cluster secret")));
             }
             if self.certificate && !client_cert {
-                return Err(Refusal::Unauthenticated("cluster members must present a client certificate".into()));
+                return Known::Decided(Err(bad_credentials("cluster members must present a client certificate")));
             }
-            return Ok(peer());
+            return Known::Decided(Ok(peer()));
         }
         if self.certificate && client_cert && self.secret.is_none() {
-            return Ok(peer());
+            return Known::Decided(Ok(peer()));
         }
-        let policy = self.policy.read().clone();
+        let current = self.policy.read().clone();
         let Some(value) = headers.get(header::AUTHORIZATION) else {
-            let roles = if self.file.is_some() { policy.anonymous.clone() } else { Arc::new(Roles::all()) };
-            return Ok(Principal { name: "anonymous".into(), roles, peer: false, authenticated: false });
+            let roles = if self.file.is_some() { current.policy.anonymous.clone() } else { Arc::new(Roles::all()) };
+            return Known::Decided(Ok(anonymous(roles, false)));
         };
         if self.file.is_none() {
             // Credentials mean nothing without users; the request is anonymous (all roles).
-            return Ok(Principal {
-                name: "anonymous".into(),
-                roles: Arc::new(Roles::all()),
-                peer: false,
-                authenticated: false,
-            });
+            return Known::Decided(Ok(anonymous(Arc::new(Roles::all()), false)));
         }
-        let user = self.user(&policy, value).await?;
-        Ok(Principal { name: user.name.clone(), roles: user.roles.clone(), peer: false, authenticated: true })
+        self.user_now(current, value)
     }
 
-    /// The user an `Authorization` header proves, from the cache or by verifying it.
-    async fn user(&self, policy: &Policy, value: &HeaderValue) -> Result<Arc<users::User>, Refusal> {
-        let raw = value.to_str().map_err(|_| bad_credentials("the Authorization header is not text"))?;
+    /// The user an `Authorization` header proves, if the cache or a token says so now.
+    fn user_now(&self, current: Arc<Generation>, value: &HeaderValue) -> Known {
+        let policy = &current.policy;
+        let Ok(raw) = value.to_str() else {
+            return Known::Decided(Err(bad_credentials("the Authorization header is not text")));
+        };
         let (scheme, rest) = raw.trim().split_once(' ').unwrap_or((raw, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
-            return policy.token_user(rest.trim()).cloned().ok_or_else(|| bad_credentials("unknown bearer token"));
+            let found = policy.token_user(rest.trim()).map(|u| authenticated(u));
+            return Known::Decided(found.ok_or_else(|| bad_credentials("unknown bearer token")));
         }
         if !scheme.eq_ignore_ascii_case("basic") {
-            return Err(bad_credentials("the Authorization scheme must be Basic or Bearer"));
+            return Known::Decided(Err(bad_credentials("the Authorization scheme must be Basic or Bearer")));
         }
         let key = sha256(raw.as_bytes());
-        let generation = self.generation.load(Ordering::Acquire);
-        if let Some(c) = self.cache.read().get(&key).filter(|c| c.generation == generation) {
-            return match &c.user {
-                Some(name) => policy.user(name).cloned().ok_or_else(|| bad_credentials("wrong user name or password")),
-                None => Err(bad_credentials("wrong user name or password")),
-            };
+        if let Some(known) = self.cached(&current, &key) {
+            remember_here(self.id, key, current.number, known.as_ref().ok().cloned());
+            return Known::Decided(known.map(|u| authenticated(&u)));
         }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest.trim())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| bad_credentials("Basic credentials are not base64 of user:password"))?;
-        let (name, password) =
-            decoded.split_once(':').ok_or_else(|| bad_credentials("Basic credentials are not user:password"))?;
-        let found = match policy.user(name) {
+        let decoded =
+            base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok().and_then(|b| String::from_utf8(b).ok());
+        let Some((name, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+            return Known::Decided(Err(bad_credentials("Basic credentials are not base64 of user:password")));
+        };
+        let found = policy.user(name).cloned();
+        Known::Verify(Pending { current: current.clone(), key, user: found, password: password.to_string() })
+    }
+
+    /// Checks a password against its user's hash (off the async workers, a few at a time) and
+    /// remembers the answer.
+    async fn verify(&self, v: Pending) -> Result<Principal, Refusal> {
+        let Pending { current, key, user, password } = v;
+        let found = match user {
             Some(user) => {
                 let _slot = self.verifying.acquire().await.map_err(|_| bad_credentials("shutting down"))?;
-                let (u, pw) = (user.clone(), password.to_string());
-                tokio::task::spawn_blocking(move || u.password_matches(&pw))
+                // Many requests with the same new header (every instance of a service after a
+                // start or a reload) queue here; the first one's answer serves the rest.
+                if let Some(known) = self.cached(&current, &key) {
+                    return known.map(|u| authenticated(&u));
+                }
+                let u = user.clone();
+                tokio::task::spawn_blocking(move || u.password_matches(&password))
                     .await
                     .unwrap_or(false)
-                    .then(|| user.clone())
+                    .then_some(user)
             }
             None => None,
         };
@@ -243,24 +305,119 @@ impl Auth {
         if cache.len() >= CACHE_CAP {
             cache.clear();
         }
-        cache.insert(key, Cached { generation, user: found.as_ref().map(|u| u.name.clone()) });
-        found.ok_or_else(|| bad_credentials("wrong user name or password"))
+        cache.insert(key, Cached { generation: current.number, user: found.clone() });
+        drop(cache);
+        remember_here(self.id, key, current.number, found.clone());
+        found.map(|u| authenticated(&u)).ok_or_else(|| bad_credentials("wrong user name or password"))
+    }
+
+    /// What the cache knows of the header with SHA-256 `key`, if it was verified against the
+    /// current file.
+    fn cached(&self, current: &Generation, key: &[u8; 32]) -> Option<Result<Arc<users::User>, Refusal>> {
+        let cache = self.cache.read();
+        let c = cache.get(key).filter(|c| c.generation == current.number)?;
+        Some(c.user.clone().ok_or_else(|| bad_credentials("wrong user name or password")))
     }
 
     /// Decides a request: the principal, or why it is refused.
     pub async fn authorize(&self, headers: &HeaderMap, client_cert: bool, need: &Need) -> Result<Principal, Refusal> {
-        let principal = self.principal(headers, client_cert).await?;
-        if principal.peer {
-            return Ok(principal);
-        }
-        match principal.roles.allows(need) {
-            Ok(()) => Ok(principal),
-            Err(reason) if principal.authenticated => Err(Refusal::Forbidden(format!("{}: {reason}", principal.name))),
-            Err(reason) => {
-                Err(Refusal::Unauthenticated(format!("credentials required ({reason} for anonymous requests)")))
+        judge(self.principal(headers, client_cert).await?, need)
+    }
+
+    /// [`Self::authorize`] without waiting, saying only whether the sender is a member:
+    /// `None` when a password not seen before must be verified first (then call
+    /// `authorize`). A Basic header this thread has seen is decided from its own copy, with no
+    /// lock and no shared counter touched: the path of every heartbeat.
+    pub fn authorize_now(&self, headers: &HeaderMap, client_cert: bool, need: &Need) -> Option<Result<bool, Refusal>> {
+        let plain_client =
+            self.file.is_some() && !(self.certificate && client_cert) && !headers.contains_key(&SECRET_HEADER);
+        if let Some(value) = headers.get(header::AUTHORIZATION).filter(|_| plain_client) {
+            let raw = value.as_bytes();
+            if raw.len() > 6 && raw[..6].eq_ignore_ascii_case(b"basic ") {
+                let known =
+                    recall_here(self.id, &sha256(raw), self.number.load(Ordering::Acquire), |user| match user {
+                        Some(u) => {
+                            u.roles.allows(need).map_err(|reason| Refusal::Forbidden(format!("{}: {reason}", u.name)))
+                        }
+                        None => Err(bad_credentials("wrong user name or password")),
+                    });
+                if let Some(decided) = known {
+                    return Some(decided.map(|()| false));
+                }
             }
         }
+        match self.principal_now(headers, client_cert) {
+            Known::Decided(r) => Some(r.and_then(|p| judge(p, need)).map(|p| p.peer)),
+            Known::Verify(_) => None,
+        }
     }
+}
+
+/// What can be said of a request's sender without waiting.
+enum Known {
+    Decided(Result<Principal, Refusal>),
+    Verify(Pending),
+}
+
+/// A Basic credential whose password is still to be checked.
+struct Pending {
+    current: Arc<Generation>,
+    key: [u8; 32],
+    user: Option<Arc<users::User>>,
+    password: String,
+}
+
+/// Whether `principal`'s roles allow `need`.
+fn judge(principal: Principal, need: &Need) -> Result<Principal, Refusal> {
+    if principal.peer {
+        return Ok(principal);
+    }
+    match principal.roles.allows(need) {
+        Ok(()) => Ok(principal),
+        Err(reason) if principal.authenticated => Err(Refusal::Forbidden(format!("{}: {reason}", principal.name))),
+        Err(reason) => Err(Refusal::Unauthenticated(format!("credentials required ({reason} for anonymous requests)"))),
+    }
+}
+
+/// Most credentials one thread remembers; its copy starts afresh past it.
+const LOCAL_CAP: usize = 10_000;
+
+thread_local! {
+    /// This thread's copy of verified credentials: (node, SHA-256 of the header) →
+    /// (generation, user or refused). Kept per thread so that the request path reads no lock
+    /// and moves no reference count shared with the other workers.
+    static LOCAL: std::cell::RefCell<HashMap<(u64, [u8; 32]), Cached, KeyPrefix>> =
+        std::cell::RefCell::new(HashMap::default());
+}
+
+fn remember_here(id: u64, key: [u8; 32], generation: u64, user: Option<Arc<users::User>>) {
+    LOCAL.with_borrow_mut(|local| {
+        if local.len() >= LOCAL_CAP {
+            local.clear();
+        }
+        local.insert((id, key), Cached { generation, user });
+    });
+}
+
+/// `judge` applied to what this thread remembers of `key` under `generation`, if anything.
+fn recall_here<T>(
+    id: u64,
+    key: &[u8; 32],
+    generation: u64,
+    judge: impl FnOnce(Option<&users::User>) -> T,
+) -> Option<T> {
+    LOCAL.with_borrow(|local| {
+        let c = local.get(&(id, *key))?;
+        (c.generation == generation).then(|| judge(c.user.as_deref()))
+    })
+}
+
+fn anonymous(roles: Arc<Roles>, peer: bool) -> Principal {
+    Principal { name: "anonymous".into(), roles, peer, authenticated: false }
+}
+
+fn authenticated(u: &users::User) -> Principal {
+    Principal { name: u.name.clone(), roles: u.roles.clone(), peer: false, authenticated: true }
 }
 
 fn peer() -> Principal {
@@ -336,6 +493,28 @@ mod tests {
             Err(Refusal::Unauthenticated(_))
         ));
         assert!(auth.authorize(&HeaderMap::new(), false, &Need::Open).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_known_header_is_decided_without_waiting() {
+        let (auth, dir) = auth_with(&orders_file(), None);
+        let reg = |app: &str| Need::Instance { app: app.into(), act: InstanceAct::Renew };
+        let h = basic("orders", "pw");
+        assert!(auth.authorize_now(&h, false, &reg("ORDERS")).is_none(), "a new password waits for its check");
+        assert!(auth.authorize(&h, false, &reg("ORDERS")).await.is_ok());
+        assert_eq!(auth.authorize_now(&h, false, &reg("ORDERS")), Some(Ok(false)));
+        assert!(matches!(auth.authorize_now(&h, false, &reg("BILLING")), Some(Err(Refusal::Forbidden(_)))));
+        let wrong = basic("orders", "nope");
+        assert!(auth.authorize(&wrong, false, &Need::Read).await.is_err());
+        assert!(matches!(auth.authorize_now(&wrong, false, &Need::Read), Some(Err(Refusal::Unauthenticated(_)))));
+        // Another node in the same process knows nothing of it.
+        let (other, _d) = auth_with(&orders_file(), None);
+        assert!(other.authorize_now(&h, false, &reg("ORDERS")).is_none());
+        // After a reload the header is checked against the new file.
+        std::fs::write(dir.path().join("auth.toml"), "anonymous = [\"read\"]\n").unwrap();
+        auth.reload().unwrap();
+        assert!(matches!(auth.authorize_now(&h, false, &Need::Read), None | Some(Err(_))));
+        assert!(auth.authorize(&h, false, &Need::Read).await.is_err());
     }
 
     #[tokio::test]

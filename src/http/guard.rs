@@ -15,11 +15,44 @@ use crate::auth::roles::{InstanceAct, Need};
 use crate::auth::{Principal, Refusal};
 
 /// Eureka's header marking a request as replication from a peer node.
-const REPLICATION_HEADER: &str = "x-netflix-discovery-replication";
+static REPLICATION_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-netflix-discovery-replication");
 
-/// Decides `req`, runs it through `svc` if allowed, and writes the audit line of a change.
-/// Only for nodes that check requests: an open node serves them directly.
-pub async fn checked(mut svc: HttpService, mut req: Request) -> Result<Response, Infallible> {
+/// What to do with a request, decided without waiting where possible.
+pub enum Decision {
+    /// Let it through as it is (nothing to audit).
+    Run,
+    /// Refuse it with this answer.
+    Refuse(Response),
+    /// Go through [`checked`]: a password to verify first, or an audit line to write after.
+    Check,
+}
+
+/// Decides `req` at once from the credential cache (the path of every heartbeat after the
+/// first), stripping a non-member's replication header.
+pub fn decide(svc: &HttpService, req: &mut Request) -> Decision {
+    let need = access::need(req.method(), req.uri().path());
+    let cert = req.extensions().get::<ClientCertificate>().is_some();
+    match svc.state.auth.authorize_now(req.headers(), cert, &need) {
+        None => Decision::Check,
+        Some(Err(r)) => Decision::Refuse(refusal(r)),
+        Some(Ok(peer)) => {
+            if !peer {
+                req.headers_mut().remove(&REPLICATION_HEADER);
+            }
+            if !peer && audited(&need) {
+                Decision::Check
+            } else {
+                Decision::Run
+            }
+        }
+    }
+}
+
+/// Decides `req` (verifying a password not seen before), runs it through `svc` if allowed,
+/// and writes the audit line of a change. Only for nodes that check requests: an open node
+/// serves them directly.
+pub async fn checked(svc: HttpService, mut req: Request) -> Result<Response, Infallible> {
     let need = access::need(req.method(), req.uri().path());
     let cert = req.extensions().get::<ClientCertificate>().is_some();
     let principal = match svc.state.auth.authorize(req.headers(), cert, &need).await {
@@ -29,15 +62,26 @@ pub async fn checked(mut svc: HttpService, mut req: Request) -> Result<Response,
     // Only members may claim to be replicating: anyone else's request is a client's. A
     // member's changes are audited where they were made.
     if !principal.peer {
-        req.headers_mut().remove(REPLICATION_HEADER);
+        req.headers_mut().remove(&REPLICATION_HEADER);
     }
-    if principal.peer || !matches!(need, Need::Instance { .. } | Need::Admin) {
-        return svc.handle(req).await;
+    if principal.peer || !audited(&need) {
+        return svc.handle_owned(req).await;
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let resp = svc.handle(req).await?;
+    let resp = svc.handle_owned(req).await?;
     audit(&principal, &need, &method, &path, resp.status());
     Ok(resp)
+}
+
+/// Whether the audit log takes a line for a request that needs `need`.
+fn audited(need: &Need) -> bool {
+    match need {
+        Need::Instance { act: InstanceAct::Renew, .. } => {
+            tracing::enabled!(target: "synod::audit", tracing::Level::DEBUG)
+        }
+        Need::Instance { .. } | Need::Admin => tracing::enabled!(target: "synod::audit", tracing::Level::INFO),
+        _ => false,
+    }
 }
 
 fn audit(who: &Principal, need: &Need, method: &Method, path: &str, status: StatusCode) {

@@ -103,14 +103,16 @@ impl tower::Service<axum::extract::Request> for HttpService {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
-        use futures::future::Either;
+    fn call(&mut self, mut req: axum::extract::Request) -> Self::Future {
+        use futures::future::{ready, Either};
         use futures::FutureExt;
-        let handled = if self.state.auth.is_open() {
-            // An open node: nothing to decide, and no principal to audit.
-            Either::Left(self.handle(req))
-        } else {
-            Either::Right(guard::checked(self.clone(), req))
+        // An open node has nothing to decide and no principal to audit; on a guarded one, a
+        // request whose credentials are known is decided here, without another future.
+        let decision = if self.state.auth.is_open() { guard::Decision::Run } else { guard::decide(self, &mut req) };
+        let handled = match decision {
+            guard::Decision::Run => Either::Left(self.handle(req)),
+            guard::Decision::Refuse(resp) => Either::Right(Either::Left(ready(Ok(resp)))),
+            guard::Decision::Check => Either::Right(Either::Right(guard::checked(self.clone(), req))),
         };
         // A bug that panics in a handler costs that request a 500, never the process or the
         // connection's other requests.
@@ -134,6 +136,21 @@ impl HttpService {
         use futures::future::Either;
         if self.direct && is_eureka_resource(req.uri().path()) {
             let state = axum::extract::State(self.state.clone());
+            Either::Left(async move { Ok(eureka::dispatch(state, req).await) })
+        } else {
+            Either::Right(tower::Service::call(&mut self.router, req))
+        }
+    }
+
+    /// [`Self::handle`] for a service of its own (the guarded path owns a clone).
+    fn handle_owned(
+        mut self,
+        req: axum::extract::Request,
+    ) -> impl std::future::Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send + 'static
+    {
+        use futures::future::Either;
+        if self.direct && is_eureka_resource(req.uri().path()) {
+            let state = axum::extract::State(self.state);
             Either::Left(async move { Ok(eureka::dispatch(state, req).await) })
         } else {
             Either::Right(tower::Service::call(&mut self.router, req))
