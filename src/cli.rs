@@ -12,7 +12,13 @@ use serde_json::Value;
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// The server's Eureka URL (a base URL without /eureka works too).
-    #[arg(long, env = "SYNOD_SERVER", default_value = "http://127.0.0.1:8761/eureka", global = true)]
+    #[arg(
+        long,
+        env = "SYNOD_SERVER",
+        default_value = "http://127.0.0.1:8761/eureka",
+        global = true,
+        hide_env_values = true
+    )]
     pub server: String,
 
     /// Output: human-readable tables, or JSON for scripts.

@@ -765,11 +765,14 @@ fn check_security(s: &Security, listen: SocketAddr, mode: ReplicationMode) -> Re
         ));
     }
     let peer_proof = s.cluster_secret_file.is_some() || s.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-    if mode != ReplicationMode::None && s.auth_file.is_some() && !peer_proof {
+    // The replication routes rewrite the registry and (raft) the membership: beyond loopback
+    // they need a proof even on a node that lets anonymous clients in on purpose.
+    let exposed = s.auth_file.is_some() || !listen.ip().is_loopback();
+    if mode != ReplicationMode::None && exposed && !peer_proof {
         return Err(err(
             "cluster-secret-file",
-            "with --auth-file, peers must prove membership too: give --cluster-secret-file FILE (the same on \
-             every member) or --tls-client-ca FILE",
+            "peers must prove membership on a node with --auth-file or beyond loopback: give \
+             --cluster-secret-file FILE (the same on every member) or --tls-client-ca FILE",
         ));
     }
     Ok(())
@@ -879,6 +882,15 @@ mod tests {
             replication: Some("p2p".into()),
             peers,
             auth_file: Some("auth.toml".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(e.to_string().contains("--cluster-secret-file"), "{e}");
+        let e = ServeArgs {
+            listen: Some("0.0.0.0:8761".into()),
+            allow_anonymous: Some("true".into()),
+            replication: Some("raft".into()),
             ..Default::default()
         }
         .resolve()

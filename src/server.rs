@@ -186,6 +186,17 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if node.auth.is_open() {
         tracing::warn!("no --auth-file: every request may change the registry");
     }
+    if node.auth.peer_proof().secret {
+        for p in node.config.peers.iter().filter(|p| p.id != node.config.node_id) {
+            if p.url.starts_with("http://") && !loopback_url(&p.url) {
+                tracing::warn!(
+                    peer = p.id,
+                    url = %p.url,
+                    "the cluster secret travels to this member over plain HTTP, readable on the way; use https"
+                );
+            }
+        }
+    }
     let reload = tokio::spawn(reload_on_hangup(node.auth.clone(), node.tls.clone()));
     let max_connections = serve::fit_connections(node.config.max_connections, node.config.max_long_polls);
     let connections = serve::Connections::new(max_connections);
@@ -196,6 +207,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     reload.abort();
     tracing::info!("synod stopped");
     Ok(())
+}
+
+/// Whether an http(s) URL names a loopback host.
+fn loopback_url(url: &str) -> bool {
+    let host = url.split("://").nth(1).unwrap_or("").split('/').next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_matches(['[', ']']);
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Reads the auth file and the TLS files again on every SIGHUP; a file that does not load

@@ -256,6 +256,23 @@ async fn roles_keep_each_user_to_its_own() {
     assert_eq!(api.status(As::User("ops"), Method::DELETE, "/eureka/apps/BILLING/b-1", None).await, StatusCode::OK);
     assert_eq!(api.instance_status("BILLING", "b-1").await, None);
 
+    // A registration may not announce another application's VIP, nor reuse another's id.
+    let mut body: Value = serde_json::from_str(&registration("ORDERS-EU", "e-2")).unwrap();
+    body["instance"]["vipAddress"] = "orders-eu,billing".into();
+    let (status, text, _) =
+        api.send(As::User("orders"), Method::POST, "/eureka/apps/ORDERS-EU", Some(body.to_string()), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("billing"), "{text}");
+    body["instance"]["vipAddress"] = "orders-eu".into();
+    body["instance"]["secureVipAddress"] = "ORDERS-EU-SECURE".into();
+    let (status, text, _) =
+        api.send(As::User("orders"), Method::POST, "/eureka/apps/ORDERS-EU", Some(body.to_string()), &[]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    let (m, p, b) = post("BILLING", "b-9");
+    assert_eq!(api.status(As::User("root"), m, &p, b).await, StatusCode::NO_CONTENT);
+    let (m, p, b) = post("ORDERS-EU", "b-9");
+    assert_eq!(api.status(As::User("orders"), m, &p, b).await, StatusCode::CONFLICT);
+
     // Bearer tokens for scripts.
     assert_eq!(api.status(As::Token(CI_TOKEN), Method::GET, "/eureka/apps", None).await, StatusCode::OK);
     let (m, p, b) = post("CI", "c-1");

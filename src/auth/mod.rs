@@ -32,8 +32,21 @@ static SECRET_HEADER: axum::http::HeaderName = axum::http::HeaderName::from_stat
 /// Shortest cluster secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 
-/// Most verified credentials remembered; the cache starts afresh past it.
+/// Most verified credentials remembered; the cache starts afresh past it. Only credentials
+/// that passed enter it, so a client without any cannot flush it.
 const CACHE_CAP: usize = 100_000;
+
+/// Most refused credentials remembered (a client retrying a wrong password is answered
+/// without another hash); kept apart from the verified ones, which a flood of wrong
+/// passwords must not push out.
+const REFUSED_CAP: usize = 10_000;
+
+/// Requests that may wait for a password check at once; more are answered 503 at once, so a
+/// flood of new credentials cannot hold every connection of the node.
+const MAX_WAITING: usize = 64;
+
+/// Longest a request waits for its turn to have its password checked.
+const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Password verifications running at once (each holds Argon2's 19 MiB for tens of
 /// milliseconds): a flood of wrong passwords costs this many cores, not the node.
@@ -58,6 +71,8 @@ pub enum Refusal {
     Unauthenticated(String),
     /// 403: the principal's roles do not allow it.
     Forbidden(String),
+    /// 503: too many password checks waiting; the client should retry shortly.
+    Busy(String),
 }
 
 /// How peers prove they are members.
@@ -114,6 +129,8 @@ impl std::hash::Hasher for PrefixHasher {
 struct Generation {
     policy: Policy,
     number: u64,
+    /// SHA-256 of the file's text.
+    digest: [u8; 32],
 }
 
 /// Authentication and authorization state of a node.
@@ -125,9 +142,13 @@ pub struct Auth {
     policy: RwLock<Arc<Generation>>,
     /// The current generation's number, read without a lock by the per-thread caches.
     number: AtomicU64,
-    /// SHA-256 of an `Authorization` header → what it proved.
+    /// SHA-256 of an `Authorization` header that passed → its user.
     cache: RwLock<HashMap<[u8; 32], Cached, KeyPrefix>>,
+    /// SHA-256 of an `Authorization` header that was refused.
+    refused: RwLock<HashMap<[u8; 32], u64, KeyPrefix>>,
     verifying: tokio::sync::Semaphore,
+    /// Requests waiting for (or in) a password check.
+    waiting: std::sync::atomic::AtomicUsize,
     secret: Option<Vec<u8>>,
     certificate: bool,
 }
@@ -141,31 +162,39 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     /// A node where everyone may do everything.
     pub fn open() -> Auth {
-        Auth::build(None, Policy::default(), None, false)
+        Auth::build(None, Policy::default(), [0; 32], None, false)
     }
 
     /// Reads the auth file (if any) and the cluster secret file (if any); `certificate` says
     /// that peers present client certificates.
     pub fn load(file: Option<PathBuf>, secret_file: Option<PathBuf>, certificate: bool) -> Result<Auth, String> {
-        let policy = match &file {
+        let (policy, digest) = match &file {
             Some(path) => Policy::load(path)?,
-            None => Policy::default(),
+            None => (Policy::default(), [0; 32]),
         };
         let secret = match &secret_file {
             Some(path) => Some(read_secret(path)?),
             None => None,
         };
-        Ok(Auth::build(file, policy, secret, certificate))
+        Ok(Auth::build(file, policy, digest, secret, certificate))
     }
 
-    fn build(file: Option<PathBuf>, policy: Policy, secret: Option<Vec<u8>>, certificate: bool) -> Auth {
+    fn build(
+        file: Option<PathBuf>,
+        policy: Policy,
+        digest: [u8; 32],
+        secret: Option<Vec<u8>>,
+        certificate: bool,
+    ) -> Auth {
         static IDS: AtomicU64 = AtomicU64::new(0);
         Auth {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             number: AtomicU64::new(0),
             file,
-            policy: RwLock::new(Arc::new(Generation { policy, number: 0 })),
+            policy: RwLock::new(Arc::new(Generation { policy, number: 0, digest })),
             cache: RwLock::new(HashMap::default()),
+            refused: RwLock::new(HashMap::default()),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             verifying: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
             secret,
             certificate,
@@ -197,17 +226,23 @@ impl Auth {
     }
 
     /// Reads the auth file again. A file with an error changes nothing; the error says why.
+    /// An unchanged file keeps every verified credential (a SIGHUP for the certificates
+    /// does not send every client's password through a check again).
     pub fn reload(&self) -> Result<Option<usize>, String> {
         let Some(path) = &self.file else { return Ok(None) };
-        let policy = Policy::load(path)?;
+        let (policy, digest) = Policy::load(path)?;
         let users = policy.users();
         {
             let mut current = self.policy.write();
+            if current.digest == digest {
+                return Ok(Some(users));
+            }
             let number = current.number + 1;
-            *current = Arc::new(Generation { policy, number });
+            *current = Arc::new(Generation { policy, number, digest });
             self.number.store(number, Ordering::Release);
         }
         self.cache.write().clear();
+        self.refused.write().clear();
         Ok(Some(users))
     }
 
@@ -227,10 +262,11 @@ impl Auth {
         }
         // Peers first: a member's request carries its proof and no user.
         if let Some(sent) = headers.get(&SECRET_HEADER) {
-            let Some(secret) = &self.secret else {
-                return Known::Decided(Err(bad_credentials("this node has no cluster secret")));
-            };
-            if !bool::from(sent.as_bytes().ct_eq(secret)) {
+            // Digests of equal length compared in constant time: neither the secret's length
+            // nor whether this node has one shows in the answer or its timing.
+            let matches =
+                self.secret.as_ref().is_some_and(|secret| bool::from(sha256(sent.as_bytes()).ct_eq(&sha256(secret))));
+            if !matches {
                 return Known::Decided(Err(bad_credentials("wrong cluster secret")));
             }
             if self.certificate && !client_cert {
@@ -269,7 +305,9 @@ impl Auth {
         }
         let key = sha256(raw.as_bytes());
         if let Some(known) = self.cached(&current, &key) {
-            remember_here(self.id, key, current.number, known.as_ref().ok().cloned());
+            if let Ok(user) = &known {
+                remember_here(self.id, key, current.number, Some(user.clone()));
+            }
             return Known::Decided(known.map(|u| authenticated(&u)));
         }
         let decoded =
@@ -282,41 +320,58 @@ impl Auth {
     }
 
     /// Checks a password against its user's hash (off the async workers, a few at a time) and
-    /// remembers the answer.
+    /// remembers the answer. An unknown user's password is checked against a stand-in hash,
+    /// so the time of a refusal does not tell which user names exist.
     async fn verify(&self, v: Pending) -> Result<Principal, Refusal> {
         let Pending { current, key, user, password } = v;
-        let found = match user {
-            Some(user) => {
-                let _slot = self.verifying.acquire().await.map_err(|_| bad_credentials("shutting down"))?;
-                // Many requests with the same new header (every instance of a service after a
-                // start or a reload) queue here; the first one's answer serves the rest.
-                if let Some(known) = self.cached(&current, &key) {
-                    return known.map(|u| authenticated(&u));
-                }
-                let u = user.clone();
-                tokio::task::spawn_blocking(move || u.password_matches(&password))
-                    .await
-                    .unwrap_or(false)
-                    .then_some(user)
-            }
-            None => None,
+        let _waiting = Waiting::enter(&self.waiting)?;
+        let _slot = match tokio::time::timeout(VERIFY_WAIT, self.verifying.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) | Err(_) => return Err(busy()),
         };
-        let mut cache = self.cache.write();
-        if cache.len() >= CACHE_CAP {
-            cache.clear();
+        // Many requests with the same new header (every instance of a service after a start
+        // or a reload) queue here; the first one's answer serves the rest.
+        if let Some(known) = self.cached(&current, &key) {
+            return known.map(|u| authenticated(&u));
         }
-        cache.insert(key, Cached { generation: current.number, user: found.clone() });
-        drop(cache);
-        remember_here(self.id, key, current.number, found.clone());
-        found.map(|u| authenticated(&u)).ok_or_else(|| bad_credentials("wrong user name or password"))
+        let checked = user.clone();
+        let matches = tokio::task::spawn_blocking(move || match checked {
+            Some(u) => u.password_matches(&password),
+            None => users::stand_in_check(&password),
+        })
+        .await
+        .unwrap_or(false);
+        match user.filter(|_| matches) {
+            Some(user) => {
+                {
+                    let mut cache = self.cache.write();
+                    if cache.len() >= CACHE_CAP {
+                        cache.clear();
+                    }
+                    cache.insert(key, Cached { generation: current.number, user: Some(user.clone()) });
+                }
+                remember_here(self.id, key, current.number, Some(user.clone()));
+                Ok(authenticated(&user))
+            }
+            None => {
+                let mut refused = self.refused.write();
+                if refused.len() >= REFUSED_CAP {
+                    refused.clear();
+                }
+                refused.insert(key, current.number);
+                Err(bad_credentials("wrong user name or password"))
+            }
+        }
     }
 
-    /// What the cache knows of the header with SHA-256 `key`, if it was verified against the
+    /// What the caches know of the header with SHA-256 `key`, if it was checked against the
     /// current file.
     fn cached(&self, current: &Generation, key: &[u8; 32]) -> Option<Result<Arc<users::User>, Refusal>> {
-        let cache = self.cache.read();
-        let c = cache.get(key).filter(|c| c.generation == current.number)?;
-        Some(c.user.clone().ok_or_else(|| bad_credentials("wrong user name or password")))
+        if let Some(c) = self.cache.read().get(key).filter(|c| c.generation == current.number) {
+            return c.user.clone().map(Ok);
+        }
+        let refused = self.refused.read().get(key).is_some_and(|g| *g == current.number);
+        refused.then(|| Err(bad_credentials("wrong user name or password")))
     }
 
     /// Decides a request: the principal, or why it is refused.
@@ -424,6 +479,29 @@ fn peer() -> Principal {
     Principal { name: "peer".into(), roles: Arc::new(Roles::all()), peer: true, authenticated: true }
 }
 
+fn busy() -> Refusal {
+    Refusal::Busy("too many password checks waiting; retry in a second".into())
+}
+
+/// One request counted among those waiting for a password check, while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Result<Waiting<'a>, Refusal> {
+        if count.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy());
+        }
+        Ok(Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn bad_credentials(reason: &str) -> Refusal {
     Refusal::Unauthenticated(reason.to_string())
 }
@@ -515,6 +593,50 @@ mod tests {
         auth.reload().unwrap();
         assert!(matches!(auth.authorize_now(&h, false, &Need::Read), None | Some(Err(_))));
         assert!(auth.authorize(&h, false, &Need::Read).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_wrong_passwords_neither_holds_nor_flushes_the_door() {
+        let (auth, _d) = auth_with(&orders_file(), None);
+        let auth = Arc::new(auth);
+        let good = basic("orders", "pw");
+        assert!(auth.authorize(&good, false, &Need::Read).await.is_ok());
+        let started = std::time::Instant::now();
+        let flood: Vec<_> = (0..200)
+            .map(|i| {
+                let auth = auth.clone();
+                tokio::spawn(async move {
+                    auth.authorize(&basic("orders", &format!("guess-{i}")), false, &Need::Read).await
+                })
+            })
+            .collect();
+        let mut busy = 0;
+        for f in flood {
+            match f.await.unwrap() {
+                Err(Refusal::Busy(_)) => busy += 1,
+                Err(Refusal::Unauthenticated(_)) => {}
+                other => panic!("a guessed password got {other:?}"),
+            }
+        }
+        assert!(busy >= 200 - MAX_WAITING, "only {busy} of 200 were turned away at once");
+        assert!(started.elapsed() < VERIFY_WAIT * 3, "the flood held requests for {:?}", started.elapsed());
+        // The verified header is still known, here and in the shared cache.
+        assert_eq!(auth.cache.read().len(), 1);
+        assert!(auth.authorize(&good, false, &Need::Read).await.is_ok());
+        // An unknown user is refused like a wrong password.
+        assert!(matches!(
+            auth.authorize(&basic("nobody", "pw"), false, &Need::Read).await,
+            Err(Refusal::Unauthenticated(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_reload_of_an_unchanged_file_keeps_what_was_verified() {
+        let (auth, _d) = auth_with(&orders_file(), None);
+        let h = basic("orders", "pw");
+        assert!(auth.authorize(&h, false, &Need::Read).await.is_ok());
+        auth.reload().unwrap();
+        assert_eq!(auth.authorize_now(&h, false, &Need::Read), Some(Ok(false)));
     }
 
     #[tokio::test]

@@ -122,6 +122,13 @@ impl Roles {
         Ok(roles)
     }
 
+    /// Whether a registration by these roles may announce the VIP address `vip`: one of its
+    /// `register:` patterns must match it (VIPs are names clients look services up by, so an
+    /// application must not claim another's). Admins may announce any.
+    pub fn may_announce(&self, vip: &str) -> bool {
+        self.admin || self.register.iter().any(|p| p.matches(vip))
+    }
+
     /// Whether these roles allow `need`; the refusal's one-line reason otherwise. Peer
     /// traffic is not decided here: it needs peer credentials, not a role.
     pub fn allows(&self, need: &Need) -> Result<(), String> {

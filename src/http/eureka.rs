@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::guard::RegisterScope;
 use super::path::segments;
 use super::respond::{self, empty, error, Reject};
 use super::AppState;
@@ -63,7 +64,7 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         (&Method::GET, ["apps", "delta"]) => registry_read(&s, ViewKind::Delta, headers, o),
         (&Method::GET, ["apps", app]) => registry_read(&s, ViewKind::App(app.to_ascii_uppercase()), headers, o),
         (&Method::POST, ["apps", app]) => match read_body(headers, body, s.max_body_size, s.body_timeout).await {
-            Ok(bytes) => register(&s, app, headers, bytes, o).await,
+            Ok(bytes) => register(&s, app, headers, bytes, o, parts.extensions.get::<RegisterScope>()).await,
             Err(r) => r.into_response(),
         },
         (&Method::GET, ["apps", app, id]) => get_instance(&s, Some(app), id, headers),
@@ -378,7 +379,14 @@ fn origin(headers: &HeaderMap) -> Origin {
 /// milliseconds to parse, which would stall every other request on the async worker.
 const DECODE_INLINE_BYTES: usize = 16 * 1024;
 
-async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: Bytes, origin: Origin) -> Response {
+async fn register(
+    s: &AppState,
+    path_app: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    origin: Origin,
+    scope: Option<&RegisterScope>,
+) -> Response {
     let now = s.registry.now();
     let decoded = if body.len() <= DECODE_INLINE_BYTES {
         decode_registration(headers, &body, now)
@@ -416,10 +424,42 @@ async fn register(s: &AppState, path_app: &str, headers: &HeaderMap, body: Bytes
             format!("Mismatched appName, expecting {expected} but was {}", instance.app),
         );
     }
+    if let Some(scope) = scope {
+        if let Err(r) = within_scope(s, &instance, scope) {
+            return r.into_response();
+        }
+    }
     let from_peer = origin == Origin::Peer;
     match s.replicator.submit(Command::Register { instance: Box::new(instance), now, from_peer }, origin).await {
         Ok(_) => empty(StatusCode::NO_CONTENT),
         Err(e) => unavailable(e),
+    }
+}
+
+/// What a client with only `register:` roles may not do through its registration body: claim
+/// a VIP address outside its patterns (clients that look services up by VIP would be sent to
+/// it), or reuse an instance id another application holds (`GET instances/{id}` would answer
+/// with either).
+fn within_scope(s: &AppState, instance: &InstanceInfo, scope: &RegisterScope) -> Result<(), Reject> {
+    for list in [&instance.vip_address, &instance.secure_vip_address].into_iter().flatten() {
+        if let Some(vip) = list.split(',').map(str::trim).find(|v| !v.is_empty() && !scope.0.may_announce(v)) {
+            return Err(Reject(
+                StatusCode::FORBIDDEN,
+                format!("VIP address {vip:?} is outside this user's register roles"),
+            ));
+        }
+    }
+    let taken = s.registry.read(|st| {
+        st.apps()
+            .find(|(app, m)| **app != instance.app && m.contains_key(&instance.instance_id))
+            .map(|(a, _)| a.clone())
+    });
+    match taken {
+        Some(app) => Err(Reject(
+            StatusCode::CONFLICT,
+            format!("instance id {:?} is registered under application {app}", instance.instance_id),
+        )),
+        None => Ok(()),
     }
 }
 

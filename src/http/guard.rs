@@ -18,6 +18,12 @@ use crate::auth::{Principal, Refusal};
 static REPLICATION_HEADER: axum::http::HeaderName =
     axum::http::HeaderName::from_static("x-netflix-discovery-replication");
 
+/// The roles of a client registering an instance, for the checks only the decoded body
+/// allows: the VIP addresses it announces, and an instance id held by another application.
+/// Absent for members and admins.
+#[derive(Debug, Clone)]
+pub struct RegisterScope(pub std::sync::Arc<crate::auth::roles::Roles>);
+
 /// What to do with a request, decided without waiting where possible.
 pub enum Decision {
     /// Let it through as it is (nothing to audit).
@@ -40,7 +46,8 @@ pub fn decide(svc: &HttpService, req: &mut Request) -> Decision {
             if !peer {
                 req.headers_mut().remove(&REPLICATION_HEADER);
             }
-            if !peer && audited(&need) {
+            let registers = matches!(need, Need::Instance { act: InstanceAct::Register, .. });
+            if !peer && (registers || audited(&need)) {
                 Decision::Check
             } else {
                 Decision::Run
@@ -63,6 +70,9 @@ pub async fn checked(svc: HttpService, mut req: Request) -> Result<Response, Inf
     // member's changes are audited where they were made.
     if !principal.peer {
         req.headers_mut().remove(&REPLICATION_HEADER);
+        if matches!(need, Need::Instance { act: InstanceAct::Register, .. }) && !principal.roles.admin {
+            req.extensions_mut().insert(RegisterScope(principal.roles.clone()));
+        }
     }
     if principal.peer || !audited(&need) {
         return svc.handle_owned(req).await;
@@ -98,7 +108,8 @@ fn audit(who: &Principal, need: &Need, method: &Method, path: &str, status: Stat
     }
 }
 
-/// 401 (with the schemes a client may answer with) or 403, with a one-line reason.
+/// 401 (with the schemes a client may answer with), 403, or 503 while password checks are
+/// saturated, each with a one-line reason.
 fn refusal(r: Refusal) -> Response {
     match r {
         Refusal::Unauthenticated(reason) => {
@@ -109,5 +120,10 @@ fn refusal(r: Refusal) -> Response {
             resp
         }
         Refusal::Forbidden(reason) => respond::error(StatusCode::FORBIDDEN, reason),
+        Refusal::Busy(reason) => {
+            let mut resp = respond::error(StatusCode::SERVICE_UNAVAILABLE, reason);
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
     }
 }

@@ -46,6 +46,8 @@ impl Outgoing {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(1))
+            // A redirect would carry the cluster secret to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .default_headers(self.headers.clone());
         match &self.tls {
             Some(config) => builder.use_preconfigured_tls(config.clone()),
