@@ -447,6 +447,97 @@ fn eureka_requests() {
     drop(node);
 }
 
+/// Whole requests to a node with an auth file (no anonymous roles) and a cluster secret, through
+/// the server's HTTP service: the door must never panic or answer 500, and a request that does
+/// not carry one of the valid credentials unchanged must never succeed, whatever its path,
+/// method or other headers (the probes excepted).
+#[test]
+fn guarded_requests() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = dir.path().join("auth.toml");
+    let hash = synod::auth::users::hash_password("orders-pw").expect("hash");
+    let token = "synod_fuzz_token";
+    let digest = synod::auth::users::hex(&synod::auth::users::sha256(token.as_bytes()));
+    std::fs::write(
+        &auth,
+        format!(
+            "[[users]]\nname = \"orders\"\npassword_hash = \"{hash}\"\nroles = [\"read\", \"register:ORDERS*\"]\n\
+             [[users]]\nname = \"ops\"\ntoken_sha256 = \"{digest}\"\nroles = [\"operator\"]\n"
+        ),
+    )
+    .expect("auth file");
+    let secret = "fuzz-cluster-secret-0123456789";
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, secret).expect("secret file");
+    let node = rt.block_on(async {
+        let config = synod::config::Config {
+            data_dir: dir.path().join("data"),
+            security: synod::config::Security {
+                auth_file: Some(auth),
+                cluster_secret_file: Some(secret_file),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        synod::server::Node::open(config, Arc::new(synod::core::clock::SystemClock)).await.expect("node")
+    });
+    let service = node.http();
+    use base64::Engine;
+    let basic = format!("authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode("orders:orders-pw"));
+    let bearer = format!("authorization: Bearer {token}");
+    let member = format!("x-synod-cluster-secret: {secret}");
+    let valid = [basic.clone(), bearer.clone(), member.clone()];
+    let request = |line: &str, headers: &str, body: &[u8]| {
+        let mut r = format!("{line}\n{headers}\n\n").into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+    let json = "content-type: application/json\naccept: application/json";
+    let seeds = vec![
+        request("POST /eureka/apps/ORDERS", &format!("{json}\n{basic}"), &registration_json()),
+        request("POST /eureka/apps/ORDERS", json, &registration_json()),
+        request("PUT /eureka/apps/ORDERS/10.0.0.5:orders:8080?status=UP", &basic, b""),
+        request("PUT /eureka/apps/BILLING/b-1/status?value=OUT_OF_SERVICE", &bearer, b""),
+        request("DELETE /eureka/apps/ORDERS/10.0.0.5:orders:8080", "x-netflix-discovery-replication: true", b""),
+        request("DELETE /eureka/apps/ORDERS/10.0.0.5:orders:8080", "authorization: Basic b3JkZXJzOm5vcGU=", b""),
+        request("POST /eureka/peerreplication/batch", &format!("{json}\n{member}"), b"{\"replicationList\":[]}"),
+        request("POST /eureka/v2/peerreplication/batch", json, b"{\"replicationList\":[]}"),
+        request("POST /v1/cluster/nodes", &basic, b"{\"id\":2,\"url\":\"http://127.0.0.1:9\"}"),
+        request("GET /eureka/apps", "authorization: Bearer synod_guess", b""),
+        request("GET /v1/status", &member, b""),
+        request("GET /healthz", "", b""),
+    ];
+    fuzz("guarded_requests", seeds, |b| {
+        let Some(req) = http_request(b) else { return false };
+        let long_poll =
+            req.uri().query().is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "waitMs"));
+        let credentialed = req.headers().iter().any(|(k, v)| {
+            let line = format!("{}: {}", k.as_str(), v.to_str().unwrap_or(""));
+            valid.contains(&line)
+        });
+        let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+        let mut svc = service.clone();
+        let resp = rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(5), tower::Service::call(&mut svc, req)).await
+        });
+        let Ok(resp) = resp else {
+            assert!(long_poll, "no answer within 5 s: {:?}", String::from_utf8_lossy(b));
+            return false;
+        };
+        let resp = resp.expect("infallible");
+        let status = resp.status();
+        assert_ne!(status, reqwest::StatusCode::INTERNAL_SERVER_ERROR, "input: {:?}", String::from_utf8_lossy(b));
+        assert!(
+            credentialed || probe || !status.is_success(),
+            "{status} without valid credentials: {:?}",
+            String::from_utf8_lossy(b)
+        );
+        status.is_success()
+    });
+    drop(node);
+}
+
 /// Builds a request from "METHOD TARGET\nheader: value\n…\n\nbody"; None when the text is not
 /// something a client could put on the wire (the HTTP parser would refuse it first).
 fn http_request(b: &[u8]) -> Option<axum::extract::Request> {
