@@ -484,7 +484,8 @@ fn guarded_requests() {
     });
     let service = node.http();
     use base64::Engine;
-    let basic = format!("authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode("orders:orders-pw"));
+    let basic =
+        format!("authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode("orders:orders-pw"));
     let bearer = format!("authorization: Bearer {token}");
     let member = format!("x-synod-cluster-secret: {secret}");
     let valid = [basic.clone(), bearer.clone(), member.clone()];

@@ -348,3 +348,40 @@ async fn against_a_server_whose_deltas_carry_no_version_it_polls_every_interval(
     assert!(s.requests() <= 2 * deltas + 1, "{} requests for {deltas} deltas", s.requests());
     assert_eq!(client.refresh_failures(), 0);
 }
+
+/// Against a node with an auth file over HTTPS with a private CA: credentials in the service
+/// URL, the CA trusted through the config; it registers, renews, discovers and cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_with_basic_auth_over_https_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = common::secured::Files::write(dir.path());
+    let data = tempfile::tempdir().unwrap();
+    let mut args = vec!["--auth-file".to_string(), files.auth.display().to_string()];
+    args.extend(files.tls_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = ServerProcess::start(data.path(), &args);
+    let ca = std::fs::read(&files.ca.pem).unwrap();
+    let eureka = format!("https://svc:svc-password@{}/eureka", server.addr);
+    let c = Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap()).build().unwrap();
+    let client =
+        EurekaClient::start(ClientConfig::new(vec![eureka.clone()]).trusting(&ca), instance("rust-alpha", 9001))
+            .await
+            .expect("start");
+    let id = "127.0.0.1:rust-alpha:9001";
+    eventually("registered", || server_has(&c, &eureka, "RUST-ALPHA", id)).await;
+    let first = last_renewal(&c, &eureka, "RUST-ALPHA", id).await;
+    eventually("renewed", || async { last_renewal(&c, &eureka, "RUST-ALPHA", id).await > first }).await;
+    eventually("discovered", || async { client.instances("RUST-ALPHA").iter().any(|i| i.instance_id == id) }).await;
+    // Without the CA the same client cannot reach the node.
+    let stranger = EurekaClient::start(ClientConfig::new(vec![eureka.clone()]), instance("rust-beta", 9002)).await;
+    if let Ok(s) = stranger {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !server_has(&c, &eureka, "RUST-BETA", "127.0.0.1:rust-beta:9002").await,
+            "registered without trusting the CA"
+        );
+        s.shutdown().await;
+    }
+    client.shutdown().await;
+    eventually("cancelled", || async { !server_has(&c, &eureka, "RUST-ALPHA", id).await }).await;
+}

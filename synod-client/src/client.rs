@@ -59,6 +59,10 @@ pub struct ClientConfig {
     pub server_backoff: Duration,
     /// Deadline of one ordinary request.
     pub request_timeout: Duration,
+    /// PEM certificates of CAs trusted for https servers, besides the public web PKI roots
+    /// (a registry with a private CA). Credentials go in the service URL
+    /// (`https://user:password@host:8761/eureka`) and are sent as HTTP Basic.
+    pub root_certificates: Vec<Vec<u8>>,
 }
 
 impl ClientConfig {
@@ -80,7 +84,14 @@ impl ClientConfig {
             long_poll_wait: Duration::from_secs(30),
             server_backoff: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
+            root_certificates: Vec::new(),
         }
+    }
+
+    /// These settings, also trusting the CA certificates in `pem` for https servers.
+    pub fn trusting(mut self, pem: &[u8]) -> ClientConfig {
+        self.root_certificates.push(pem.to_vec());
+        self
     }
 }
 
@@ -124,11 +135,15 @@ impl EurekaClient {
         if cfg.servers.is_empty() {
             return Err(Error::Unavailable("no server URL configured".into()));
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut http = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(2));
+        for pem in &cfg.root_certificates {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Unavailable(format!("unusable CA certificate: {e}")))?;
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().map_err(|e| Error::Unavailable(e.to_string()))?;
         let servers = ServerList::new(cfg.servers.clone(), cfg.zone.as_deref(), cfg.server_backoff);
         let inner = Arc::new(Inner {
             servers,

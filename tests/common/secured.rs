@@ -8,7 +8,7 @@ use super::ServerProcess;
 
 /// Users of the test auth file: (name, password, roles).
 pub const USERS: &[(&str, &str, &str)] = &[
-    ("svc", "svc-password", r#"["read", "register:PY-*", "register:JS-*"]"#),
+    ("svc", "svc-password", r#"["read", "register:PY-*", "register:JS-*", "register:RUST-*"]"#),
     ("orders", "orders-password", r#"["read", "register:ORDERS*"]"#),
     ("ops", "ops-password", r#"["operator"]"#),
     ("root", "root-password", r#"["admin"]"#),
