@@ -20,6 +20,10 @@ pub fn need(method: &Method, path: &str) -> Need {
         return if method == Method::GET { Need::Read } else { Need::Admin };
     }
     let Some(rest) = path.strip_prefix("/eureka") else { return Need::Read };
+    // Every Eureka GET is a read (the batch route takes POST only): no need to split its path.
+    if method == Method::GET {
+        return Need::Read;
+    }
     // Paths that do not decode are refused by the handler; nothing changes on them.
     let Ok(segs) = segments(rest) else { return Need::Read };
     let at = |i: usize| segs.get(i).map(|s| s.as_ref());
