@@ -124,10 +124,8 @@ fn lone_p2p_node(dir: &std::path::Path) -> ServerProcess {
 
 /// [`lone_p2p_node`] with more arguments.
 fn lone_p2p_node_with(dir: &std::path::Path, more: &[&str]) -> ServerProcess {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    drop(l);
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let addr = common::free_addr();
+    let nowhere = common::free_addr();
     ServerProcess::start_at(
         &addr,
         dir,

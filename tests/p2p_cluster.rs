@@ -13,10 +13,7 @@ use common::{py_instance, ServerProcess};
 use reqwest::Client;
 use serde_json::Value;
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
+use common::free_addr;
 
 /// Starts node `id` listening on `addr`, with `peers` as its member list (ID=URL).
 fn start_node(id: u64, addr: &str, dir: &Path, peers: &[String]) -> ServerProcess {

@@ -18,10 +18,7 @@ use serde_json::Value;
 /// How long nodes may take to agree after a heal or a last write.
 const AGREE_WITHIN: Duration = Duration::from_secs(5);
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
+use common::free_addr;
 
 /// Three p2p nodes; `links[i][j]` carries node i's requests to node j.
 struct Cluster {

@@ -50,8 +50,7 @@ fn py_eureka_client_registers_renews_discovers_updates_status_and_cancels() {
 fn py_eureka_client_works_through_a_raft_follower() {
     let python = python_with_client();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
-    let addrs: Vec<String> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()).collect();
+    let addrs: Vec<String> = (0..3).map(|_| common::free_addr()).collect();
     let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}=http://{a}", i + 1)).collect();
     let nodes: Vec<ServerProcess> = (0..3)
         .map(|i| {

@@ -26,10 +26,7 @@ fn python() -> PathBuf {
     p
 }
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
+use common::free_addr;
 
 /// The client script; killed on drop.
 struct PyClient {

@@ -17,10 +17,7 @@ use serde_json::Value;
 /// Bound on every wait in these tests.
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
+use common::free_addr;
 
 /// A node: its process (None while stopped), listen address, proxy and data dir.
 struct Member {

@@ -291,8 +291,7 @@ async fn roles_keep_each_user_to_its_own() {
 async fn p2p_peers_prove_membership_with_the_cluster_secret() {
     let dir = tempfile::tempdir().unwrap();
     let files = Files::write(dir.path());
-    let addrs: Vec<String> =
-        (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()).collect();
+    let addrs: Vec<String> = (0..2).map(|_| common::free_addr()).collect();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes: Vec<ServerProcess> = (0..2)
         .map(|i| {
@@ -417,8 +416,7 @@ async fn client_certificates_admit_members_and_expired_ones_are_refused() {
 async fn raft_members_prove_membership_with_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let files = Files::write(dir.path());
-    let addrs: Vec<String> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()).collect();
+    let addrs: Vec<String> = (0..3).map(|_| common::free_addr()).collect();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes: Vec<ServerProcess> = (0..3)
         .map(|i| {

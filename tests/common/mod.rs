@@ -101,6 +101,36 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A loopback address for a server that the test starts later (cluster members must know each
+/// other's addresses before they start). The port is taken below the kernel's ephemeral port
+/// range: a port picked by binding port 0 lies in that range, where every outgoing connection
+/// of the tests running alongside takes its local port, and one of them could take it before
+/// the server binds it. Picks go round the range from a start that differs per process, each
+/// checked by binding it.
+pub fn free_addr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u32, ephemeral_low.min(65_535));
+    if hi <= lo + 1000 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        return l.local_addr().expect("addr").to_string();
+    }
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    for _ in 0..(hi - lo) {
+        let port = lo + (seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(37))) % (hi - lo);
+        let addr = format!("127.0.0.1:{port}");
+        if std::net::TcpListener::bind(&addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port between {lo} and {hi}");
+}
+
 /// Polls `cond` every 50 ms until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -89,9 +89,7 @@ impl Cluster {
     /// Starts `n` members replicating with `mode` (`p2p` or `raft`), files kept in `dir`.
     pub fn start(dir: &Path, mode: &str, n: usize) -> Cluster {
         let files = Files::write(dir);
-        let addrs: Vec<String> = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string())
-            .collect();
+        let addrs: Vec<String> = (0..n).map(|_| super::free_addr()).collect();
         let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}=https://{a}", i + 1)).collect();
         let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().expect("temp dir")).collect();
         let nodes = (0..n)
