@@ -527,3 +527,80 @@ fn the_cli_authenticates_and_trusts_its_ca() {
     let (code, _, err) = synod(&["apps", "--server", &with_password], None);
     assert!(code == Some(1) && !err.contains("ops-password"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_made_by_the_cli_admit_their_holders() {
+    use std::io::Write;
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "synod {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let hash = run(&["auth", "hash-password"], "s3cret pass\n");
+    assert!(hash.trim().starts_with("$argon2id$"), "{hash}");
+    let made = run(&["auth", "new-token"], "");
+    let token = made.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string();
+    let digest_line = made.lines().find(|l| l.starts_with("token_sha256")).unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        format!(
+            "[[users]]\nname = \"dev\"\npassword_hash = \"{}\"\nroles = [\"read\"]\n[[users]]\nname = \"bot\"\n{digest_line}\nroles = [\"read\"]\n",
+            hash.trim()
+        ),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let node = start(data.path(), &["--auth-file".to_string(), auth.display().to_string()]);
+    let c = Client::new();
+    let url = format!("{}/eureka/apps", node.base());
+    let with_password = c.get(&url).basic_auth("dev", Some("s3cret pass")).send().await.unwrap();
+    assert_eq!(with_password.status(), StatusCode::OK);
+    let with_token = c.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(with_token.status(), StatusCode::OK);
+    let wrong = c.get(&url).basic_auth("dev", Some("s3cret")).send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_members_prove_membership_with_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::write(dir.path());
+    let addrs: Vec<String> = (0..2).map(|_| common::free_addr()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<ServerProcess> = (0..2)
+        .map(|i| {
+            let mut a = vec!["--replication".to_string(), "p2p".into(), "--node-id".into(), (i + 1).to_string()];
+            for (j, addr) in addrs.iter().enumerate() {
+                a.extend(["--peer".to_string(), format!("{}=https://{addr}", j + 1)]);
+            }
+            a.extend(["--auth-file".to_string(), files.auth.display().to_string()]);
+            a.extend(files.tls_args());
+            a.extend(["--tls-client-ca".to_string(), files.ca.pem.display().to_string()]);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            ServerProcess::start_at(&addrs[i], dirs[i].path(), &a)
+        })
+        .collect();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&files.ca.pem).unwrap()).unwrap();
+    let plain = Client::builder().no_proxy().timeout(LIMIT).add_root_certificate(ca).build().unwrap();
+    let (one, two) = (Api::with_client(&nodes[0].base(), plain.clone()), Api::with_client(&nodes[1].base(), plain));
+    let reg = Some(registration("ORDERS", "o-1"));
+    assert_eq!(one.status(As::User("orders"), Method::POST, "/eureka/apps/ORDERS", reg).await, StatusCode::NO_CONTENT);
+    eventually("replicated to node 2 by a member with a certificate", || async {
+        two.instance_status("ORDERS", "o-1").await.is_some()
+    })
+    .await;
+    // A client without a certificate cannot push a batch, whatever credentials it has.
+    let batch = Some("{\"replicationList\": []}".to_string());
+    let path = "/eureka/peerreplication/batch";
+    assert_eq!(two.status(As::Nobody, Method::POST, path, batch.clone()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(two.status(As::User("root"), Method::POST, path, batch).await, StatusCode::FORBIDDEN);
+}
