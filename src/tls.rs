@@ -85,6 +85,15 @@ impl Tls {
         self.loaded.read().clone()
     }
 
+    /// The current client-certificate verifier (there is one whenever `--tls-client-ca` is
+    /// given, the only case in which the listener asks for certificates).
+    fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+        self.current()
+            .client_verifier
+            .clone()
+            .ok_or_else(|| rustls::Error::General("client certificates are not accepted".into()))
+    }
+
     /// The listener's configuration.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, String> {
         let builder = rustls::ServerConfig::builder_with_provider(self.provider.clone())
@@ -251,10 +260,7 @@ impl ClientCertVerifier for Current {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match &self.0.current().client_verifier {
-            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
-            None => Err(rustls::Error::General("client certificates are not accepted".into())),
-        }
+        self.0.client_verifier()?.verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
@@ -263,10 +269,7 @@ impl ClientCertVerifier for Current {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match &self.0.current().client_verifier {
-            Some(v) => v.verify_tls12_signature(message, cert, dss),
-            None => Err(rustls::Error::General("client certificates are not accepted".into())),
-        }
+        self.0.client_verifier()?.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -275,16 +278,13 @@ impl ClientCertVerifier for Current {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match &self.0.current().client_verifier {
-            Some(v) => v.verify_tls13_signature(message, cert, dss),
-            None => Err(rustls::Error::General("client certificates are not accepted".into())),
-        }
+        self.0.client_verifier()?.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        match &self.0.current().client_verifier {
-            Some(v) => v.supported_verify_schemes(),
-            None => self.0.current().server_verifier.supported_verify_schemes(),
+        match self.0.client_verifier() {
+            Ok(v) => v.supported_verify_schemes(),
+            Err(_) => self.0.current().server_verifier.supported_verify_schemes(),
         }
     }
 }

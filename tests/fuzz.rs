@@ -424,25 +424,7 @@ fn eureka_requests() {
     ];
     fuzz("eureka_requests", seeds, |b| {
         let Some(req) = http_request(b) else { return false };
-        // A long poll may rightly wait for as long as it asked.
-        let long_poll =
-            req.uri().query().is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "waitMs"));
-        let mut svc = service.clone();
-        let resp = rt.block_on(async {
-            tokio::time::timeout(std::time::Duration::from_secs(5), tower::Service::call(&mut svc, req)).await
-        });
-        let Ok(resp) = resp else {
-            assert!(long_poll, "no answer within 5 s: {:?}", String::from_utf8_lossy(b));
-            return false;
-        };
-        let resp = resp.expect("infallible");
-        assert_ne!(
-            resp.status(),
-            reqwest::StatusCode::INTERNAL_SERVER_ERROR,
-            "input: {:?}",
-            String::from_utf8_lossy(b)
-        );
-        resp.status().is_success()
+        answer(&rt, &service, req, b).is_some_and(|s| s.is_success())
     });
     drop(node);
 }
@@ -511,24 +493,12 @@ fn guarded_requests() {
     ];
     fuzz("guarded_requests", seeds, |b| {
         let Some(req) = http_request(b) else { return false };
-        let long_poll =
-            req.uri().query().is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "waitMs"));
         let credentialed = req.headers().iter().any(|(k, v)| {
             let line = format!("{}: {}", k.as_str(), v.to_str().unwrap_or(""));
             valid.contains(&line)
         });
         let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
-        let mut svc = service.clone();
-        let resp = rt.block_on(async {
-            tokio::time::timeout(std::time::Duration::from_secs(5), tower::Service::call(&mut svc, req)).await
-        });
-        let Ok(resp) = resp else {
-            assert!(long_poll, "no answer within 5 s: {:?}", String::from_utf8_lossy(b));
-            return false;
-        };
-        let resp = resp.expect("infallible");
-        let status = resp.status();
-        assert_ne!(status, reqwest::StatusCode::INTERNAL_SERVER_ERROR, "input: {:?}", String::from_utf8_lossy(b));
+        let Some(status) = answer(&rt, &service, req, b) else { return false };
         assert!(
             credentialed || probe || !status.is_success(),
             "{status} without valid credentials: {:?}",
@@ -537,6 +507,28 @@ fn guarded_requests() {
         status.is_success()
     });
     drop(node);
+}
+
+/// The status `service` answers `req` (built from `input`) with, within 5 s; `None` for a long
+/// poll still waiting then, which may rightly wait as long as it asked. Never a 500.
+fn answer(
+    rt: &tokio::runtime::Runtime,
+    service: &synod::http::HttpService,
+    req: axum::extract::Request,
+    input: &[u8],
+) -> Option<axum::http::StatusCode> {
+    let long_poll = req.uri().query().is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "waitMs"));
+    let mut svc = service.clone();
+    let resp = rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(5), tower::Service::call(&mut svc, req)).await
+    });
+    let Ok(resp) = resp else {
+        assert!(long_poll, "no answer within 5 s: {:?}", String::from_utf8_lossy(input));
+        return None;
+    };
+    let status = resp.expect("infallible").status();
+    assert_ne!(status, axum::http::StatusCode::INTERNAL_SERVER_ERROR, "input: {:?}", String::from_utf8_lossy(input));
+    Some(status)
 }
 
 /// Builds a request from "METHOD TARGET\nheader: value\n…\n\nbody"; None when the text is not

@@ -13,7 +13,7 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 
 use common::certs::TestCa;
-use common::secured::{self, Files, CI_TOKEN, SECRET};
+use common::secured::{self, Cluster, Files, CI_TOKEN, SECRET};
 use common::ServerProcess;
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -290,20 +290,8 @@ async fn roles_keep_each_user_to_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2p_peers_prove_membership_with_the_cluster_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let files = Files::write(dir.path());
-    let addrs: Vec<String> = (0..2).map(|_| common::free_addr()).collect();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes: Vec<ServerProcess> = (0..2)
-        .map(|i| {
-            let mut a = vec!["--replication".to_string(), "p2p".into(), "--node-id".into(), (i + 1).to_string()];
-            for (j, addr) in addrs.iter().enumerate() {
-                a.extend(["--peer".to_string(), format!("{}=http://{addr}", j + 1)]);
-            }
-            a.extend(files.auth_args());
-            let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            ServerProcess::start_at(&addrs[i], dirs[i].path(), &a)
-        })
-        .collect();
+    let cluster = Cluster::start_with(dir.path(), "p2p", 2, "http", Files::auth_args);
+    let nodes = &cluster.nodes;
     let (one, two) = (Api::new(&nodes[0].base()), Api::new(&nodes[1].base()));
     // Members reach each other with the secret: a registration on one shows on the other.
     let reg = Some(registration("ORDERS", "o-1"));
@@ -415,22 +403,8 @@ async fn client_certificates_admit_members_and_expired_ones_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_members_prove_membership_with_certificates() {
     let dir = tempfile::tempdir().unwrap();
-    let files = Files::write(dir.path());
-    let addrs: Vec<String> = (0..3).map(|_| common::free_addr()).collect();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes: Vec<ServerProcess> = (0..3)
-        .map(|i| {
-            let mut a = vec!["--replication".to_string(), "raft".into(), "--node-id".into(), (i + 1).to_string()];
-            for (j, addr) in addrs.iter().enumerate() {
-                a.extend(["--peer".to_string(), format!("{}=https://{addr}", j + 1)]);
-            }
-            a.extend(["--auth-file".to_string(), files.auth.display().to_string()]);
-            a.extend(files.tls_args());
-            a.extend(["--tls-client-ca".to_string(), files.ca.pem.display().to_string()]);
-            let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            ServerProcess::start_at(&addrs[i], dirs[i].path(), &a)
-        })
-        .collect();
+    let cluster = Cluster::start_with(dir.path(), "raft", 3, "https", members_by_certificate);
+    let (files, nodes) = (&cluster.files, &cluster.nodes);
     let ca = || reqwest::Certificate::from_pem(&std::fs::read(&files.ca.pem).unwrap()).unwrap();
     let plain = Client::builder().no_proxy().timeout(LIMIT).add_root_certificate(ca()).build().unwrap();
     let apis: Vec<Api> = nodes.iter().map(|n| Api::with_client(&n.base(), plain.clone())).collect();
@@ -448,6 +422,14 @@ async fn raft_members_prove_membership_with_certificates() {
     let vote = Some("{}".to_string());
     assert_eq!(apis[1].status(As::Nobody, Method::POST, "/v1/raft/vote", vote.clone()).await, StatusCode::UNAUTHORIZED);
     assert_eq!(apis[1].status(As::User("root"), Method::POST, "/v1/raft/vote", vote).await, StatusCode::FORBIDDEN);
+}
+
+/// Members with the auth file and TLS, proving membership by their certificates alone.
+fn members_by_certificate(files: &Files) -> Vec<String> {
+    let mut a = vec!["--auth-file".to_string(), files.auth.display().to_string()];
+    a.extend(files.tls_args());
+    a.extend(["--tls-client-ca".to_string(), files.ca.pem.display().to_string()]);
+    a
 }
 
 #[test]
@@ -573,22 +555,8 @@ async fn credentials_made_by_the_cli_admit_their_holders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2p_members_prove_membership_with_certificates() {
     let dir = tempfile::tempdir().unwrap();
-    let files = Files::write(dir.path());
-    let addrs: Vec<String> = (0..2).map(|_| common::free_addr()).collect();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes: Vec<ServerProcess> = (0..2)
-        .map(|i| {
-            let mut a = vec!["--replication".to_string(), "p2p".into(), "--node-id".into(), (i + 1).to_string()];
-            for (j, addr) in addrs.iter().enumerate() {
-                a.extend(["--peer".to_string(), format!("{}=https://{addr}", j + 1)]);
-            }
-            a.extend(["--auth-file".to_string(), files.auth.display().to_string()]);
-            a.extend(files.tls_args());
-            a.extend(["--tls-client-ca".to_string(), files.ca.pem.display().to_string()]);
-            let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            ServerProcess::start_at(&addrs[i], dirs[i].path(), &a)
-        })
-        .collect();
+    let cluster = Cluster::start_with(dir.path(), "p2p", 2, "https", members_by_certificate);
+    let (files, nodes) = (&cluster.files, &cluster.nodes);
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&files.ca.pem).unwrap()).unwrap();
     let plain = Client::builder().no_proxy().timeout(LIMIT).add_root_certificate(ca).build().unwrap();
     let (one, two) = (Api::with_client(&nodes[0].base(), plain.clone()), Api::with_client(&nodes[1].base(), plain));

@@ -88,9 +88,20 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members replicating with `mode` (`p2p` or `raft`), files kept in `dir`.
     pub fn start(dir: &Path, mode: &str, n: usize) -> Cluster {
+        Cluster::start_with(dir, mode, n, "https", |f| [f.auth_args(), f.tls_args()].concat())
+    }
+
+    /// [`Self::start`] with members reached by `scheme` and started with `security(files)`.
+    pub fn start_with(
+        dir: &Path,
+        mode: &str,
+        n: usize,
+        scheme: &str,
+        security: impl Fn(&Files) -> Vec<String>,
+    ) -> Cluster {
         let files = Files::write(dir);
         let addrs: Vec<String> = (0..n).map(|_| super::free_addr()).collect();
-        let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}=https://{a}", i + 1)).collect();
+        let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={scheme}://{a}", i + 1)).collect();
         let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().expect("temp dir")).collect();
         let nodes = (0..n)
             .map(|i| {
@@ -99,8 +110,7 @@ impl Cluster {
                 for p in &peers {
                     args.extend(["--peer".into(), p.clone()]);
                 }
-                args.extend(files.auth_args());
-                args.extend(files.tls_args());
+                args.extend(security(&files));
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 ServerProcess::start_at(&addrs[i], dirs[i].path(), &args)
             })
