@@ -2,7 +2,7 @@
 //! cache invalidated under that lock, the clock, and the periodic decisions (eviction,
 //! self-preservation) that need the current time.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::cache::{Payload, ResponseCache};
 use super::clock::Clock;
-use super::command::Command;
+use super::command::{Command, Outcome};
 use super::eviction::{self, EvictionClock};
 use super::model::InstanceKey;
 use super::preservation::{self, PreservationConfig, PreservationStatus};
@@ -51,6 +51,10 @@ pub struct Registry {
     eviction_clock: Mutex<EvictionClock>,
     /// Last self-preservation state, to log transitions once.
     preserving: AtomicBool,
+    /// Times self-preservation engaged since start.
+    engagements: AtomicU64,
+    /// Instances this node's registry removed by eviction since start.
+    evicted: AtomicU64,
     /// The registry version after every change, for waiters (long-polled deltas).
     version_tx: watch::Sender<u64>,
 }
@@ -65,6 +69,8 @@ impl Registry {
             preservation,
             eviction_clock: Mutex::new(EvictionClock::default()),
             preserving: AtomicBool::new(false),
+            engagements: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
             version_tx: watch::channel(0).0,
         }
     }
@@ -106,6 +112,9 @@ impl Registry {
     pub fn apply<R>(&self, cmd: Command, after: impl FnOnce(&RegistryState, &Applied) -> R) -> (Applied, R) {
         let mut st = self.state.lock();
         let applied = st.apply(cmd);
+        if let Outcome::Evicted(n) = applied.outcome {
+            self.evicted.fetch_add(n as u64, Ordering::Relaxed);
+        }
         if !applied.changed.is_empty() {
             self.cache.invalidate();
             self.version_tx.send_replace(st.version());
@@ -174,6 +183,17 @@ impl Registry {
         self.read(|st| preservation::evaluate(st, &self.preservation, now))
     }
 
+    /// Instances removed by eviction on this node since start (every replica of a raft
+    /// cluster counts the evictions it applies; a p2p node counts its own).
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Times self-preservation engaged on this node since start.
+    pub fn preservation_engagements(&self) -> u64 {
+        self.engagements.load(Ordering::Relaxed)
+    }
+
     /// One eviction run: decides whether eviction may proceed and, if so, which expired
     /// leases to evict. Returns the `Evict` command to submit, if any.
     pub fn plan_eviction(&self, interval_ms: u64) -> Option<Command> {
@@ -183,6 +203,7 @@ impl Registry {
         let status = preservation::evaluate(&st, &self.preservation, now);
         if self.preserving.swap(status.active, Ordering::Relaxed) != status.active {
             if status.active {
+                self.engagements.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     renews_last_min = status.renews_last_min,
                     threshold = status.threshold,

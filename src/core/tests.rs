@@ -129,6 +129,7 @@ fn eviction_is_capped_at_fifteen_percent_and_random() {
     assert_eq!(keys.len(), 15);
     assert_eq!(reg_apply(&r, Command::Evict { keys: keys.clone(), now }), Outcome::Evicted(15));
     assert_eq!(r.read(|st| st.len()), 85);
+    assert_eq!(r.evicted(), 15, "evictions are counted");
     // A second plan on the same expired set picks a different sample (random choice).
     clock.advance(60_000);
     let Some(Command::Evict { keys: again, .. }) = r.plan_eviction(60_000) else { panic!() };
@@ -185,6 +186,9 @@ fn self_preservation_suspends_eviction() {
     // Every lease expired and nobody renews: a partition, not a mass death.
     assert!(r.preservation().active);
     assert!(r.plan_eviction(60_000).is_none());
+    assert!(r.plan_eviction(60_000).is_none());
+    assert_eq!(r.preservation_engagements(), 1, "one engagement, however many runs it lasts");
+    assert_eq!(r.evicted(), 0);
 }
 
 #[test]

@@ -43,6 +43,10 @@ pub struct StatusBody {
     /// file-descriptor limit).
     pub max_connections: usize,
     pub self_preservation: PreservationStatus,
+    /// Times self-preservation engaged on this node since start.
+    pub self_preservation_engagements: u64,
+    /// Instances removed by eviction on this node since start.
+    pub evicted_instances: u64,
     /// Links to the other nodes (p2p).
     pub peers: Vec<crate::replication::p2p::peer::PeerStatus>,
     /// Backend figures (raft: leader, leader_url, term, commit/applied index, members).
@@ -65,6 +69,8 @@ pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
         connections_open: s.connections.open(),
         max_connections: s.connections.max(),
         self_preservation: s.registry.preservation(),
+        self_preservation_engagements: s.registry.preservation_engagements(),
+        evicted_instances: s.registry.evicted(),
         peers: s.replicator.peers(),
         cluster: s.replicator.cluster_status(),
     })
