@@ -172,7 +172,14 @@ fn free_addr() -> Result<SocketAddr> {
 impl Cluster {
     /// Starts the backend's nodes on `net` with data folders under `data` and logs under
     /// `logs`, and waits until they serve (raft: until a leader is elected).
-    pub async fn start(backend: Backend, bin: &Path, data: &Path, logs: &Path, timing: Timing, net: &Net) -> Result<Cluster> {
+    pub async fn start(
+        backend: Backend,
+        bin: &Path,
+        data: &Path,
+        logs: &Path,
+        timing: Timing,
+        net: &Net,
+    ) -> Result<Cluster> {
         let n = backend.size();
         // (listen address, client base URL, peer URL) per node.
         let mut places = Vec::new();
@@ -244,7 +251,12 @@ impl Cluster {
         loop {
             let mut ready = true;
             for node in self.nodes.iter().filter(|n| n.running() && !n.paused) {
-                let ok = self.http.get(format!("{}/readyz", node.base())).send().await.is_ok_and(|r| r.status().is_success());
+                let ok = self
+                    .http
+                    .get(format!("{}/readyz", node.base()))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
                 ready &= ok;
             }
             if ready && (self.backend != Backend::Raft || self.leader().await.is_some()) {

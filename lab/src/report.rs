@@ -114,7 +114,11 @@ fn markdown(runs: &[RunResult], meta: &Meta, out: &Path) -> String {
     for r in runs {
         let c = &r.checks;
         let conv = if c.convergence_ms_each.iter().any(Option::is_none) {
-            format!("not within the window ({} of {})", c.convergence_ms_each.iter().filter(|v| v.is_none()).count(), c.convergence_ms_each.len())
+            format!(
+                "not within the window ({} of {})",
+                c.convergence_ms_each.iter().filter(|v| v.is_none()).count(),
+                c.convergence_ms_each.len()
+            )
         } else {
             ms(c.convergence_ms)
         };
@@ -159,7 +163,12 @@ fn markdown(runs: &[RunResult], meta: &Meta, out: &Path) -> String {
     let _ = writeln!(m, "![writes served during faults](availability.svg)\n\n![staleness](staleness.svg)\n");
     for r in runs {
         let rel = r.dir.strip_prefix(out).unwrap_or(&r.dir).display().to_string();
-        let _ = writeln!(m, "- {} · {}: [timeline]({rel}/timeline.svg), [history]({rel}/history.jsonl)", r.backend.name(), r.fault.name());
+        let _ = writeln!(
+            m,
+            "- {} · {}: [timeline]({rel}/timeline.svg), [history]({rel}/history.jsonl)",
+            r.backend.name(),
+            r.fault.name()
+        );
     }
     let _ = writeln!(m, "\n## How each number is measured\n");
     m.push_str(METHOD);
@@ -181,10 +190,8 @@ fn reading(runs: &[RunResult]) -> String {
             mine.iter().filter_map(|r| r.checks.linearizability_violations).reduce(|a, b| a + b);
         let evicted: u64 = mine.iter().map(|r| r.checks.spurious_evictions).sum();
         let minority_writes: Vec<f64> = mine.iter().filter_map(|r| r.checks.minority_write_availability).collect();
-        let worst_stale = mine
-            .iter()
-            .flat_map(|r| r.checks.stale_reads_by_side.values().filter_map(|s| s.max_ms))
-            .reduce(f64::max);
+        let worst_stale =
+            mine.iter().flat_map(|r| r.checks.stale_reads_by_side.values().filter_map(|s| s.max_ms)).reduce(f64::max);
         let _ = write!(m, "- **{}**: ", b.name());
         let _ = write!(m, "{lost} acknowledged writes lost, ");
         if let Some(v) = violations {
@@ -198,7 +205,12 @@ fn reading(runs: &[RunResult]) -> String {
         if !minority_writes.is_empty() {
             let lo = minority_writes.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = minority_writes.iter().copied().fold(0.0, f64::max);
-            let _ = write!(m, "; writes sent to the faulty node were served {:.0}–{:.0} % of the time", lo * 100.0, hi * 100.0);
+            let _ = write!(
+                m,
+                "; writes sent to the faulty node were served {:.0}–{:.0} % of the time",
+                lo * 100.0,
+                hi * 100.0
+            );
         }
         m.push_str(".\n");
         let _ = writeln!(m, "  {}", explain(b, lost, stale, evicted));

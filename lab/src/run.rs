@@ -120,7 +120,7 @@ async fn target(cluster: &Cluster, round: usize, rng: &mut StdRng) -> (usize, St
     if cluster.backend == Backend::Raft {
         if let Some(leader) = cluster.leader().await {
             let leader = leader as usize;
-            return if round % 2 == 0 {
+            return if round.is_multiple_of(2) {
                 (leader, format!("leader (node {})", leader + 1))
             } else {
                 let f = (leader + 1 + rng.gen_range(0..n - 1)) % n;
@@ -175,8 +175,10 @@ pub async fn run(spec: &Spec, bin: &Path, dir: &Path, net: &Net, bar: &ProgressB
     let elapsed = |rec: &Recorder| Duration::from_micros(rec.now());
     let mut round = 0;
     loop {
-        let hold = Duration::from_millis(if short { rng.gen_range(4_000..7_000) } else { rng.gen_range(6_000..12_000) });
-        let quiet = Duration::from_millis(if short { rng.gen_range(4_000..6_000) } else { rng.gen_range(6_000..10_000) });
+        let hold =
+            Duration::from_millis(if short { rng.gen_range(4_000..7_000) } else { rng.gen_range(6_000..12_000) });
+        let quiet =
+            Duration::from_millis(if short { rng.gen_range(4_000..6_000) } else { rng.gen_range(6_000..10_000) });
         if round > 0 && elapsed(&rec) + hold + quiet + tail > total {
             break;
         }
@@ -224,7 +226,11 @@ pub async fn run(spec: &Spec, bin: &Path, dir: &Path, net: &Net, bar: &ProgressB
     save_history(&dir.join("history.jsonl"), &history)?;
     let (checks, lin) = check::evaluate(&history, spec.backend.size());
     let violations = lin.violations.iter().map(|v| format!("{}: {}", v.key, v.reason)).collect();
-    crate::charts::timeline(&dir.join("timeline.svg"), &format!("{} · {}", spec.backend.name(), spec.fault.name()), &history)?;
+    crate::charts::timeline(
+        &dir.join("timeline.svg"),
+        &format!("{} · {}", spec.backend.name(), spec.fault.name()),
+        &history,
+    )?;
     save_violations(dir, &lin)?;
     bar.finish_with_message(summary(&checks));
     Ok(RunResult {

@@ -77,7 +77,12 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state for a workload against `bases`.
-    pub fn new(rec: Arc<Recorder>, bases: Vec<String>, backend: Backend, timing: Timing) -> anyhow::Result<Arc<Shared>> {
+    pub fn new(
+        rec: Arc<Recorder>,
+        bases: Vec<String>,
+        backend: Backend,
+        timing: Timing,
+    ) -> anyhow::Result<Arc<Shared>> {
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).pool_max_idle_per_host(64).build()?;
         Ok(Arc::new(Shared {
             rec,
@@ -144,7 +149,8 @@ fn listed(body: &Value) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     for app in as_list(&body["applications"]["application"]) {
         for inst in as_list(&app["instance"]) {
-            if let (Some(a), Some(id), Some(g)) = (inst["app"].as_str(), inst["instanceId"].as_str(), generation(&inst)) {
+            if let (Some(a), Some(id), Some(g)) = (inst["app"].as_str(), inst["instanceId"].as_str(), generation(&inst))
+            {
                 out.push((format!("{a}/{id}"), g));
             }
         }
@@ -212,10 +218,14 @@ impl Member {
         for _ in 0..s.bases.len() {
             let base = &s.bases[self.node];
             let req = match kind {
-                Kind::Register => s
-                    .http
-                    .post(format!("{base}/eureka/apps/{}", self.app))
-                    .json(&register_body(&self.app, &self.id, self.gen, if self.up { "UP" } else { "OUT_OF_SERVICE" }, self.dirty, &s.timing)),
+                Kind::Register => s.http.post(format!("{base}/eureka/apps/{}", self.app)).json(&register_body(
+                    &self.app,
+                    &self.id,
+                    self.gen,
+                    if self.up { "UP" } else { "OUT_OF_SERVICE" },
+                    self.dirty,
+                    &s.timing,
+                )),
                 Kind::Cancel => s.http.delete(format!("{base}/eureka/apps/{}/{}", self.app, self.id)),
                 _ => s.http.put(format!(
                     "{base}/eureka/apps/{}/{}?status={}&lastDirtyTimestamp={}",
@@ -309,11 +319,15 @@ pub async fn discoverer(s: Arc<Shared>, process: u32, node: usize, seed: u64) {
             (r, Some((app, id))) if r < 0.65 || s.backend != Backend::Raft => {
                 (Kind::Read, format!("{base}/eureka/apps/{app}/{id}"))
             }
-            (_, Some((app, id))) => (Kind::ReadLinearizable, format!("{base}/eureka/apps/{app}/{id}?consistency=linearizable")),
+            (_, Some((app, id))) => {
+                (Kind::ReadLinearizable, format!("{base}/eureka/apps/{app}/{id}?consistency=linearizable"))
+            }
             (_, None) => (Kind::ReadAll, format!("{base}/eureka/apps")),
         };
         let key = match kind {
-            Kind::Read | Kind::ReadLinearizable => url.rsplit("/eureka/apps/").next().unwrap_or("").split('?').next().unwrap_or("").to_string(),
+            Kind::Read | Kind::ReadLinearizable => {
+                url.rsplit("/eureka/apps/").next().unwrap_or("").split('?').next().unwrap_or("").to_string()
+            }
             _ => String::new(),
         };
         let invoke = s.rec.now();
@@ -371,9 +385,9 @@ pub async fn observe_round(s: &Shared) {
 }
 
 /// Runs `futs` concurrently and returns their outputs in order.
-async fn futures_join<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();

@@ -18,7 +18,8 @@ fn a_raft_kill_run_loses_nothing_and_reports_every_check() {
         .expect("lab runs");
     assert!(status.success(), "the lab failed");
     let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).expect("report.json")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).expect("report.json"))
+            .expect("json");
     let runs = report["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 1, "{report:#}");
     let run = &runs[0];

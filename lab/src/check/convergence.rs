@@ -47,7 +47,13 @@ mod tests {
 
     #[test]
     fn converged_when_every_node_caught_up_with_the_heal() {
-        let f = Fault { fault: "partition".into(), what: "isolate node 2".into(), minority: vec![1], start: 0, heal: 100_000 };
+        let f = Fault {
+            fault: "partition".into(),
+            what: "isolate node 2".into(),
+            minority: vec![1],
+            start: 0,
+            heal: 100_000,
+        };
         let ops = vec![
             op(Kind::Register, "A/1", Some(1), 0, 10_000, Outcome::Ok),
             op(Kind::Register, "A/1", Some(2), 50_000, 60_000, Outcome::Ok),
@@ -58,7 +64,7 @@ mod tests {
             listing(0, 300_000, &[("A/1", 2)]),
             listing(1, 300_000, &[("A/1", 2)]),
         ];
-        assert_eq!(check(&ops, &[f.clone()], 2, 1_000_000), vec![Some(202.0)]);
+        assert_eq!(check(&ops, std::slice::from_ref(&f), 2, 1_000_000), vec![Some(202.0)]);
         assert_eq!(check(&ops, &[f], 2, 250_000), vec![None], "not within the window");
     }
 }

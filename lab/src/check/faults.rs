@@ -68,7 +68,8 @@ mod tests {
 
     #[test]
     fn availability_by_side_and_recovery() {
-        let f = Fault { fault: "kill".into(), what: "kill leader".into(), minority: vec![0], start: 1_000, heal: 9_000 };
+        let f =
+            Fault { fault: "kill".into(), what: "kill leader".into(), minority: vec![0], start: 1_000, heal: 9_000 };
         let at = |node: u8, kind: Kind, invoke: u64, complete: u64, outcome: Outcome| {
             let mut o = op(kind, "A/1", Some(1), invoke, complete, outcome);
             o.node = node;

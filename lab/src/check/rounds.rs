@@ -24,6 +24,10 @@ pub fn complete_rounds(ops: &[Op], nodes: usize) -> Vec<Round<'_>> {
     by_invoke
         .into_iter()
         .filter(|(_, l)| l.len() == nodes && l.iter().all(|o| o.outcome == Outcome::Ok))
-        .map(|(invoke, listings)| Round { invoke, complete: listings.iter().map(|o| o.complete).max().unwrap_or(invoke), listings })
+        .map(|(invoke, listings)| Round {
+            invoke,
+            complete: listings.iter().map(|o| o.complete).max().unwrap_or(invoke),
+            listings,
+        })
         .collect()
 }

@@ -89,7 +89,8 @@ mod tests {
 
     #[test]
     fn reads_older_than_an_acknowledged_write_are_stale_by_time_and_versions() {
-        let fault = Fault { fault: "pause".into(), what: "pause node 2".into(), minority: vec![1], start: 0, heal: 1_000_000 };
+        let fault =
+            Fault { fault: "pause".into(), what: "pause node 2".into(), minority: vec![1], start: 0, heal: 1_000_000 };
         let ops = vec![
             op(Kind::Register, "A/1", Some(1), 0, 10_000, Outcome::Ok),
             op(Kind::Register, "A/1", Some(2), 20_000, 30_000, Outcome::Ok),
