@@ -821,31 +821,25 @@ mod tests {
         let rows = vec![
             ("raft · kill".to_string(), Some(1.0), Some(0.0)),
             ("raft · partition".to_string(), Some(0.97), None),
-            ("gossip · partition".to_string(), Some(0.5), Some(0.25)),
+            ("p2p · partition".to_string(), Some(0.5), Some(0.25)),
         ];
         availability(&path, "availability", &rows).expect("availability");
         let svg = read_svg(&path);
-        for label in [
-            "raft · kill",
-            "raft · partition",
-            "gossip · partition",
-            "majority side",
-            "minority side",
-            "97.0%",
-            "no ops",
-        ] {
+        for label in
+            ["raft · kill", "raft · partition", "p2p · partition", "majority side", "minority side", "97.0%", "no ops"]
+        {
             assert!(svg.contains(label), "availability lacks {label:?}");
         }
 
         let path = dir.path().join("staleness.svg");
         let series = vec![
-            ("gossip local".to_string(), (1..=300).map(|i| f64::from(i % 97) * 3.5).collect()),
+            ("p2p local".to_string(), (1..=300).map(|i| f64::from(i % 97) * 3.5).collect()),
             ("raft local".to_string(), vec![4000.0, 0.5, 12.0, 0.0, 250.0]),
             ("raft linearizable".to_string(), Vec::new()),
         ];
         staleness(&path, "staleness", &series).expect("staleness");
         let svg = read_svg(&path);
-        for label in ["gossip local", "raft local", "raft linearizable (none)", "ms, log"] {
+        for label in ["p2p local", "raft local", "raft linearizable (none)", "ms, log"] {
             assert!(svg.contains(label), "staleness lacks {label:?}");
         }
     }
