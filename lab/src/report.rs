@@ -157,6 +157,7 @@ fn markdown(runs: &[RunResult], meta: &Meta, out: &Path) -> String {
             );
         }
     }
+    m.push_str(&anomalies(runs));
     let _ = writeln!(m, "\n## Reading\n");
     m.push_str(&reading(runs));
     let _ = writeln!(m, "\n## Charts\n");
@@ -172,6 +173,59 @@ fn markdown(runs: &[RunResult], meta: &Meta, out: &Path) -> String {
     }
     let _ = writeln!(m, "\n## How each number is measured\n");
     m.push_str(METHOD);
+    m
+}
+
+/// Every lost write one by one, and stale reads by cause, each with what explains it.
+fn anomalies(runs: &[RunResult]) -> String {
+    let mut m = String::new();
+    let _ = writeln!(m, "\n## Every anomaly and its cause\n");
+    let lost: Vec<_> = runs.iter().flat_map(|r| r.checks.lost_writes.iter().map(move |w| (r, w))).collect();
+    if lost.is_empty() {
+        let _ = writeln!(m, "No acknowledged write was lost in any run.\n");
+    } else {
+        let _ = writeln!(m, "Lost acknowledged writes:\n");
+        let _ = writeln!(m, "| backend | fault | instance | write | node | acknowledged at s | cause |");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|");
+        for (r, w) in lost {
+            let _ = writeln!(
+                m,
+                "| {} | {} | `{}` | {} | {} | {:.2} | {}{} |",
+                r.backend.name(),
+                r.fault.name(),
+                w.key,
+                w.kind,
+                w.node,
+                w.acknowledged_s,
+                if w.explained { "" } else { "**unexplained**: " },
+                w.cause
+            );
+        }
+        m.push('\n');
+    }
+    let _ = writeln!(m, "Stale local reads by cause (a read counts once, at the stalest instance it showed):\n");
+    let _ = writeln!(m, "| backend | fault | cause | reads | max ms |");
+    let _ = writeln!(m, "|---|---|---|---|---|");
+    for r in runs {
+        for c in &r.checks.stale_causes {
+            let cause = if c.explained { c.cause.clone() } else { format!("**{}**", c.cause) };
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} |",
+                r.backend.name(),
+                r.fault.name(),
+                cause,
+                c.reads,
+                ms(Some(c.max_ms))
+            );
+        }
+    }
+    let unexplained: usize = runs.iter().map(|r| r.checks.unexplained_anomalies).sum();
+    let _ = writeln!(
+        m,
+        "\nAnomalies no fault explains: {unexplained}{}",
+        if unexplained == 0 { "." } else { " (in bold above; each is a bug to trace)." }
+    );
     m
 }
 
@@ -236,7 +290,7 @@ fn explain(b: Backend, lost: usize, stale: usize, evicted: u64) -> String {
             }
         }
         Backend::Raft => {
-            out.push("Writes need a majority: the cut-off or paused node refuses writes (or they time out) while the majority elects a leader and goes on (CP). Local reads on a follower may lag the leader by a few milliseconds; linearizable reads go through the leader.".to_string());
+            out.push("Writes need a majority: the cut-off or paused node refuses writes (or they time out) while the majority elects a leader and goes on (CP). Local reads on a follower may lag the leader by a few milliseconds, and a restarted or resumed follower serves what it last applied until it has caught up on the log; linearizable reads go through the leader and are never stale.".to_string());
         }
     }
     if evicted > 0 {

@@ -224,7 +224,7 @@ pub async fn run(spec: &Spec, bin: &Path, dir: &Path, net: &Net, bar: &ProgressB
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let history = History { ops, faults: faults.clone(), samples, end };
     save_history(&dir.join("history.jsonl"), &history)?;
-    let (checks, lin) = check::evaluate(&history, spec.backend.size());
+    let (checks, lin) = check::evaluate(&history, spec.backend.size(), spec.backend == Backend::Raft);
     let violations = lin.violations.iter().map(|v| format!("{}: {}", v.key, v.reason)).collect();
     crate::charts::timeline(
         &dir.join("timeline.svg"),
@@ -249,13 +249,14 @@ pub async fn run(spec: &Spec, bin: &Path, dir: &Path, net: &Net, bar: &ProgressB
 /// One line for the finished progress bar.
 fn summary(c: &Checks) -> String {
     format!(
-        "{} ops, lost {}, stale {}/{}, linearizability {}, evicted {}",
+        "{} ops, lost {}, stale {}/{}, linearizability {}, evicted {}, unexplained {}",
         c.operations,
         c.lost_acknowledged_writes,
         c.stale_reads,
         c.local_reads,
         c.linearizability_violations.map_or("n/a".to_string(), |v| format!("{v} violations")),
-        c.spurious_evictions
+        c.spurious_evictions,
+        c.unexplained_anomalies
     )
 }
 

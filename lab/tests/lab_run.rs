@@ -32,6 +32,7 @@ fn a_raft_kill_run_loses_nothing_and_reports_every_check() {
     assert_eq!(c["linearizability_violations"], 0, "{c:#}");
     assert!(c["linearizable_reads_checked"].as_u64().unwrap_or(0) > 0, "{c:#}");
     assert_eq!(c["spurious_evictions"], 0, "{c:#}");
+    assert_eq!(c["unexplained_anomalies"], 0, "every stale read has a cause: {c:#}");
     assert!(c["convergence_ms"].is_number(), "every heal converged: {c:#}");
     let md = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
     assert!(md.contains("| raft | kill |"), "{md}");

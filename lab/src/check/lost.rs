@@ -3,7 +3,7 @@
 //! no node lists the key at that write's rank or newer. Such a write is gone from the
 //! cluster until its client writes it again (a re-registration after a 404 heartbeat).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use super::keys::{listing_ranks, Keys};
 use super::rounds::complete_rounds;
@@ -11,15 +11,15 @@ use crate::history::{Micros, Op, Outcome};
 
 /// What the check found.
 #[derive(Debug, Default)]
-pub struct Lost {
+pub struct Lost<'a> {
     /// Writes acknowledged in the run.
     pub acknowledged: usize,
-    /// The acknowledged writes found lost, each once: (key, invoke, complete).
-    pub lost: BTreeSet<(String, Micros, Micros)>,
+    /// The acknowledged writes found lost, each once, by (key, invoke).
+    pub lost: BTreeMap<(&'a str, Micros), &'a Op>,
 }
 
 /// Checks the writes of `ops` against the observer's rounds over `nodes` nodes.
-pub fn check(ops: &[Op], nodes: usize, grace: Micros) -> Lost {
+pub fn check(ops: &[Op], nodes: usize, grace: Micros) -> Lost<'_> {
     let keys = Keys::new(ops);
     let mut out = Lost {
         acknowledged: ops.iter().filter(|o| o.kind.is_write() && o.outcome == Outcome::Ok).count(),
@@ -31,7 +31,7 @@ pub fn check(ops: &[Op], nodes: usize, grace: Micros) -> Lost {
             let Some((want, w)) = keys.expected(key, round.invoke.saturating_sub(grace)) else { continue };
             let best = ranks.iter().filter_map(|r| r.get(key)).copied().max().unwrap_or(0);
             if best < want {
-                out.lost.insert((key.to_string(), w.invoke, w.complete));
+                out.lost.insert((key, w.invoke), w);
             }
         }
     }
@@ -65,7 +65,7 @@ mod tests {
         let l = check(&ops, 2, 100);
         assert_eq!(l.acknowledged, 2);
         assert_eq!(l.lost.len(), 1);
-        assert_eq!(l.lost.iter().next().map(|k| k.1), Some(20));
+        assert_eq!(l.lost.keys().next().map(|k| k.1), Some(20));
     }
 
     #[test]
@@ -90,6 +90,6 @@ mod tests {
         ];
         let l = check(&ops, 1, 100);
         assert_eq!(l.lost.len(), 1, "the cancel came back, B/1 is too recent to judge");
-        assert_eq!(l.lost.iter().next().map(|k| k.0.as_str()), Some("A/1"));
+        assert_eq!(l.lost.keys().next().map(|k| k.0), Some("A/1"));
     }
 }

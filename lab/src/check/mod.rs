@@ -2,6 +2,7 @@
 //! them all.
 
 pub mod convergence;
+pub mod explain;
 pub mod faults;
 pub mod keys;
 pub mod linear;
@@ -117,6 +118,12 @@ pub struct Checks {
     /// until it cancels, so every eviction is spurious).
     pub spurious_evictions: u64,
     pub self_preservation_activations: u64,
+    /// Every lost write, with its cause.
+    pub lost_writes: Vec<explain::LostWrite>,
+    /// Stale local reads counted by cause.
+    pub stale_causes: Vec<explain::StaleCause>,
+    /// Anomalies no fault explains (lost writes and stale reads): each is a bug to trace.
+    pub unexplained_anomalies: usize,
 }
 
 fn fraction(a: &faults::Availability, side: Side, group: Group) -> Option<f64> {
@@ -127,11 +134,14 @@ fn fraction(a: &faults::Availability, side: Side, group: Group) -> Option<f64> {
 /// for the accepting node to apply what it acknowledged.
 const LOST_GRACE: Micros = 1_000_000;
 
-/// Runs every checker on `h`, a history of a cluster of `nodes` nodes.
-pub fn evaluate(h: &History, nodes: usize) -> (Checks, linear::Report) {
+/// Runs every checker on `h`, a history of a cluster of `nodes` nodes (`raft`: a raft
+/// cluster, where every lost write and any unexplained stale read is a bug).
+pub fn evaluate(h: &History, nodes: usize, raft: bool) -> (Checks, linear::Report) {
     let lost = lost::check(&h.ops, nodes, LOST_GRACE);
     let lin = linear::check(&h.ops);
     let stale = stale::check(&h.ops, &h.faults);
+    let lost_writes: Vec<_> = lost.lost.values().map(|w| explain::lost_write(w, &h.faults, raft)).collect();
+    let stale_causes = explain::stale_reads(&stale::reads(&h.ops), &h.faults, raft);
     let avail = faults::availability(&h.ops, &h.faults);
     let convergence = convergence::check(&h.ops, &h.faults, nodes, h.end);
     let recovery = faults::recovery(&h.ops, &h.faults);
@@ -166,6 +176,10 @@ pub fn evaluate(h: &History, nodes: usize) -> (Checks, linear::Report) {
         recovery_ms_each: recovery,
         spurious_evictions: nodes::evictions(&h.samples, h.end),
         self_preservation_activations: nodes::preservation_engagements(&h.samples, h.end),
+        unexplained_anomalies: lost_writes.iter().filter(|w| !w.explained).count()
+            + stale_causes.iter().filter(|c| !c.explained).map(|c| c.reads).sum::<usize>(),
+        lost_writes,
+        stale_causes,
     };
     (checks, lin)
 }

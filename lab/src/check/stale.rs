@@ -41,18 +41,29 @@ pub struct Stale {
     pub linearizable: Staleness,
 }
 
-/// What a read of `key` showing rank `seen`, sent at `invoke`, missed: (ms, versions).
-fn missed(keys: &Keys, key: &str, seen: u64, invoke: u64) -> Option<(f64, usize)> {
-    let missed: Vec<&Op> = keys.missed(key, seen, invoke).collect();
-    let first = missed.iter().map(|w| w.complete).min()?;
-    let versions = missed.iter().map(|w| super::keys::rank(w)).collect::<BTreeSet<_>>().len();
-    Some((invoke.saturating_sub(first) as f64 / 1000.0, versions))
+/// What a stale read missed.
+#[derive(Debug, Clone, Copy)]
+pub struct Missed<'a> {
+    /// Time since the first missed write was acknowledged, ms.
+    pub ms: f64,
+    /// Distinct versions missed.
+    pub versions: usize,
+    /// The first missed write.
+    pub first: &'a Op,
 }
 
-/// Checks the discoverers' reads of `ops`; `faults` decide each read's side.
-pub fn check(ops: &[Op], faults: &[Fault]) -> Stale {
+/// What a read of `key` showing rank `seen`, sent at `invoke`, missed.
+fn missed<'a>(keys: &Keys<'a>, key: &str, seen: u64, invoke: u64) -> Option<Missed<'a>> {
+    let missed: Vec<&Op> = keys.missed(key, seen, invoke).collect();
+    let first = missed.iter().copied().min_by_key(|w| w.complete)?;
+    let versions = missed.iter().map(|w| super::keys::rank(w)).collect::<BTreeSet<_>>().len();
+    Some(Missed { ms: invoke.saturating_sub(first.complete) as f64 / 1000.0, versions, first })
+}
+
+/// Every discoverer read of `ops` that was served, with what it missed (`None`: it was fresh).
+pub fn reads(ops: &[Op]) -> Vec<(&Op, Option<Missed<'_>>)> {
     let keys = Keys::new(ops);
-    let mut out = Stale::default();
+    let mut out = Vec::new();
     for op in ops.iter().filter(|o| o.outcome == Outcome::Ok && o.process != OBSERVER) {
         let found = match op.kind {
             Kind::Read | Kind::ReadLinearizable => {
@@ -62,9 +73,19 @@ pub fn check(ops: &[Op], faults: &[Fault]) -> Stale {
             Kind::ReadAll => listing_ranks(&keys, op)
                 .into_iter()
                 .filter_map(|(k, seen)| missed(&keys, k, seen, op.invoke))
-                .max_by(|a, b| a.0.total_cmp(&b.0)),
+                .max_by(|a, b| a.ms.total_cmp(&b.ms)),
             _ => continue,
         };
+        out.push((op, found));
+    }
+    out
+}
+
+/// Checks the discoverers' reads of `ops`; `faults` decide each read's side.
+pub fn check(ops: &[Op], faults: &[Fault]) -> Stale {
+    let mut out = Stale::default();
+    for (op, found) in reads(ops) {
+        let found = found.map(|m| (m.ms, m.versions));
         if op.kind == Kind::ReadLinearizable {
             out.linearizable.add(found);
         } else {
