@@ -1,6 +1,7 @@
 //! The clusters a run puts under faults: `none` (one node), three-node `p2p` and three-node
-//! `raft`, each node a `synod serve` process on loopback with its own data folder. Nodes are
-//! killed (SIGKILL), restarted on the same folder, paused (SIGSTOP) and resumed (SIGCONT).
+//! `raft`, each node a `synod serve` process with its own data folder, and three-node `etcd`
+//! (the Debian package's `etcd`) as a yardstick. Nodes are killed (SIGKILL), restarted on the
+//! same folder, paused (SIGSTOP) and resumed (SIGCONT).
 //!
 //! Every child is started with a parent-death signal, and its pid is kept in [`LIVE`] so an
 //! interrupted lab stops them all (see [`stop_all`]); nothing outlives the lab.
@@ -29,11 +30,13 @@ pub enum Backend {
     P2p,
     /// Three nodes, a raft log (CP).
     Raft,
+    /// Three etcd members, the registry mapped to leases (CP): the yardstick.
+    Etcd,
 }
 
 impl Backend {
     /// All backends, in report order.
-    pub const ALL: [Backend; 3] = [Backend::None, Backend::P2p, Backend::Raft];
+    pub const ALL: [Backend; 4] = [Backend::None, Backend::P2p, Backend::Raft, Backend::Etcd];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -41,14 +44,27 @@ impl Backend {
             Backend::None => "none",
             Backend::P2p => "p2p",
             Backend::Raft => "raft",
+            Backend::Etcd => "etcd",
         }
+    }
+
+    /// Whether one elected leader orders every write (the nemesis then aims at the leader
+    /// and a follower in turn).
+    pub fn has_leader(self) -> bool {
+        matches!(self, Backend::Raft | Backend::Etcd)
+    }
+
+    /// Whether an acknowledged write must never be lost and linearizable reads are offered:
+    /// every lost write and every unexplained stale read is then a bug.
+    pub fn is_cp(self) -> bool {
+        self.has_leader()
     }
 
     /// Nodes in its cluster.
     pub fn size(self) -> usize {
         match self {
             Backend::None => 1,
-            Backend::P2p | Backend::Raft => 3,
+            Backend::P2p | Backend::Raft | Backend::Etcd => 3,
         }
     }
 }
@@ -79,6 +95,7 @@ pub struct Node {
     log: PathBuf,
     /// The network namespace it runs in, if any.
     netns: Option<PathBuf>,
+    program: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
     paused: bool,
@@ -95,10 +112,10 @@ impl Node {
         self.child.is_some()
     }
 
-    fn spawn(&mut self, bin: &Path) -> Result<()> {
+    fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("serve").args(&self.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let netns = self.netns.as_ref().map(std::fs::File::open).transpose()?;
         let fd = netns.as_ref().map(|f| f.as_raw_fd());
         // SAFETY: prctl and setns in the child before exec; both are plain system calls.
@@ -113,7 +130,7 @@ impl Node {
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let child = cmd.spawn().with_context(|| format!("starting {}", self.program.display()))?;
         drop(netns);
         if let Ok(mut l) = LIVE.lock() {
             l.insert(child.id());
@@ -159,7 +176,6 @@ impl Default for Timing {
 pub struct Cluster {
     pub backend: Backend,
     pub nodes: Vec<Node>,
-    bin: PathBuf,
     http: reqwest::Client,
 }
 
@@ -169,9 +185,114 @@ fn free_addr() -> Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
+/// `etcd` on the `PATH` (the Debian package `etcd-server` installs `/usr/bin/etcd`).
+pub fn etcd_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("etcd")).find(|p| p.is_file())
+}
+
+/// Where node `i` listens and is reached: (listen address, client base URL, peer URL).
+/// `port` is its port inside its own namespace; on loopback a free port is picked.
+fn place(net: &Net, i: usize, port: u16) -> Result<(String, String, String)> {
+    Ok(match net.hosts(i) {
+        Some((client, peer)) => {
+            (format!("0.0.0.0:{port}"), format!("http://{client}:{port}"), format!("http://{peer}:{port}"))
+        }
+        None => {
+            let a = free_addr()?;
+            (a.to_string(), format!("http://{a}"), format!("http://{a}"))
+        }
+    })
+}
+
+/// `synod serve` arguments of every node.
+fn synod_args(backend: Backend, data: &Path, timing: Timing, net: &Net) -> Result<Vec<(Vec<String>, String)>> {
+    let n = backend.size();
+    let places = (0..n).map(|i| place(net, i, 8761)).collect::<Result<Vec<_>>>()?;
+    let peers: Vec<String> = places.iter().enumerate().map(|(i, p)| format!("{}={}", i + 1, p.2)).collect();
+    // Beyond loopback, synod requires peers to prove themselves and an explicit choice
+    // to serve clients without credentials; the lab's network is its own.
+    let secret = data.join("cluster-secret");
+    std::fs::write(&secret, format!("lab-{}-{}", std::process::id(), rand::random::<u64>()))?;
+    let mut out = Vec::new();
+    for (i, (listen, base, _)) in places.into_iter().enumerate() {
+        let dir = data.join(format!("node-{}", i + 1));
+        std::fs::create_dir_all(&dir)?;
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            listen,
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--node-id".into(),
+            (i + 1).to_string(),
+            "--eviction-interval".into(),
+            format!("{}ms", timing.eviction_interval.as_millis()),
+            "--log".into(),
+            "warn,synod=info".into(),
+            "--replication".into(),
+            backend.name().into(),
+        ];
+        if net.hosts(i).is_some() {
+            args.extend(["--allow-anonymous".into(), "--cluster-secret-file".into(), secret.display().to_string()]);
+        }
+        if backend != Backend::None {
+            for p in &peers {
+                args.extend(["--peer".into(), p.clone()]);
+            }
+        }
+        if backend == Backend::P2p {
+            args.extend(["--peer-sync-wait".into(), "3s".into()]);
+        }
+        out.push((args, base));
+    }
+    Ok(out)
+}
+
+/// `etcd` arguments of three members: clients on one address, peers on another (each its
+/// own port on loopback), default heartbeat (100 ms) and election timeout (1 s).
+fn etcd_args(data: &Path, net: &Net) -> Result<Vec<(Vec<String>, String)>> {
+    let n = Backend::Etcd.size();
+    let clients = (0..n).map(|i| place(net, i, 2379)).collect::<Result<Vec<_>>>()?;
+    let peers = (0..n).map(|i| place(net, i, 2380)).collect::<Result<Vec<_>>>()?;
+    let cluster: Vec<String> = peers.iter().enumerate().map(|(i, p)| format!("n{}={}", i + 1, p.2)).collect();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let dir = data.join(format!("node-{}", i + 1));
+        let args = [
+            "--name",
+            &format!("n{}", i + 1),
+            "--data-dir",
+            &dir.display().to_string(),
+            "--listen-client-urls",
+            &format!("http://{}", clients[i].0),
+            "--advertise-client-urls",
+            &clients[i].1,
+            "--listen-peer-urls",
+            &format!("http://{}", peers[i].0),
+            "--initial-advertise-peer-urls",
+            &peers[i].2,
+            "--initial-cluster",
+            &cluster.join(","),
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            "synod-lab",
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
+            "--log-level",
+            "warn",
+        ];
+        out.push((args.iter().map(|a| a.to_string()).collect(), clients[i].1.clone()));
+    }
+    Ok(out)
+}
+
 impl Cluster {
-    /// Starts the backend's nodes on `net` with data folders under `data` and logs under
-    /// `logs`, and waits until they serve (raft: until a leader is elected).
+    /// Starts the backend's nodes on `net` (`bin`: the synod server) with data folders
+    /// under `data` and logs under `logs`, and waits until they serve (and have a leader).
     pub async fn start(
         backend: Backend,
         bin: &Path,
@@ -180,66 +301,30 @@ impl Cluster {
         timing: Timing,
         net: &Net,
     ) -> Result<Cluster> {
-        let n = backend.size();
-        // (listen address, client base URL, peer URL) per node.
-        let mut places = Vec::new();
-        for i in 0..n {
-            places.push(match net.addresses(i) {
-                Some(p) => p,
-                None => {
-                    let a = free_addr()?;
-                    (a.to_string(), format!("http://{a}"), format!("http://{a}"))
-                }
-            });
-        }
-        let peers: Vec<String> = places.iter().enumerate().map(|(i, p)| format!("{}={}", i + 1, p.2)).collect();
-        // Beyond loopback, synod requires peers to prove themselves and an explicit choice
-        // to serve clients without credentials; the lab's network is its own.
-        let secret = data.join("cluster-secret");
-        std::fs::write(&secret, format!("lab-{}-{}", std::process::id(), rand::random::<u64>()))?;
-        let mut nodes = Vec::new();
-        for (i, (listen, base, _)) in places.into_iter().enumerate() {
-            let dir = data.join(format!("node-{}", i + 1));
-            std::fs::create_dir_all(&dir)?;
-            let mut args: Vec<String> = vec![
-                "--listen".into(),
-                listen,
-                "--data-dir".into(),
-                dir.display().to_string(),
-                "--node-id".into(),
-                (i + 1).to_string(),
-                "--eviction-interval".into(),
-                format!("{}ms", timing.eviction_interval.as_millis()),
-                "--log".into(),
-                "warn,synod=info".into(),
-                "--replication".into(),
-                backend.name().into(),
-            ];
-            if net.namespace(i).is_some() {
-                args.extend(["--allow-anonymous".into(), "--cluster-secret-file".into(), secret.display().to_string()]);
+        let (program, members) = match backend {
+            Backend::Etcd => {
+                (etcd_binary().context("no etcd on the PATH (Debian: etcd-server)")?, etcd_args(data, net)?)
             }
-            if backend != Backend::None {
-                for p in &peers {
-                    args.extend(["--peer".into(), p.clone()]);
-                }
-            }
-            if backend == Backend::P2p {
-                args.extend(["--peer-sync-wait".into(), "3s".into()]);
-            }
-            nodes.push(Node {
+            _ => (bin.to_path_buf(), synod_args(backend, data, timing, net)?),
+        };
+        let nodes = members
+            .into_iter()
+            .enumerate()
+            .map(|(i, (args, base))| Node {
                 index: i as u8,
                 base,
                 log: logs.join(format!("node-{}.log", i + 1)),
                 netns: net.namespace(i),
+                program: program.clone(),
                 args,
                 child: None,
                 paused: false,
-            });
-        }
+            })
+            .collect();
         let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
-        let mut cluster = Cluster { backend, nodes, bin: bin.to_path_buf(), http };
-        for i in 0..n {
-            cluster.nodes[i].spawn(&cluster.bin)?;
+        let mut cluster = Cluster { backend, nodes, http };
+        for node in &mut cluster.nodes {
+            node.spawn()?;
         }
         cluster.wait_serving(Duration::from_secs(30)).await?;
         Ok(cluster)
@@ -251,15 +336,16 @@ impl Cluster {
         loop {
             let mut ready = true;
             for node in self.nodes.iter().filter(|n| n.running() && !n.paused) {
+                let path = if self.backend == Backend::Etcd { "health" } else { "readyz" };
                 let ok = self
                     .http
-                    .get(format!("{}/readyz", node.base()))
+                    .get(format!("{}/{path}", node.base()))
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success());
                 ready &= ok;
             }
-            if ready && (self.backend != Backend::Raft || self.leader().await.is_some()) {
+            if ready && (!self.backend.has_leader() || self.leader().await.is_some()) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -275,14 +361,28 @@ impl Cluster {
         r.json().await.ok()
     }
 
-    /// The raft leader (0-based) that a running node names and that itself claims to lead.
+    /// The leader (0-based) that a running node names and that itself claims to lead.
     pub async fn leader(&self) -> Option<u8> {
+        if self.backend == Backend::Etcd {
+            return self.etcd_leader().await;
+        }
         for node in self.nodes.iter().filter(|n| n.running() && !n.paused) {
             let Some(s) = self.status(node.index as usize).await else { continue };
             let Some(l) = s["leader"].as_u64().filter(|l| (1..=self.nodes.len() as u64).contains(l)) else { continue };
             let idx = (l - 1) as usize;
             if self.status(idx).await.is_some_and(|ls| ls["role"] == "leader") {
                 return Some(idx as u8);
+            }
+        }
+        None
+    }
+
+    /// The etcd member that names itself leader.
+    async fn etcd_leader(&self) -> Option<u8> {
+        for node in self.nodes.iter().filter(|n| n.running() && !n.paused) {
+            let Some(s) = crate::api::etcd_status(&self.http, &node.base()).await else { continue };
+            if s.leader != 0 && s.leader == s.member {
+                return Some(node.index);
             }
         }
         None
@@ -296,7 +396,7 @@ impl Cluster {
     /// Starts a killed node again on its data folder.
     pub fn restart(&mut self, i: usize) -> Result<()> {
         if !self.nodes[i].running() {
-            self.nodes[i].spawn(&self.bin)?;
+            self.nodes[i].spawn()?;
         }
         Ok(())
     }

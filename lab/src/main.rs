@@ -4,6 +4,7 @@
 //! runs the workload ([`workload`]) under each fault ([`run`]), checks the histories
 //! ([`check`]) and writes `DIR/report.md`, `DIR/report.json` and charts ([`report`]).
 
+mod api;
 mod charts;
 mod check;
 mod cluster;
@@ -123,10 +124,18 @@ async fn lab(args: RunArgs, net: &Net, why_not: Option<String>) -> Result<()> {
         net::cleanup();
         std::process::exit(130);
     });
-    let backends = if args.backend.is_empty() { Backend::ALL.to_vec() } else { args.backend.clone() };
+    let mut backends = if args.backend.is_empty() { Backend::ALL.to_vec() } else { args.backend.clone() };
+    let mut notes: Vec<String> = Vec::new();
+    if backends.contains(&Backend::Etcd) && cluster::etcd_binary().is_none() {
+        backends.retain(|b| *b != Backend::Etcd);
+        notes.push("etcd skipped: no `etcd` on the PATH (Debian: `apt-get install etcd-server`)".into());
+    } else if let Some(etcd) = backends.contains(&Backend::Etcd).then(cluster::etcd_binary).flatten() {
+        let version = std::process::Command::new(etcd).arg("--version").output().ok();
+        let first = version.map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string());
+        notes.push(format!("etcd: {}", first.unwrap_or_default().trim()));
+    }
     let faults = if args.fault.is_empty() { FaultKind::ALL.to_vec() } else { args.fault.clone() };
     let seconds = args.seconds.unwrap_or(if args.quick { 20 } else { 60 });
-    let mut notes: Vec<String> = Vec::new();
     if let Some(w) = &why_not {
         if faults.contains(&FaultKind::Partition) {
             notes.push(w.clone());

@@ -24,8 +24,6 @@ static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Nodes a namespaced network has room for.
 pub const NODES: usize = 3;
-/// The port every node listens on inside its own namespace.
-const PORT: u16 = 8761;
 
 /// The network the nodes run on.
 pub enum Net {
@@ -101,16 +99,12 @@ impl Net {
         matches!(self, Net::Namespaces(_))
     }
 
-    /// For node `i`: the address it listens on, the base URL clients use, and the URL its
-    /// peers use. `None` on loopback, where the cluster picks ports.
-    pub fn addresses(&self, i: usize) -> Option<(String, String, String)> {
+    /// For node `i`: its address for clients and its address for peers (it listens on
+    /// both, on any port). `None` on loopback, where the cluster picks ports.
+    pub fn hosts(&self, i: usize) -> Option<(String, String)> {
         match self {
             Net::Loopback => None,
-            Net::Namespaces(_) => Some((
-                format!("0.0.0.0:{PORT}"),
-                format!("http://10.213.2.{}:{PORT}", 11 + i),
-                format!("http://10.213.1.{}:{PORT}", 11 + i),
-            )),
+            Net::Namespaces(_) => Some((format!("10.213.2.{}", 11 + i), format!("10.213.1.{}", 11 + i))),
         }
     }
 

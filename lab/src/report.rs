@@ -292,6 +292,12 @@ fn explain(b: Backend, lost: usize, stale: usize, evicted: u64) -> String {
         Backend::Raft => {
             out.push("Writes need a majority: the cut-off or paused node refuses writes (or they time out) while the majority elects a leader and goes on (CP). Local reads on a follower may lag the leader by a few milliseconds, and a restarted or resumed follower serves what it last applied until it has caught up on the log; linearizable reads go through the leader and are never stale.".to_string());
         }
+        Backend::Etcd => {
+            out.push("The yardstick, with the same workload mapped to leases: a register is a lease and a put on it, a heartbeat a keep-alive, a cancel a revoke. Like raft, writes need a majority (CP); serializable reads are served from the member's own state and may lag, default reads are linearizable. A new leader extends every lease before it expires any.".to_string());
+            if evicted > 0 || lost > 0 {
+                out.push("Where it evicted heartbeating instances, their registrations show as lost writes and, for keys read linearizably around the removal, as linearizability violations: the key became absent although no client removed it. A leader that stalled (paused) and resumes revokes the leases it believes expired, although their keep-alives went to the new leader meanwhile: a known etcd bug (etcd-io/etcd#15247, fixed upstream by #16822 in later 3.4 and 3.5 releases).".to_string());
+            }
+        }
     }
     if evicted > 0 {
         out.push(format!("{evicted} instances were evicted while their clients were heartbeating: see the node logs of the run for the eviction, and the timeline for the fault it followed."));

@@ -17,6 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::api::Api;
 use crate::check::{self, linear, Checks};
 use crate::cluster::{Backend, Cluster, Timing};
 use crate::history::{Entry, Fault, History, Micros, Sample};
@@ -80,30 +81,25 @@ pub struct RunResult {
     pub staleness: std::collections::BTreeMap<check::Side, Vec<f64>>,
 }
 
-/// Samples every node's `/v1/status` every 250 ms until the workload stops.
+/// Samples every node's counters every 250 ms until the workload stops.
 async fn sampler(s: Arc<Shared>, samples: Arc<std::sync::Mutex<Vec<Sample>>>) {
     let http = match reqwest::Client::builder().timeout(Duration::from_millis(250)).build() {
         Ok(h) => h,
         Err(_) => return,
     };
+    let api = Api::of(s.backend);
     while !s.stopped.load(Ordering::Relaxed) {
         for (i, base) in s.bases.iter().enumerate() {
             let at = s.rec.now();
-            let st: Option<serde_json::Value> = match http.get(format!("{base}/v1/status")).send().await {
-                Ok(r) => r.json().await.ok(),
-                Err(_) => None,
-            };
+            let st = api.sample(&http, base).await;
             let sample = Sample {
                 at,
                 node: i as u8,
                 up: st.is_some(),
-                applied_index: st.as_ref().and_then(|v| v["applied_index"].as_u64()),
-                evicted_instances: st.as_ref().and_then(|v| v["evicted_instances"].as_u64()).unwrap_or(0),
-                self_preservation_active: st.as_ref().is_some_and(|v| v["self_preservation"]["active"] == true),
-                self_preservation_engagements: st
-                    .as_ref()
-                    .and_then(|v| v["self_preservation_engagements"].as_u64())
-                    .unwrap_or(0),
+                applied_index: st.as_ref().and_then(|v| v.applied_index),
+                evicted_instances: st.as_ref().map_or(0, |v| v.evicted),
+                self_preservation_active: st.as_ref().is_some_and(|v| v.self_preservation_active),
+                self_preservation_engagements: st.as_ref().map_or(0, |v| v.self_preservation_engagements),
             };
             if let Ok(mut all) = samples.lock() {
                 all.push(sample);
@@ -113,11 +109,11 @@ async fn sampler(s: Arc<Shared>, samples: Arc<std::sync::Mutex<Vec<Sample>>>) {
     }
 }
 
-/// Picks the node a fault hits: on raft the leader and a follower in turn, elsewhere a node
-/// drawn from the seed.
+/// Picks the node a fault hits: where a leader orders writes (raft, etcd) the leader and a
+/// follower in turn, elsewhere a node drawn from the seed.
 async fn target(cluster: &Cluster, round: usize, rng: &mut StdRng) -> (usize, String) {
     let n = cluster.nodes.len();
-    if cluster.backend == Backend::Raft {
+    if cluster.backend.has_leader() {
         if let Some(leader) = cluster.leader().await {
             let leader = leader as usize;
             return if round.is_multiple_of(2) {
@@ -224,7 +220,7 @@ pub async fn run(spec: &Spec, bin: &Path, dir: &Path, net: &Net, bar: &ProgressB
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let history = History { ops, faults: faults.clone(), samples, end };
     save_history(&dir.join("history.jsonl"), &history)?;
-    let (checks, lin) = check::evaluate(&history, spec.backend.size(), spec.backend == Backend::Raft);
+    let (checks, lin) = check::evaluate(&history, spec.backend);
     let violations = lin.violations.iter().map(|v| format!("{}: {}", v.key, v.reason)).collect();
     crate::charts::timeline(
         &dir.join("timeline.svg"),

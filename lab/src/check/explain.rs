@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::stale::Missed;
 use super::Side;
-use crate::history::{Fault, Kind, Micros, Op};
+use crate::history::{Fault, Kind, Micros, Op, Outcome};
 
 /// How long after a heal a stale read still counts as the heal's catch-up.
 const CATCH_UP: Micros = 10_000_000;
@@ -53,12 +53,20 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
-/// Why `w`, an acknowledged write that no node held later, was lost.
-pub fn lost_write(w: &Op, faults: &[Fault], raft: bool) -> LostWrite {
+/// Why `w`, an acknowledged write that no node held later, was lost (`ops`: the whole
+/// history, for what its client heard next).
+pub fn lost_write(w: &Op, ops: &[Op], faults: &[Fault], raft: bool) -> LostWrite {
     let killed = faults.iter().find(|f| {
         f.fault == "kill"
             && f.minority.contains(&w.node)
             && (f.start.saturating_sub(UNSENT)..=f.start).contains(&w.complete)
+    });
+    // On a CP backend, where every node holds what was committed, the cluster itself removed
+    // the instance if its client, still heartbeating, was told it is unknown: an eviction of
+    // a live instance, not a write the storage dropped. (On p2p a 404 heartbeat is the
+    // ordinary way a node that missed a registration asks for it again.)
+    let evicted = ops.iter().filter(|_| raft).find(|o| {
+        o.kind == Kind::Renew && o.key == w.key && o.status == 404 && o.outcome == Outcome::Ok && o.invoke > w.complete
     });
     let (cause, explained) = match killed {
         Some(f) if !raft => (
@@ -70,6 +78,14 @@ pub fn lost_write(w: &Op, faults: &[Fault], raft: bool) -> LostWrite {
                 f.what
             ),
             true,
+        ),
+        _ if evicted.is_some() => (
+            format!(
+                "evicted while its client heartbeated: the cluster removed the instance and the heartbeat at {:.2} s \
+                 answered 404 (a spurious eviction; a bug of the backend)",
+                evicted.map_or(0.0, |e| e.invoke as f64 / 1e6)
+            ),
+            false,
         ),
         _ if raft => ("a write raft acknowledged is committed on a majority: this is a bug".to_string(), false),
         _ => ("no fault explains it".to_string(), false),
@@ -119,15 +135,34 @@ fn stale_cause(r: &Op, m: &Missed<'_>, faults: &[Fault], raft: bool) -> (&'stati
     }
 }
 
-/// Stale local reads of `reads` counted by cause.
-pub fn stale_reads(reads: &[(&Op, Option<Missed<'_>>)], faults: &[Fault], raft: bool) -> Vec<StaleCause> {
+/// How long after a stale read its key's client may learn, from a heartbeat answered 404,
+/// that the cluster removed the instance (a renewal interval and a request's timeout).
+const EVICTION_NOTICE: Micros = 2_000_000;
+
+/// Stale local reads of `reads` counted by cause (`ops`: the whole history). On a CP
+/// backend a read that missed an instance the cluster itself removed, as its still
+/// heartbeating client learned from a 404, shows an eviction rather than lag.
+pub fn stale_reads(reads: &[(&Op, Option<Missed<'_>>)], ops: &[Op], faults: &[Fault], raft: bool) -> Vec<StaleCause> {
+    let mut told_unknown: BTreeMap<&str, Vec<Micros>> = BTreeMap::new();
+    for o in ops.iter().filter(|o| o.kind == Kind::Renew && o.status == 404 && o.outcome == Outcome::Ok) {
+        told_unknown.entry(o.key.as_str()).or_default().push(o.invoke);
+    }
+    let evicted = |r: &Op, m: &Missed<'_>| {
+        told_unknown
+            .get(m.first.key.as_str())
+            .is_some_and(|ts| ts.iter().any(|t| (m.first.complete..=r.complete + EVICTION_NOTICE).contains(t)))
+    };
     let mut by: BTreeMap<&'static str, StaleCause> = BTreeMap::new();
     for (r, m) in reads {
         let Some(m) = m else { continue };
         if r.kind == Kind::ReadLinearizable {
             continue;
         }
-        let (cause, explained) = stale_cause(r, m, faults, raft);
+        let (cause, explained) = if raft && evicted(r, m) {
+            ("evicted while its client heartbeated: the cluster removed the instance (a bug of the backend)", false)
+        } else {
+            stale_cause(r, m, faults, raft)
+        };
         let e = by.entry(cause).or_insert_with(|| StaleCause { cause: cause.into(), reads: 0, max_ms: 0.0, explained });
         e.reads += 1;
         e.max_ms = e.max_ms.max(m.ms);
@@ -152,13 +187,28 @@ mod tests {
         let mut w = op(Kind::Register, "A/1", Some(2), 900_000, 1_000_000, Outcome::Ok);
         w.node = 1;
         let f = [kill(1, 1_300_000, 5_000_000)];
-        let p2p = lost_write(&w, &f, false);
+        let p2p = lost_write(&w, &[], &f, false);
         assert!(p2p.explained, "{}", p2p.cause);
         assert!(p2p.cause.contains("300 ms before `kill node 2`"), "{}", p2p.cause);
-        assert!(!lost_write(&w, &f, true).explained, "raft never loses an acknowledged write");
+        assert!(!lost_write(&w, &[], &f, true).explained, "raft never loses an acknowledged write");
         // A kill of another node, or long after, explains nothing.
-        assert!(!lost_write(&w, &[kill(0, 1_300_000, 5_000_000)], false).explained);
-        assert!(!lost_write(&w, &[kill(1, 9_000_000, 12_000_000)], false).explained);
+        assert!(!lost_write(&w, &[], &[kill(0, 1_300_000, 5_000_000)], false).explained);
+        assert!(!lost_write(&w, &[], &[kill(1, 9_000_000, 12_000_000)], false).explained);
+    }
+
+    #[test]
+    fn a_write_the_cluster_removed_under_a_heartbeating_client_is_an_eviction() {
+        let w = op(Kind::Register, "A/1", Some(1), 900_000, 1_000_000, Outcome::Ok);
+        let mut told_unknown = op(Kind::Renew, "A/1", None, 9_000_000, 9_000_500, Outcome::Ok);
+        told_unknown.status = 404;
+        let mut other_key = told_unknown.clone();
+        other_key.key = "B/1".into();
+        let l = lost_write(&w, &[w.clone(), other_key.clone(), told_unknown], &[], true);
+        assert!(!l.explained);
+        assert!(l.cause.starts_with("evicted while its client heartbeated"), "{}", l.cause);
+        assert!(l.cause.contains("9.00 s"), "{}", l.cause);
+        let l = lost_write(&w, &[w.clone(), other_key], &[], true);
+        assert!(l.cause.contains("this is a bug"), "{}", l.cause);
     }
 
     #[test]
@@ -179,12 +229,21 @@ mod tests {
         let r4 = read(2, 50_000_000);
         let old = Missed { ms: 4_000.0, versions: 1, first: steady };
         let reads = vec![(&r1, Some(m(during))), (&r2, Some(m(during))), (&r3, Some(m(steady))), (&r4, Some(old))];
-        let causes = stale_reads(&reads, &f, false);
+        let causes = stale_reads(&reads, &[], &f, false);
         assert_eq!(causes.len(), 4, "{causes:?}");
         assert!(causes.iter().all(|c| c.reads == 1));
         assert_eq!(causes.iter().filter(|c| !c.explained).count(), 1, "4 s behind with no fault near");
         assert!(causes.iter().any(|c| c.cause.starts_with("missed a write the faulty node accepted")));
         assert!(causes.iter().any(|c| c.cause.starts_with("after a heal: missed")));
         assert!(causes.iter().any(|c| c.cause.starts_with("replication lag")));
+        // On a CP backend, a read that missed an instance whose client then heard 404 shows
+        // an eviction; on p2p the 404 is how a node asks for a missed registration.
+        let mut told_unknown = op(Kind::Renew, "B/1", None, 45_500_000, 45_500_100, Outcome::Ok);
+        told_unknown.status = 404;
+        let ops = [told_unknown];
+        let cp = stale_reads(&reads[2..3], &ops, &[], true);
+        assert!(cp[0].cause.starts_with("evicted while its client heartbeated") && !cp[0].explained, "{cp:?}");
+        let ap = stale_reads(&reads[2..3], &ops, &[], false);
+        assert!(ap[0].cause.starts_with("replication lag"), "{ap:?}");
     }
 }

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::cluster::Backend;
 use crate::history::{Fault, History, Micros, Op, Outcome};
 use faults::Group;
 
@@ -134,14 +135,15 @@ fn fraction(a: &faults::Availability, side: Side, group: Group) -> Option<f64> {
 /// for the accepting node to apply what it acknowledged.
 const LOST_GRACE: Micros = 1_000_000;
 
-/// Runs every checker on `h`, a history of a cluster of `nodes` nodes (`raft`: a raft
-/// cluster, where every lost write and any unexplained stale read is a bug).
-pub fn evaluate(h: &History, nodes: usize, raft: bool) -> (Checks, linear::Report) {
+/// Runs every checker on `h`, a history of a `backend` cluster (where the backend is CP,
+/// every lost write and any unexplained stale read is a bug).
+pub fn evaluate(h: &History, backend: Backend) -> (Checks, linear::Report) {
+    let (nodes, raft) = (backend.size(), backend.is_cp());
     let lost = lost::check(&h.ops, nodes, LOST_GRACE);
     let lin = linear::check(&h.ops);
     let stale = stale::check(&h.ops, &h.faults);
-    let lost_writes: Vec<_> = lost.lost.values().map(|w| explain::lost_write(w, &h.faults, raft)).collect();
-    let stale_causes = explain::stale_reads(&stale::reads(&h.ops), &h.faults, raft);
+    let lost_writes: Vec<_> = lost.lost.values().map(|w| explain::lost_write(w, &h.ops, &h.faults, raft)).collect();
+    let stale_causes = explain::stale_reads(&stale::reads(&h.ops), &h.ops, &h.faults, raft);
     let avail = faults::availability(&h.ops, &h.faults);
     let convergence = convergence::check(&h.ops, &h.faults, nodes, h.end);
     let recovery = faults::recovery(&h.ops, &h.faults);
@@ -174,8 +176,8 @@ pub fn evaluate(h: &History, nodes: usize, raft: bool) -> (Checks, linear::Repor
         convergence_ms_each: convergence,
         recovery_ms: slowest(&recovery),
         recovery_ms_each: recovery,
-        spurious_evictions: nodes::evictions(&h.samples, h.end),
-        self_preservation_activations: nodes::preservation_engagements(&h.samples, h.end),
+        spurious_evictions: nodes::evictions(&h.samples, &h.faults, h.end, backend == Backend::Etcd),
+        self_preservation_activations: nodes::preservation_engagements(&h.samples, &h.faults, h.end),
         unexplained_anomalies: lost_writes.iter().filter(|w| !w.explained).count()
             + stale_causes.iter().filter(|c| !c.explained).map(|c| c.reads).sum::<usize>(),
         lost_writes,
