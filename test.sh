@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs synod's whole test suite. Sets up (once) a Python virtualenv in .venv holding the real
 # third-party client py-eureka-client, which tests/py_client.rs drives against the server, and
-# eureka-js-client under tests/js_client/node_modules for tests/js_client.rs.
+# eureka-js-client under tests/js_client/node_modules for tests/js_client.rs, and etcd for the
+# fault lab's yardstick.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,6 +16,15 @@ export SYNOD_PYTHON="$PWD/.venv/bin/python"
 # The real third-party Node.js client eureka-js-client, which tests/js_client.rs drives.
 if ! grep -qs '"version": "4.5.0"' tests/js_client/node_modules/eureka-js-client/package.json; then
   npm install --prefix tests/js_client --no-audit --no-fund --no-package-lock --silent
+fi
+
+# etcd, the fault lab's yardstick (lab/tests/lab_run.rs runs it when present): Debian's
+# etcd-server, installed when this runs as root on a Debian-like machine.
+if ! command -v etcd >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq etcd-server >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq etcd-server >/dev/null 2>&1; } \
+    || echo "etcd-server could not be installed: the lab's etcd run is skipped"
 fi
 
 cargo test --locked --workspace "$@"
