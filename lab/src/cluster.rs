@@ -176,7 +176,21 @@ impl Default for Timing {
 pub struct Cluster {
     pub backend: Backend,
     pub nodes: Vec<Node>,
+    /// Each node's data folder.
+    data: Vec<PathBuf>,
+    /// Whether each data folder lies on a disk of its own (a disk run).
+    disks: bool,
     http: reqwest::Client,
+}
+
+/// Node `i`'s data folder under `data`: on a disk of its own (a tmpfs) when `disks`.
+fn data_dir(data: &Path, i: usize, disks: bool) -> Result<PathBuf> {
+    if disks {
+        return crate::disk::mount(&data.join(format!("disk-{}", i + 1)));
+    }
+    let dir = data.join(format!("node-{}", i + 1));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// A free loopback port (bound then released; the lab is the only one picking ports here).
@@ -206,7 +220,13 @@ fn place(net: &Net, i: usize, port: u16) -> Result<(String, String, String)> {
 }
 
 /// `synod serve` arguments of every node.
-fn synod_args(backend: Backend, data: &Path, timing: Timing, net: &Net) -> Result<Vec<(Vec<String>, String)>> {
+fn synod_args(
+    backend: Backend,
+    data: &Path,
+    dirs: &[PathBuf],
+    timing: Timing,
+    net: &Net,
+) -> Result<Vec<(Vec<String>, String)>> {
     let n = backend.size();
     let places = (0..n).map(|i| place(net, i, 8761)).collect::<Result<Vec<_>>>()?;
     let peers: Vec<String> = places.iter().enumerate().map(|(i, p)| format!("{}={}", i + 1, p.2)).collect();
@@ -216,8 +236,7 @@ fn synod_args(backend: Backend, data: &Path, timing: Timing, net: &Net) -> Resul
     std::fs::write(&secret, format!("lab-{}-{}", std::process::id(), rand::random::<u64>()))?;
     let mut out = Vec::new();
     for (i, (listen, base, _)) in places.into_iter().enumerate() {
-        let dir = data.join(format!("node-{}", i + 1));
-        std::fs::create_dir_all(&dir)?;
+        let dir = &dirs[i];
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
@@ -251,14 +270,13 @@ fn synod_args(backend: Backend, data: &Path, timing: Timing, net: &Net) -> Resul
 
 /// `etcd` arguments of three members: clients on one address, peers on another (each its
 /// own port on loopback), default heartbeat (100 ms) and election timeout (1 s).
-fn etcd_args(data: &Path, net: &Net) -> Result<Vec<(Vec<String>, String)>> {
+fn etcd_args(dirs: &[PathBuf], net: &Net) -> Result<Vec<(Vec<String>, String)>> {
     let n = Backend::Etcd.size();
     let clients = (0..n).map(|i| place(net, i, 2379)).collect::<Result<Vec<_>>>()?;
     let peers = (0..n).map(|i| place(net, i, 2380)).collect::<Result<Vec<_>>>()?;
     let cluster: Vec<String> = peers.iter().enumerate().map(|(i, p)| format!("n{}={}", i + 1, p.2)).collect();
     let mut out = Vec::new();
-    for i in 0..n {
-        let dir = data.join(format!("node-{}", i + 1));
+    for (i, dir) in dirs.iter().enumerate().take(n) {
         let args = [
             "--name",
             &format!("n{}", i + 1),
@@ -292,7 +310,8 @@ fn etcd_args(data: &Path, net: &Net) -> Result<Vec<(Vec<String>, String)>> {
 
 impl Cluster {
     /// Starts the backend's nodes on `net` (`bin`: the synod server) with data folders
-    /// under `data` and logs under `logs`, and waits until they serve (and have a leader).
+    /// under `data` (each on a disk of its own when `disks`) and logs under `logs`, and
+    /// waits until they serve (and have a leader).
     pub async fn start(
         backend: Backend,
         bin: &Path,
@@ -300,12 +319,14 @@ impl Cluster {
         logs: &Path,
         timing: Timing,
         net: &Net,
+        disks: bool,
     ) -> Result<Cluster> {
+        let dirs = (0..backend.size()).map(|i| data_dir(data, i, disks)).collect::<Result<Vec<_>>>()?;
         let (program, members) = match backend {
             Backend::Etcd => {
-                (etcd_binary().context("no etcd on the PATH (Debian: etcd-server)")?, etcd_args(data, net)?)
+                (etcd_binary().context("no etcd on the PATH (Debian: etcd-server)")?, etcd_args(&dirs, net)?)
             }
-            _ => (bin.to_path_buf(), synod_args(backend, data, timing, net)?),
+            _ => (bin.to_path_buf(), synod_args(backend, data, &dirs, timing, net)?),
         };
         let nodes = members
             .into_iter()
@@ -322,7 +343,7 @@ impl Cluster {
             })
             .collect();
         let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
-        let mut cluster = Cluster { backend, nodes, http };
+        let mut cluster = Cluster { backend, nodes, data: dirs, disks, http };
         for node in &mut cluster.nodes {
             node.spawn()?;
         }
@@ -417,6 +438,16 @@ impl Cluster {
         }
     }
 
+    /// Fills node `i`'s disk.
+    pub fn fill_disk(&self, i: usize) -> Result<()> {
+        crate::disk::fill(&self.data[i])
+    }
+
+    /// Frees node `i`'s disk.
+    pub fn free_disk(&self, i: usize) -> Result<()> {
+        crate::disk::free(&self.data[i])
+    }
+
     /// Base URLs of the nodes.
     pub fn bases(&self) -> Vec<String> {
         self.nodes.iter().map(Node::base).collect()
@@ -427,6 +458,13 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for n in &mut self.nodes {
             n.kill();
+        }
+        if self.disks {
+            for d in &self.data {
+                if let Some(disk) = d.parent() {
+                    crate::disk::unmount(disk);
+                }
+            }
         }
     }
 }

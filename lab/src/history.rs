@@ -83,7 +83,7 @@ pub struct Op {
 /// A fault, from when it was injected to when it was healed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
-    /// `kill`, `pause` or `partition`.
+    /// `kill`, `pause`, `partition` or `disk`.
     pub fault: String,
     /// What exactly: "kill leader", "pause follower", "isolate leader", …
     pub what: String,
@@ -91,6 +91,18 @@ pub struct Fault {
     pub minority: Vec<u8>,
     pub start: Micros,
     pub heal: Micros,
+}
+
+impl Fault {
+    /// When the faulty node's process was killed (to be started again): a kill at its
+    /// start, a full disk at its heal (space freed, the node restarted).
+    pub fn killed_at(&self) -> Option<Micros> {
+        match self.fault.as_str() {
+            "kill" => Some(self.start),
+            "disk" => Some(self.heal),
+            _ => None,
+        }
+    }
 }
 
 /// A sample of each node's own figures, taken every few hundred milliseconds.

@@ -8,6 +8,7 @@ mod api;
 mod charts;
 mod check;
 mod cluster;
+mod disk;
 mod history;
 mod net;
 mod report;
@@ -70,8 +71,9 @@ fn main() -> Result<()> {
     // Before any thread exists: moving into the lab's own network namespace must cover
     // every thread the runtime starts.
     let (net, why_not) = Net::setup();
+    let no_disks = disk::setup();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = rt.block_on(lab(args, &net, why_not));
+    let result = rt.block_on(lab(args, &net, why_not, no_disks));
     cluster::stop_all();
     drop(net);
     result
@@ -103,7 +105,7 @@ fn synod_binary(given: Option<PathBuf>) -> Result<PathBuf> {
     Ok(bin)
 }
 
-async fn lab(args: RunArgs, net: &Net, why_not: Option<String>) -> Result<()> {
+async fn lab(args: RunArgs, net: &Net, why_not: Option<String>, no_disks: Option<String>) -> Result<()> {
     let bin = synod_binary(args.synod.clone())?;
     std::fs::create_dir_all(&args.out)?;
     // An interrupted lab stops every process and removes every namespace it made.
@@ -141,6 +143,11 @@ async fn lab(args: RunArgs, net: &Net, why_not: Option<String>) -> Result<()> {
             notes.push(w.clone());
         }
     }
+    if let Some(w) = &no_disks {
+        if faults.contains(&FaultKind::Disk) {
+            notes.push(w.clone());
+        }
+    }
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos:>3}/{len}s {msg}")
         .map(|s| s.progress_chars("=> "))
@@ -149,6 +156,9 @@ async fn lab(args: RunArgs, net: &Net, why_not: Option<String>) -> Result<()> {
     for &backend in &backends {
         for &fault in &faults {
             if fault == FaultKind::Partition && !net.partitions() {
+                continue;
+            }
+            if fault == FaultKind::Disk && no_disks.is_some() {
                 continue;
             }
             if fault == FaultKind::Partition && backend == Backend::None {

@@ -64,7 +64,11 @@ fn markdown(runs: &[RunResult], meta: &Meta, out: &Path) -> String {
         m,
         "Made by `{}` on a machine with {} cores. Network: {}. Leases are Eureka's 30 s / 90 s scaled \
          down: every instance renews each {} s and expires after {} s; servers evict every {} s. \
-         Every fault is healed before the final checks.\n",
+         Faults, each on one node for a few seconds, alternating between the leader and a follower where \
+         there is a leader: **kill** (SIGKILL, then a restart on its data), **pause** (SIGSTOP, then SIGCONT), \
+         **partition** (its peer link unplugged while clients still reach it) and **disk** (its own small \
+         disk filled to the last byte; then the space is freed and the node restarted, as an operator \
+         would). Every fault is healed before the final checks.\n",
         meta.command,
         meta.cores,
         meta.network,
@@ -108,7 +112,7 @@ fn markdown(runs: &[RunResult], meta: &Meta, out: &Path) -> String {
         );
     }
     let _ = writeln!(m, "\n## Availability and timing during faults\n");
-    let _ = writeln!(m, "Share of requests served, by the side of the node they were sent to (majority: nodes the fault left alone; minority: the killed, paused or cut-off node).\n");
+    let _ = writeln!(m, "Share of requests served, by the side of the node they were sent to (majority: nodes the fault left alone; minority: the killed, paused, cut-off or full-disk node).\n");
     let _ = writeln!(m, "| backend | fault | writes maj. | writes min. | heartbeats maj. | heartbeats min. | reads maj. | reads min. | recovery ms (slowest) | convergence ms (slowest) |");
     let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|");
     for r in runs {

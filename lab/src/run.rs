@@ -34,11 +34,13 @@ pub enum FaultKind {
     Pause,
     /// Cut a node off from its peers (clients still reach it), then join it again.
     Partition,
+    /// Fill a node's disk; then free the space and restart the node, as an operator would.
+    Disk,
 }
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 3] = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+    pub const ALL: [FaultKind; 4] = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Disk];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -46,6 +48,15 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
+            FaultKind::Disk => "disk",
+        }
+    }
+
+    /// What the nemesis does, as the start of a sentence about one node.
+    fn verb(self) -> &'static str {
+        match self {
+            FaultKind::Disk => "fill the disk of",
+            other => other.name(),
         }
     }
 }
@@ -134,7 +145,8 @@ pub async fn run(spec: &Spec, bin: &Path, dir: &Path, net: &Net, bar: &ProgressB
     let data = tempfile::Builder::new().prefix("synod-lab-").tempdir()?;
     let timing = Timing::default();
     bar.set_message("starting the cluster");
-    let mut cluster = Cluster::start(spec.backend, bin, data.path(), dir, timing, net).await?;
+    let disks = spec.fault == FaultKind::Disk;
+    let mut cluster = Cluster::start(spec.backend, bin, data.path(), dir, timing, net, disks).await?;
     let rec = Recorder::new();
     let shared = Shared::new(rec.clone(), cluster.bases(), spec.backend, timing)?;
     let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -179,19 +191,25 @@ pub async fn run(spec: &Spec, bin: &Path, dir: &Path, net: &Net, bar: &ProgressB
             break;
         }
         let (node, who) = target(&cluster, round, &mut rng).await;
-        let what = format!("{} {who}", spec.fault.name());
+        let what = format!("{} {who}", spec.fault.verb());
         bar.set_message(what.clone());
         let start = rec.now();
         match spec.fault {
             FaultKind::Kill => cluster.kill(node),
             FaultKind::Pause => cluster.pause(node),
             FaultKind::Partition => net.isolate(node)?,
+            FaultKind::Disk => cluster.fill_disk(node)?,
         }
         tokio::time::sleep(hold).await;
         match spec.fault {
             FaultKind::Kill => cluster.restart(node)?,
             FaultKind::Pause => cluster.resume(node),
             FaultKind::Partition => net.join(node)?,
+            FaultKind::Disk => {
+                cluster.free_disk(node)?;
+                cluster.kill(node);
+                cluster.restart(node)?;
+            }
         }
         let heal = rec.now();
         faults.push(Fault { fault: spec.fault.name().into(), what, minority: vec![node as u8], start, heal });

@@ -56,10 +56,9 @@ fn kind_name(k: Kind) -> &'static str {
 /// Why `w`, an acknowledged write that no node held later, was lost (`ops`: the whole
 /// history, for what its client heard next).
 pub fn lost_write(w: &Op, ops: &[Op], faults: &[Fault], raft: bool) -> LostWrite {
-    let killed = faults.iter().find(|f| {
-        f.fault == "kill"
-            && f.minority.contains(&w.node)
-            && (f.start.saturating_sub(UNSENT)..=f.start).contains(&w.complete)
+    let killed = faults.iter().find_map(|f| {
+        let k = f.killed_at()?;
+        (f.minority.contains(&w.node) && (k.saturating_sub(UNSENT)..=k).contains(&w.complete)).then_some((f, k))
     });
     // On a CP backend, where every node holds what was committed, the cluster itself removed
     // the instance if its client, still heartbeating, was told it is unknown: an eviction of
@@ -69,12 +68,12 @@ pub fn lost_write(w: &Op, ops: &[Op], faults: &[Fault], raft: bool) -> LostWrite
         o.kind == Kind::Renew && o.key == w.key && o.status == 404 && o.outcome == Outcome::Ok && o.invoke > w.complete
     });
     let (cause, explained) = match killed {
-        Some(f) if !raft => (
+        Some((f, k)) if !raft => (
             format!(
-                "node {} acknowledged it {} ms before `{}` and died before its replication batch left; \
-                 the instance returns when its client's next heartbeat gets 404 and re-registers",
+                "node {} acknowledged it {} ms before it was killed (`{}`) and died before its replication \
+                 batch left; the instance returns when its client's next heartbeat gets 404 and re-registers",
                 w.node + 1,
-                (f.start - w.complete) / 1000,
+                (k - w.complete) / 1000,
                 f.what
             ),
             true,
@@ -109,9 +108,10 @@ fn stale_cause(r: &Op, m: &Missed<'_>, faults: &[Fault], raft: bool) -> (&'stati
         (Side::Minority, false) => {
             ("served by the faulty node from its own copy, which misses what the others accepted since the fault", true)
         }
-        (Side::Minority, true) => {
-            ("served by the faulty node, a follower that hears no leader: its last applied state", true)
-        }
+        (Side::Minority, true) => (
+            "served by the faulty node from its last applied state, while the fault keeps it from applying the log",
+            true,
+        ),
         (Side::Majority, false) if missed_on_minority => {
             ("missed a write the faulty node accepted; it reaches the others after the heal", true)
         }
@@ -189,7 +189,7 @@ mod tests {
         let f = [kill(1, 1_300_000, 5_000_000)];
         let p2p = lost_write(&w, &[], &f, false);
         assert!(p2p.explained, "{}", p2p.cause);
-        assert!(p2p.cause.contains("300 ms before `kill node 2`"), "{}", p2p.cause);
+        assert!(p2p.cause.contains("300 ms before it was killed (`kill node 2`)"), "{}", p2p.cause);
         assert!(!lost_write(&w, &[], &f, true).explained, "raft never loses an acknowledged write");
         // A kill of another node, or long after, explains nothing.
         assert!(!lost_write(&w, &[], &[kill(0, 1_300_000, 5_000_000)], false).explained);

@@ -14,7 +14,7 @@ fn increments(samples: &[Sample], faults: &[Fault], end: Micros, value: impl Fn(
     let mut last: BTreeMap<u8, (u64, Micros)> = BTreeMap::new();
     let mut total: BTreeMap<u8, u64> = BTreeMap::new();
     let killed_between = |node: u8, from: Micros, to: Micros| {
-        faults.iter().any(|f| f.fault == "kill" && f.minority.contains(&node) && (from..=to).contains(&f.start))
+        faults.iter().any(|f| f.minority.contains(&node) && f.killed_at().is_some_and(|k| (from..=to).contains(&k)))
     };
     for s in samples.iter().filter(|s| s.at <= end && s.up) {
         let v = value(s);
