@@ -49,13 +49,14 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The answer of a request that could not be sent.
-    pub fn unsent() -> Answer {
-        Answer::failed()
+    /// The answer of a request that failed, or could not be sent.
+    pub fn failed() -> Answer {
+        Answer { outcome: Outcome::Fail, status: 0, seen: None, listed: Vec::new() }
     }
 
-    fn failed() -> Answer {
-        Answer { outcome: Outcome::Fail, status: 0, seen: None, listed: Vec::new() }
+    /// A definite answer of a request that needed no round trip.
+    fn ok(status: u16) -> Answer {
+        Answer { outcome: Outcome::Ok, status, seen: None, listed: Vec::new() }
     }
 }
 
@@ -161,11 +162,6 @@ impl Api {
             Api::Eureka => eureka_read(http, base, kind, key).await,
             Api::Etcd => etcd_read(http, base, kind, key, since).await,
         }
-    }
-
-    /// Whether the backend offers linearizable reads.
-    pub fn linearizable_reads(backend: Backend) -> bool {
-        matches!(backend, Backend::Raft | Backend::Etcd)
     }
 
     /// Reads one node's counters, or `None` when it does not answer.
@@ -347,7 +343,7 @@ async fn etcd_write(http: &reqwest::Client, base: &str, kind: Kind, inst: &mut I
             Answer::failed()
         }
         Kind::Cancel => {
-            let Some(lease) = inst.lease.clone() else { return Answer { status: 404, ..answer_ok() } };
+            let Some(lease) = inst.lease.clone() else { return Answer::ok(404) };
             let r = etcd_post(http, base, "/v3/lease/revoke", serde_json::json!({"ID": lease}), true).await;
             if r.outcome == Outcome::Ok {
                 inst.lease = None;
@@ -355,7 +351,7 @@ async fn etcd_write(http: &reqwest::Client, base: &str, kind: Kind, inst: &mut I
             answer(&r)
         }
         _ => {
-            let Some(lease) = inst.lease.clone() else { return Answer { status: 404, ..answer_ok() } };
+            let Some(lease) = inst.lease.clone() else { return Answer::ok(404) };
             let r = etcd_post(http, base, "/v3/lease/keepalive", serde_json::json!({"ID": lease}), false).await;
             let mut a = answer(&r);
             if r.outcome == Outcome::Ok {
@@ -370,10 +366,6 @@ async fn etcd_write(http: &reqwest::Client, base: &str, kind: Kind, inst: &mut I
             a
         }
     }
-}
-
-fn answer_ok() -> Answer {
-    Answer { outcome: Outcome::Ok, status: 200, seen: None, listed: Vec::new() }
 }
 
 async fn etcd_read(http: &reqwest::Client, base: &str, kind: Kind, key: &str, since: &mut u64) -> Answer {

@@ -147,7 +147,7 @@ impl Member {
             last = Some(a);
             self.node = (self.node + 1) % s.bases.len();
         }
-        last.unwrap_or_else(Answer::unsent)
+        last.unwrap_or_else(Answer::failed)
     }
 
     async fn register(&mut self, s: &Shared) {
@@ -216,7 +216,7 @@ pub async fn fleet_member(s: Arc<Shared>, process: u32, seed: u64) {
 pub async fn discoverer(s: Arc<Shared>, process: u32, node: usize, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xD15C ^ (process as u64) << 20);
     let base = s.bases[node].clone();
-    let linearizable = Api::linearizable_reads(s.backend);
+    let linearizable = s.backend.is_cp();
     let mut since = 0;
     while !s.stopped() {
         let roll: f64 = rng.gen();
