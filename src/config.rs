@@ -229,6 +229,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNOD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// Log line format: `text` (for people) or `json` (one object per line, for log
+    /// shippers) [default: text].
+    #[arg(long, env = "SYNOD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
     /// TOML file of users, their password or token hashes and roles, and the roles of
     /// anonymous requests; reloaded on SIGHUP. Without it every request may do everything
     /// (allowed only on loopback, or with --allow-anonymous).
@@ -304,6 +309,7 @@ struct FileConfig {
     body_timeout: Option<toml::Value>,
     store_compact_bytes: Option<toml::Value>,
     log: Option<String>,
+    log_format: Option<String>,
     auth_file: Option<PathBuf>,
     cluster_secret_file: Option<PathBuf>,
     allow_anonymous: Option<toml::Value>,
@@ -319,6 +325,15 @@ struct FileConfig {
 pub struct Peer {
     pub id: u64,
     pub url: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, span).
+    Json,
 }
 
 /// Raft timing and log settings.
@@ -385,6 +400,8 @@ pub struct Config {
     /// Journal bytes that make a store compaction due, at least.
     pub store_compact_bytes: u64,
     pub log: String,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Authentication, peer proof and TLS.
     pub security: Security,
 }
@@ -429,6 +446,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(20),
             store_compact_bytes: 32 * 1024 * 1024,
             log: "info,openraft=warn".into(),
+            log_format: LogFormat::Text,
             security: Security::default(),
         }
     }
@@ -669,6 +687,11 @@ impl ServeArgs {
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
             return Err(err("log", format!("{log:?} is not a log filter")));
         }
+        let log_format = match self.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(err("log-format", format!("{other:?} is not a log format (text or json)"))),
+        };
         match replication {
             ReplicationMode::None => {}
             ReplicationMode::P2p if peers.len() < 2 => {
@@ -722,6 +745,7 @@ impl ServeArgs {
             body_timeout,
             store_compact_bytes,
             log,
+            log_format,
             security,
         })
     }

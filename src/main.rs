@@ -22,13 +22,13 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log)),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
+            let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+            match config.log_format {
+                synod::config::LogFormat::Text => logs.init(),
+                synod::config::LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {

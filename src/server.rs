@@ -137,6 +137,7 @@ impl Node {
             long_polls: Arc::new(tokio::sync::Semaphore::new(self.config.max_long_polls)),
             max_long_polls: self.config.max_long_polls,
             long_polls_refused: Arc::default(),
+            http_metrics: Arc::default(),
             auth: self.auth.clone(),
         })
     }

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod clock;
 pub mod command;
+pub mod counters;
 pub mod delta;
 pub mod digest;
 pub mod eviction;

@@ -10,7 +10,8 @@ use tokio::sync::watch;
 
 use super::cache::{Payload, ResponseCache};
 use super::clock::Clock;
-use super::command::{Command, Outcome};
+use super::command::Command;
+use super::counters::{ChangeSlot, Counters};
 use super::eviction::{self, EvictionClock};
 use super::model::InstanceKey;
 use super::preservation::{self, PreservationConfig, PreservationStatus};
@@ -53,8 +54,8 @@ pub struct Registry {
     preserving: AtomicBool,
     /// Times self-preservation engaged since start.
     engagements: AtomicU64,
-    /// Instances this node's registry removed by eviction since start.
-    evicted: AtomicU64,
+    /// Changes and renewals applied since start.
+    counters: Counters,
     /// The registry version after every change, for waiters (long-polled deltas).
     version_tx: watch::Sender<u64>,
 }
@@ -70,7 +71,7 @@ impl Registry {
             eviction_clock: Mutex::new(EvictionClock::default()),
             preserving: AtomicBool::new(false),
             engagements: AtomicU64::new(0),
-            evicted: AtomicU64::new(0),
+            counters: Counters::default(),
             version_tx: watch::channel(0).0,
         }
     }
@@ -110,11 +111,10 @@ impl Registry {
     /// Applies a command, then runs `after` under the same lock (backends use it to hand the
     /// changed records to the store in apply order).
     pub fn apply<R>(&self, cmd: Command, after: impl FnOnce(&RegistryState, &Applied) -> R) -> (Applied, R) {
+        let slot = ChangeSlot::of(&cmd);
         let mut st = self.state.lock();
         let applied = st.apply(cmd);
-        if let Outcome::Evicted(n) = applied.outcome {
-            self.evicted.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        self.counters.applied(slot, applied.outcome);
         if !applied.changed.is_empty() {
             self.cache.invalidate();
             self.version_tx.send_replace(st.version());
@@ -132,7 +132,9 @@ impl Registry {
     /// Heartbeat at the current time.
     pub fn renew(&self, key: &InstanceKey, last_dirty: Option<u64>) -> RenewOutcome {
         let now = self.now();
-        self.state.lock().renew(key, now, last_dirty)
+        let outcome = self.state.lock().renew(key, now, last_dirty);
+        self.counters.renewed(outcome);
+        outcome
     }
 
     /// Heartbeat at the current time, then `f` on the state under the same lock.
@@ -140,6 +142,7 @@ impl Registry {
         let now = self.now();
         let mut st = self.state.lock();
         let outcome = st.renew(key, now, None);
+        self.counters.renewed(outcome);
         (outcome, f(&st))
     }
 
@@ -147,7 +150,9 @@ impl Registry {
     /// self-preservation like a direct one.
     pub fn renew_aged(&self, key: &InstanceKey, age_ms: u64) -> RenewOutcome {
         let at = self.now().saturating_sub(age_ms);
-        self.state.lock().renew(key, at, None)
+        let outcome = self.state.lock().renew(key, at, None);
+        self.counters.renewed(outcome);
+        outcome
     }
 
     /// Runs `f` on the state.
@@ -186,7 +191,12 @@ impl Registry {
     /// Instances removed by eviction on this node since start (every replica of a raft
     /// cluster counts the evictions it applies; a p2p node counts its own).
     pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
+        self.counters.evicted()
+    }
+
+    /// Changes and renewals applied on this node since start.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Times self-preservation engaged on this node since start.

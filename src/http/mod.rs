@@ -6,6 +6,7 @@ pub mod admin;
 pub mod dashboard;
 pub mod eureka;
 pub mod guard;
+pub mod metrics;
 pub mod path;
 pub mod respond;
 pub mod serve;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub long_polls_refused: Arc<std::sync::atomic::AtomicU64>,
     /// Who may do what.
     pub auth: Arc<crate::auth::Auth>,
+    /// Requests answered per route, with their latencies.
+    pub http_metrics: Arc<metrics::HttpMetrics>,
 }
 
 /// Requests no route matched: Eureka resources under `/eureka/` (those not sent straight
@@ -106,6 +109,8 @@ impl tower::Service<axum::extract::Request> for HttpService {
     fn call(&mut self, mut req: axum::extract::Request) -> Self::Future {
         use futures::future::{ready, Either};
         use futures::FutureExt;
+        let route = metrics::Route::of(req.method(), req.uri().path(), req.uri().query());
+        let (started, http_metrics) = (std::time::Instant::now(), self.state.http_metrics.clone());
         // An open node has nothing to decide and no principal to audit; on a guarded one, a
         // request whose credentials are known is decided here, without another future.
         let decision = if self.state.auth.is_open() { guard::Decision::Run } else { guard::decide(self, &mut req) };
@@ -116,11 +121,15 @@ impl tower::Service<axum::extract::Request> for HttpService {
         };
         // A bug that panics in a handler costs that request a 500, never the process or the
         // connection's other requests.
-        Box::pin(std::panic::AssertUnwindSafe(handled).catch_unwind().map(|r| {
-            r.unwrap_or_else(|_| {
+        Box::pin(std::panic::AssertUnwindSafe(handled).catch_unwind().map(move |r| {
+            let r = r.unwrap_or_else(|_| {
                 tracing::error!("a request handler panicked; answered 500");
                 Ok(respond::error(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
-            })
+            });
+            if let Ok(resp) = &r {
+                http_metrics.record(route, resp.status().as_u16(), started.elapsed());
+            }
+            r
         }))
     }
 }
@@ -212,6 +221,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/v1/status", get(admin::status))
+        .route("/metrics", get(metrics::page))
         .route("/eureka", any(eureka::dispatch))
         // Everything else under /eureka/ reaches `dispatch` as the fallback.
         .fallback(eureka_or_not_found)

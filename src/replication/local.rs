@@ -76,6 +76,11 @@ impl LocalNode {
         Ok(outcome)
     }
 
+    /// The store's figures, for `/metrics`.
+    pub fn expose_metrics(&self, e: &mut crate::metrics::Exposition<'_>) -> std::fmt::Result {
+        self.store.sync_stats().expose(self.is_healthy(), e)
+    }
+
     /// Whether the store accepts writes.
     pub fn is_healthy(&self) -> bool {
         self.store.failure().is_none()

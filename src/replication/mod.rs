@@ -158,6 +158,11 @@ pub trait Replicator: Send + Sync + 'static {
         None
     }
 
+    /// Writes the backend's figures (replication, its store) for `/metrics`.
+    fn expose_metrics(&self, _out: &mut crate::metrics::Exposition<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+
     /// Backend-specific HTTP routes (peer replication, raft RPCs), merged into the server.
     fn routes(&self) -> axum::Router {
         axum::Router::new()

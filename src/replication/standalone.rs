@@ -59,4 +59,8 @@ impl Replicator for Standalone {
     fn role(&self) -> Role {
         Role::Standalone
     }
+
+    fn expose_metrics(&self, e: &mut crate::metrics::Exposition<'_>) -> std::fmt::Result {
+        self.local.expose_metrics(e)
+    }
 }

@@ -97,6 +97,7 @@ pub struct Store {
     tx: Option<mpsc::Sender<writer::Job>>,
     writer: Option<thread::JoinHandle<()>>,
     compactor: Option<thread::JoinHandle<()>>,
+    sync_stats: Arc<SyncStats>,
     failure: writer::Failure,
     #[cfg(test)]
     fail_syncs: Arc<std::sync::atomic::AtomicU32>,
@@ -112,6 +113,36 @@ pub struct SyncedDb {
     /// leaf node (up to 17 of them) when it consolidates one, and such a node can be larger.
     blobs: PathBuf,
     synced_blobs: Mutex<SyncedBlobs>,
+    /// How long syncs take and how much each one covers.
+    pub stats: Arc<SyncStats>,
+}
+
+/// Figures of a database's syncs, for `/metrics`.
+#[derive(Debug)]
+pub struct SyncStats {
+    /// Flush plus `fdatasync`, per sync.
+    pub latency: crate::metrics::Histogram,
+    /// Writes made durable by one sync (group commit), as the caller counts them.
+    pub group: crate::metrics::Histogram,
+}
+
+impl SyncStats {
+    /// Writes the sync figures and whether the disk takes writes, for `/metrics`.
+    pub fn expose(&self, accepts_writes: bool, e: &mut crate::metrics::Exposition<'_>) -> std::fmt::Result {
+        e.histogram("synod_store_sync_duration_seconds", "Time to flush and fdatasync the store.", &self.latency)?;
+        e.histogram("synod_store_sync_group_size", "Writes made durable by one sync (group commit).", &self.group)?;
+        e.gauge(
+            "synod_store_accepts_writes",
+            "0 once a failed write or sync made the store refuse writes until a restart.",
+            i64::from(accepts_writes),
+        )
+    }
+}
+
+impl Default for SyncStats {
+    fn default() -> Self {
+        SyncStats { latency: crate::metrics::Histogram::latency(), group: crate::metrics::Histogram::counts() }
+    }
 }
 
 /// What [`SyncedDb::sync_blobs`] knows about the blob directory.
@@ -144,16 +175,25 @@ impl SyncedDb {
         db.flush()?;
         data_file.sync_all()?;
         File::open(dir)?.sync_all()?;
-        let synced = SyncedDb { db, data_file, blobs: dir.join("blobs"), synced_blobs: Mutex::default() };
+        let synced = SyncedDb {
+            db,
+            data_file,
+            blobs: dir.join("blobs"),
+            synced_blobs: Mutex::default(),
+            stats: Arc::default(),
+        };
         synced.sync_blobs()?;
         Ok(synced)
     }
 
     /// Flushes sled's buffers and syncs its files: everything written before is durable.
     pub fn sync(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         self.db.flush()?;
         self.data_file.sync_data()?;
-        self.sync_blobs()
+        self.sync_blobs()?;
+        self.stats.latency.observe_duration(started.elapsed());
+        Ok(())
     }
 
     /// Syncs the blob files written since the last call, and then their directory. A set of
@@ -227,6 +267,7 @@ impl Store {
     /// [`Store::open`] with the journal size that makes a compaction due at least.
     pub fn open_with(dir: &Path, compact_min_bytes: u64) -> Result<Store, StoreError> {
         let synced = SyncedDb::open(dir)?;
+        let sync_stats = synced.stats.clone();
         let db = synced.db.clone();
         let meta = db.open_tree("meta")?;
         match meta.get(FORMAT_KEY)? {
@@ -271,6 +312,7 @@ impl Store {
             tx: Some(tx),
             writer: Some(writer),
             compactor: Some(compactor_thread),
+            sync_stats,
             failure,
             #[cfg(test)]
             fail_syncs,
@@ -296,6 +338,11 @@ impl Store {
             })?;
             Ok(out)
         })
+    }
+
+    /// How long the journal's syncs take and how many writes each covers.
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.sync_stats
     }
 
     /// Why the store refuses writes, if it does: after a failed write or sync it refuses

@@ -243,6 +243,7 @@ impl Syncer {
                 continue;
             }
             let last_seq = batches.last().map_or(0, |b| b.last_seq);
+            self.synced.stats.group.observe(batches.iter().map(|b| b.dones.len() as u64).sum());
             for b in batches {
                 self.since_compaction += b.bytes;
                 for done in b.dones {

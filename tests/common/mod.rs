@@ -143,6 +143,22 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Polls the async `cond` every 50 ms until it holds, or panics naming `what` after `timeout`.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within {timeout:?}: {what}");
+}
+
 /// An in-process node serving on an ephemeral loopback port.
 pub struct InProcess {
     pub base: String,

@@ -138,11 +138,13 @@ pub async fn reconcile(local: &LocalNode, peer: &PeerLink, app: Option<&str>, li
         let key = item.key();
         let (outcome, durable) = local.apply_queued(Command::Adopt { key: key.clone(), replica, now });
         if outcome == Outcome::Applied {
+            peer.stats.repairs_adopted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(peer = peer.id, %key, "adopted the peer's newer copy");
         }
         pending.push(durable);
     }
     let newer = local.registry.read(|st| Holdings::take(st, app)).newer_than(listed, now);
+    peer.stats.repairs_sent.fetch_add(newer.len() as u64, std::sync::atomic::Ordering::Relaxed);
     for (action, key) in newer {
         peer.enqueue(action, key);
     }

@@ -129,6 +129,58 @@ async fn list_app(State(shared): State<Arc<P2pShared>>, Path(app): Path<String>)
     listing(&shared, Some(&app.to_ascii_uppercase()))
 }
 
+/// The links' figures, one series per peer (`peer` is its node id).
+fn expose_peers(peers: &[Arc<PeerLink>], e: &mut crate::metrics::Exposition<'_>) -> std::fmt::Result {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let statuses: Vec<(String, PeerStatus, &PeerLink)> =
+        peers.iter().map(|p| (p.id.to_string(), p.status(), p.as_ref())).collect();
+    let each = || statuses.iter().map(|(id, st, link)| (id.as_str(), st, &link.stats));
+    e.gauges(
+        "synod_p2p_peer_reachable",
+        "1 if the last batch reached the peer.",
+        each().map(|(id, st, _)| ([("peer", id)], i64::from(st.reachable))),
+    )?;
+    e.gauges(
+        "synod_p2p_queue_depth",
+        "Changes and heartbeats queued for the peer.",
+        each().map(|(id, st, _)| ([("peer", id)], st.queue_depth as i64)),
+    )?;
+    e.gauges(
+        "synod_p2p_needs_resync",
+        "1 after the peer's queue overflowed, until anti-entropy finds both registries agree.",
+        each().map(|(id, st, _)| ([("peer", id)], i64::from(st.needs_resync))),
+    )?;
+    e.histograms(
+        "synod_p2p_batch_duration_seconds",
+        "Time to send a replication batch and read the peer's answer.",
+        each().map(|(id, _, s)| ([("peer", id)], &s.batch_latency)),
+    )?;
+    e.counters(
+        "synod_p2p_batches",
+        "Replication batches by result: ok, retried (transport failure or 5xx), dropped (refused).",
+        each().flat_map(|(id, _, s)| {
+            [("ok", &s.batches_ok), ("retried", &s.batches_retried), ("dropped", &s.batches_dropped)]
+                .map(|(result, c)| ([("peer", id), ("result", result)], load(c)))
+        }),
+    )?;
+    e.counters(
+        "synod_p2p_anti_entropy_rounds",
+        "Anti-entropy rounds by whether the registry digests agreed.",
+        each().flat_map(|(id, _, s)| {
+            [("agreed", &s.rounds_agreed), ("differed", &s.rounds_differed)]
+                .map(|(result, c)| ([("peer", id), ("result", result)], load(c)))
+        }),
+    )?;
+    e.counters(
+        "synod_p2p_anti_entropy_repairs",
+        "Instances repaired by anti-entropy and start-up sync: adopted from the peer, or sent to it.",
+        each().flat_map(|(id, _, s)| {
+            [("adopted", &s.repairs_adopted), ("sent", &s.repairs_sent)]
+                .map(|(direction, c)| ([("peer", id), ("direction", direction)], load(c)))
+        }),
+    )
+}
+
 /// What a locally accepted command tells the peers. Evictions tell them nothing.
 fn replicated(cmd: &Command) -> Option<(Action, InstanceKey)> {
     match cmd {
@@ -198,6 +250,16 @@ impl Replicator for P2p {
 
     fn peers(&self) -> Vec<PeerStatus> {
         self.shared.peers.iter().map(|p| p.status()).collect()
+    }
+
+    fn expose_metrics(&self, e: &mut crate::metrics::Exposition<'_>) -> std::fmt::Result {
+        self.shared.local.expose_metrics(e)?;
+        e.gauge(
+            "synod_p2p_registry_complete",
+            "1 once the start-up sync finished and the registry is served as complete.",
+            i64::from(self.registry_complete()),
+        )?;
+        expose_peers(&self.shared.peers, e)
     }
 
     fn routes(&self) -> Router {

@@ -55,6 +55,46 @@ pub struct PeerLink {
     anti_entropy: Mutex<Option<(bool, u64)>>,
     /// Wakes this peer's anti-entropy task for a repair round now.
     repair: Notify,
+    /// Counters and latencies of the link, for `/metrics`.
+    pub stats: PeerStats,
+}
+
+/// What the link to one peer did since start.
+#[derive(Debug)]
+pub struct PeerStats {
+    /// Time to send a batch and read the peer's answer (every attempt).
+    pub batch_latency: crate::metrics::Histogram,
+    /// Batches the peer accepted.
+    pub batches_ok: AtomicU64,
+    /// Attempts that failed in transit or with 5xx, and were kept for a retry.
+    pub batches_retried: AtomicU64,
+    /// Batches the peer refused outright (left to anti-entropy).
+    pub batches_dropped: AtomicU64,
+    /// Anti-entropy rounds whose digests agreed, and those that differed.
+    pub rounds_agreed: AtomicU64,
+    pub rounds_differed: AtomicU64,
+    /// Instances adopted from the peer by anti-entropy and start-up sync, and queued for it.
+    pub repairs_adopted: AtomicU64,
+    pub repairs_sent: AtomicU64,
+}
+
+impl Default for PeerStats {
+    fn default() -> Self {
+        PeerStats {
+            batch_latency: crate::metrics::Histogram::latency(),
+            batches_ok: AtomicU64::new(0),
+            batches_retried: AtomicU64::new(0),
+            batches_dropped: AtomicU64::new(0),
+            rounds_agreed: AtomicU64::new(0),
+            rounds_differed: AtomicU64::new(0),
+            repairs_adopted: AtomicU64::new(0),
+            repairs_sent: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
 impl PeerLink {
@@ -69,6 +109,7 @@ impl PeerLink {
             last_success_ms: AtomicU64::new(0),
             anti_entropy: Mutex::new(None),
             repair: Notify::new(),
+            stats: PeerStats::default(),
         }
     }
 
@@ -87,6 +128,7 @@ impl PeerLink {
     /// everything this node has.
     pub fn record_anti_entropy(&self, agreed: bool, now: u64) {
         *self.anti_entropy.lock() = Some((agreed, now));
+        bump(if agreed { &self.stats.rounds_agreed } else { &self.stats.rounds_differed }, 1);
         if agreed {
             self.queue.lock().needs_resync = false;
         }
@@ -136,8 +178,12 @@ impl PeerLink {
             if items.is_empty() {
                 continue;
             }
-            match self.send(&client, &items, &local).await {
+            let started = std::time::Instant::now();
+            let sent = self.send(&client, &items, &local).await;
+            self.stats.batch_latency.observe_duration(started.elapsed());
+            match sent {
                 Ok(results) => {
+                    bump(&self.stats.batches_ok, 1);
                     if !self.reachable.swap(true, Ordering::Relaxed) {
                         // Back after a failure (or the first contact): whatever went wrong
                         // meanwhile, one round brings both sides up to date at once.
@@ -148,6 +194,7 @@ impl PeerLink {
                     self.handle_results(&local, &items, results).await;
                 }
                 Err(SendError::Retry(why)) => {
+                    bump(&self.stats.batches_retried, 1);
                     if self.reachable.swap(false, Ordering::Relaxed) {
                         tracing::warn!(peer = self.id, url = %self.url, error = %why, "peer unreachable; retrying");
                     }
@@ -156,6 +203,7 @@ impl PeerLink {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(SendError::Drop(why)) => {
+                    bump(&self.stats.batches_dropped, 1);
                     tracing::error!(peer = self.id, error = %why, items = items.len(), "peer rejected a batch; dropped");
                     self.want_repair();
                 }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use openraft::ServerState;
 use parking_lot::Mutex;
 
+use super::stats::RaftStats;
 use super::types::{encode, Raft};
 use super::{since, RaftShared};
 use crate::core::model::InstanceKey;
@@ -179,11 +180,18 @@ pub fn spawn(shared: Arc<RaftShared>) {
     });
     tokio::spawn(async move {
         let mut metrics = shared.raft.metrics();
+        let mut last_leader = None;
         loop {
-            let (state, term) = {
+            let (state, term, leader) = {
                 let m = metrics.borrow_and_update();
-                (m.state, m.current_term)
+                (m.state, m.current_term, m.current_leader)
             };
+            if leader.is_some() && leader != last_leader {
+                if last_leader.is_some() {
+                    RaftStats::bump(&shared.stats.leader_changes, 1);
+                }
+                last_leader = leader;
+            }
             if state == ServerState::Leader {
                 let promoted = shared.leases.promotion.lock().is_some_and(|p| p.term == term);
                 if !promoted {
@@ -252,6 +260,7 @@ async fn relay_once(shared: &RaftShared) {
         .send()
         .await
         .is_ok_and(|r| r.status().is_success());
+    RaftStats::bump(if sent { &shared.stats.relayed } else { &shared.stats.relay_failed }, items.len() as u64);
     if !sent {
         // Keep them for the next round (or the next leader), unless renewed again meanwhile.
         let mut p = shared.leases.pending.lock();

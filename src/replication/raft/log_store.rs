@@ -115,6 +115,16 @@ impl LogGrowth {
         }
     }
 
+    /// Log bytes appended since the last snapshot.
+    pub fn bytes_since_snapshot(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Size of the current snapshot.
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
     /// A snapshot of `size` bytes was built or installed: the count starts again.
     pub fn snapshot_taken(&self, size: u64) {
         self.snapshot_bytes.store(size, Ordering::Relaxed);
@@ -297,12 +307,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // writes its log buffer before and after every batch, doubling the disk writes, and a
         // crash before the sync below can only lose a suffix of these unacknowledged entries,
         // which Raft allows.
+        let mut count = 0;
         for entry in entries {
+            count += 1;
             let bytes = encode(&entry).map_err(write_err)?;
             self.growth.appended(bytes.len() as u64);
             self.log.insert(entry.log_id.index.to_be_bytes(), bytes).map_err(write_err)?;
             self.recent.lock().push(entry);
         }
+        self.db.stats.group.observe(count);
         match self.sync().await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

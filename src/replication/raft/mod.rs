@@ -21,6 +21,7 @@ pub mod network;
 pub mod proposer;
 pub mod rpc;
 pub mod state_machine;
+pub mod stats;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,8 @@ pub struct RaftShared {
     pub strangers: admission::Strangers,
     /// The snapshot stream being received.
     pub snapshot_intake: admission::SnapshotIntake,
+    /// Counters for `/metrics`.
+    pub stats: stats::RaftStats,
 }
 
 impl RaftShared {
@@ -240,6 +243,7 @@ impl RaftBackend {
             proposer: Proposer::new(),
             strangers: Default::default(),
             snapshot_intake: Default::default(),
+            stats: stats::RaftStats::new(db.stats.clone(), growth.clone()),
         });
         spawn_snapshots_by_size(shared.raft.clone(), growth);
         proposer::spawn(shared.clone());
@@ -370,6 +374,10 @@ impl Replicator for RaftBackend {
 
     fn applied_index(&self) -> Option<u64> {
         Some(*self.shared.sm.applied_index().borrow())
+    }
+
+    fn expose_metrics(&self, e: &mut crate::metrics::Exposition<'_>) -> std::fmt::Result {
+        stats::expose(&self.shared, e)
     }
 
     fn cluster_status(&self) -> Option<serde_json::Value> {

@@ -281,7 +281,17 @@ pub async fn propose(shared: &RaftShared, cmds: Vec<Command>) -> Result<ForwardR
             Some((id, _)) if id == shared.id => propose_local(shared, &mut cmds, deadline).await,
             Some((_, url)) => {
                 leaderless_since = None;
-                forward(shared, &url, &cmds, deadline).await
+                let sent = Instant::now();
+                let attempt = forward(shared, &url, &cmds, deadline).await;
+                let s = &shared.stats;
+                s.forward_latency.observe_duration(sent.elapsed());
+                let outcome = match attempt {
+                    Attempt::Done(_) => &s.forwarded_ok,
+                    Attempt::Retry => &s.forwarded_retried,
+                    Attempt::Failed(_) => &s.forwarded_failed,
+                };
+                super::stats::RaftStats::bump(outcome, 1);
+                attempt
             }
             None => Attempt::Retry,
         };

@@ -273,6 +273,7 @@ async fn renew(State(s): State<Shared>, bytes: Bytes) -> Response {
     for (key, age) in &items {
         s.registry.renew_aged(key, *age);
     }
+    super::stats::RaftStats::bump(&s.stats.relays_received, items.len() as u64);
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -1,0 +1,211 @@
+//! What an operator relies on: `/metrics` parsed as Prometheus text and moving with the
+//! registry, in every replication mode, and JSON log lines.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::secured::Cluster;
+use common::{eventually, py_instance, ServerProcess};
+use prometheus_parse::{LineInfo, Scrape, Value};
+
+/// The node's `/metrics`, parsed; every line must be a comment or a well-formed sample.
+async fn scrape(base: &str) -> Scrape {
+    let resp = reqwest::get(format!("{base}/metrics")).await.expect("GET /metrics");
+    assert_eq!(resp.status(), 200);
+    let ctype = resp.headers()["content-type"].to_str().expect("ascii").to_string();
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    let text = resp.text().await.expect("body");
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    for line in text.lines() {
+        let ok = line.starts_with('#') || matches!(LineInfo::parse(line), LineInfo::Sample { .. });
+        assert!(ok, "not a Prometheus sample line: {line:?}");
+        if let Some((_, rest)) = line.split_once("le=\"") {
+            let le = rest.split('"').next().unwrap_or_default();
+            assert!(le == "+Inf" || le.parse::<f64>().is_ok_and(f64::is_finite), "bucket bound {le:?}");
+        }
+    }
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parse")
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples.iter().find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v))).map(|x| {
+        match &x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(b) => b.iter().map(|c| c.count).fold(0.0, f64::max),
+            Value::Summary(_) => f64::NAN,
+        }
+    })
+}
+
+fn count(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    value(s, name, labels).unwrap_or(0.0)
+}
+
+async fn register(eureka: &str, app: &str, id: &str) -> u16 {
+    let mut body = py_instance(app, "127.0.0.1", 8080);
+    body["instance"]["instanceId"] = id.into();
+    let resp = reqwest::Client::new().post(format!("{eureka}/apps/{app}")).json(&body).send().await;
+    resp.expect("register").status().as_u16()
+}
+
+async fn status(req: reqwest::RequestBuilder) -> u16 {
+    req.send().await.expect("request").status().as_u16()
+}
+
+async fn ready(base: &str) -> bool {
+    reqwest::get(format!("{base}/readyz")).await.is_ok_and(|r| r.status() == 200)
+}
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn metrics_move_with_register_renew_and_cancel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = ServerProcess::start(dir.path(), &[]);
+    let (base, eureka) = (node.base(), node.eureka_url());
+    let http = reqwest::Client::new();
+    let before = scrape(&base).await;
+    assert_eq!(value(&before, "synod_instances", &[("app", "METRICS")]), None);
+    assert_eq!(value(&before, "synod_ready", &[]), Some(1.0));
+
+    assert_eq!(register(&eureka, "METRICS", "m-1").await, 204);
+    assert_eq!(status(http.put(format!("{eureka}/apps/METRICS/m-1"))).await, 200);
+    assert_eq!(status(http.put(format!("{eureka}/apps/METRICS/nobody"))).await, 404);
+    let up = scrape(&base).await;
+    assert_eq!(value(&up, "synod_instances", &[("app", "METRICS"), ("status", "UP")]), Some(1.0));
+    assert_eq!(count(&up, "synod_registry_changes_total", &[("kind", "register")]), 1.0);
+    assert_eq!(count(&up, "synod_renewals_total", &[("result", "renewed")]), 1.0);
+    assert_eq!(count(&up, "synod_renewals_total", &[("result", "not_found")]), 1.0);
+    assert_eq!(count(&up, "synod_http_requests_total", &[("route", "register"), ("status", "204")]), 1.0);
+    assert_eq!(count(&up, "synod_http_requests_total", &[("route", "renew"), ("status", "404")]), 1.0);
+    assert_eq!(count(&up, "synod_http_request_duration_seconds_count", &[("route", "renew")]), 2.0);
+    assert!(count(&up, "synod_store_sync_duration_seconds_count", &[]) >= 1.0, "the register was synced");
+    assert_eq!(value(&up, "synod_store_accepts_writes", &[]), Some(1.0));
+    assert_eq!(value(&up, "synod_self_preservation_expected_renews_per_minute", &[]), Some(2.0));
+    assert_eq!(value(&up, "synod_self_preservation_active", &[]), Some(0.0));
+
+    assert_eq!(status(http.delete(format!("{eureka}/apps/METRICS/m-1"))).await, 200);
+    let gone = scrape(&base).await;
+    assert_eq!(value(&gone, "synod_instances", &[("app", "METRICS")]), None);
+    assert_eq!(count(&gone, "synod_registry_changes_total", &[("kind", "cancel")]), 1.0);
+    assert_eq!(count(&gone, "synod_http_requests_total", &[("route", "cancel"), ("status", "200")]), 1.0);
+    assert!(count(&gone, "synod_http_requests_total", &[("route", "metrics"), ("status", "200")]) >= 2.0);
+    assert!(
+        count(&gone, "synod_store_sync_duration_seconds_count", &[])
+            > count(&up, "synod_store_sync_duration_seconds_count", &[])
+    );
+}
+
+#[tokio::test]
+async fn raft_nodes_expose_leader_indexes_forwarding_and_relays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start_with(dir.path(), "raft", 3, "http", |_| Vec::new());
+    let bases: Vec<String> = cluster.nodes.iter().map(|n| n.base()).collect();
+    let leader_at = std::sync::Mutex::new(None);
+    eventually("every node is ready and one leads", LIMIT, || async {
+        let mut leads = None;
+        for (i, b) in bases.iter().enumerate() {
+            if !ready(b).await {
+                return false;
+            }
+            if value(&scrape(b).await, "synod_raft_is_leader", &[]) == Some(1.0) {
+                leads = Some(i);
+            }
+        }
+        *leader_at.lock().expect("lock") = leads;
+        leads.is_some()
+    })
+    .await;
+    let leader_at = leader_at.into_inner().expect("lock").expect("leader");
+    let follower = (leader_at + 1) % 3;
+
+    // A write and a renewal on a follower: forwarded and relayed to the leader.
+    let eureka = cluster.nodes[follower].eureka_url();
+    assert_eq!(register(&eureka, "RAFTM", "r-1").await, 204);
+    assert_eq!(status(reqwest::Client::new().put(format!("{eureka}/apps/RAFTM/r-1"))).await, 200);
+    let f = &bases[follower];
+    eventually("the follower relays the renewal", LIMIT, || async {
+        count(&scrape(f).await, "synod_raft_relayed_renewals_total", &[("result", "ok")]) >= 1.0
+    })
+    .await;
+    let fs = scrape(f).await;
+    assert!(count(&fs, "synod_raft_forwarded_batches_total", &[("result", "ok")]) >= 1.0);
+    assert_eq!(value(&fs, "synod_raft_is_leader", &[]), Some(0.0));
+    assert_eq!(value(&fs, "synod_raft_has_leader", &[]), Some(1.0));
+    assert_eq!(value(&fs, "synod_raft_leader_id", &[]), Some((leader_at + 1) as f64));
+    assert_eq!(value(&fs, "synod_raft_commit_index", &[]), None, "only the leader knows the quorum's index");
+
+    let ls = scrape(&bases[leader_at]).await;
+    assert!(count(&ls, "synod_raft_relayed_renewals_received_total", &[]) >= 1.0);
+    assert!(value(&ls, "synod_raft_term", &[]).is_some_and(|t| t >= 1.0));
+    let applied = value(&ls, "synod_raft_applied_index", &[]).expect("applied index");
+    assert!(value(&ls, "synod_raft_commit_index", &[]).is_some_and(|c| c >= applied));
+    for member in ["1", "2", "3"] {
+        assert!(value(&ls, "synod_raft_member_lag_entries", &[("member", member)]).is_some(), "lag of {member}");
+    }
+    assert!(count(&ls, "synod_store_sync_duration_seconds_count", &[]) >= 1.0);
+    assert_eq!(value(&ls, "synod_instances", &[("app", "RAFTM"), ("status", "UP")]), Some(1.0));
+    assert!(count(&ls, "synod_registry_changes_total", &[("kind", "register")]) >= 1.0);
+}
+
+#[tokio::test]
+async fn p2p_nodes_expose_their_links() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start_with(dir.path(), "p2p", 2, "http", |_| Vec::new());
+    let (a, b) = (cluster.nodes[0].base(), cluster.nodes[1].base());
+    eventually("both nodes are ready", LIMIT, || async { ready(&a).await && ready(&b).await }).await;
+    assert_eq!(register(&cluster.nodes[0].eureka_url(), "P2PM", "p-1").await, 204);
+    eventually("the register reaches the peer", LIMIT, || async {
+        value(&scrape(&b).await, "synod_instances", &[("app", "P2PM")]) == Some(1.0)
+    })
+    .await;
+    let s = scrape(&a).await;
+    assert!(count(&s, "synod_p2p_batches_total", &[("peer", "2"), ("result", "ok")]) >= 1.0);
+    assert_eq!(value(&s, "synod_p2p_peer_reachable", &[("peer", "2")]), Some(1.0));
+    assert_eq!(value(&s, "synod_p2p_needs_resync", &[("peer", "2")]), Some(0.0));
+    assert!(value(&s, "synod_p2p_queue_depth", &[("peer", "2")]).is_some());
+    assert!(count(&s, "synod_p2p_batch_duration_seconds_count", &[("peer", "2")]) >= 1.0);
+    assert_eq!(value(&s, "synod_p2p_registry_complete", &[]), Some(1.0));
+}
+
+#[test]
+fn json_log_lines_are_objects_and_a_bad_format_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = env!("CARGO_BIN_EXE_synod");
+    let refused = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "xml", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run synod");
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("log-format") && err.lines().count() == 1, "{err}");
+
+    let mut child = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn synod");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).expect("a log line within 30 s");
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(v["timestamp"].is_string() && v["level"].is_string() && v["target"].is_string(), "{line}");
+    assert!(v["message"].is_string(), "{line}");
+}
