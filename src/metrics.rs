@@ -84,15 +84,17 @@ impl Histogram {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
-    /// `(sum, count, cumulative buckets)` in the exposed unit.
+    /// `(sum, count, buckets)` in the exposed unit; the counts per bucket are not
+    /// cumulative (the encoder adds them up).
     fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut total = 0;
         let mut buckets = Vec::with_capacity(self.buckets.len());
         for (i, b) in self.buckets.iter().enumerate() {
-            total += b.load(Ordering::Relaxed);
+            let n = b.load(Ordering::Relaxed);
+            total += n;
             // The encoder writes `f64::MAX` as `+Inf`.
             let bound = self.bounds.get(i).map_or(f64::MAX, |b| *b as f64 * self.scale);
-            buckets.push((bound, total));
+            buckets.push((bound, n));
         }
         (self.sum.load(Ordering::Relaxed) as f64 * self.scale, total, buckets)
     }
@@ -200,8 +202,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative_and_scaled() {
-        let h = Histogram::latency();
+    fn histogram_buckets_are_scaled_and_exposed_cumulatively() {
+        let h = std::sync::Arc::new(Histogram::latency());
         h.observe_duration(Duration::from_micros(50));
         h.observe_duration(Duration::from_millis(3));
         h.observe_duration(Duration::from_secs(60));
@@ -209,9 +211,11 @@ mod tests {
         assert_eq!(count, 3);
         assert!((sum - 60.003_05).abs() < 1e-9, "{sum}");
         assert_eq!(buckets[0], (0.0001, 1));
-        let at_5ms = buckets.iter().find(|(b, _)| (*b - 0.005).abs() < 1e-12).unwrap();
-        assert_eq!(at_5ms.1, 2);
-        assert_eq!(buckets.last().unwrap(), &(f64::MAX, 3));
+        assert_eq!(buckets.last().unwrap(), &(f64::MAX, 1));
+        let text = render(move |e| e.histogram("synod_t_seconds", "T.", &h));
+        for want in ["{le=\"0.0001\"} 1\n", "{le=\"0.0025\"} 1\n", "{le=\"0.005\"} 2\n", "{le=\"10.0\"} 2\n", "{le=\"+Inf\"} 3\n"] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
     }
 
     #[test]

@@ -19,12 +19,26 @@ async fn scrape(base: &str) -> Scrape {
     assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
     let text = resp.text().await.expect("body");
     assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    let mut last_bucket: Option<(String, f64)> = None;
     for line in text.lines() {
         let ok = line.starts_with('#') || matches!(LineInfo::parse(line), LineInfo::Sample { .. });
         assert!(ok, "not a Prometheus sample line: {line:?}");
         if let Some((_, rest)) = line.split_once("le=\"") {
             let le = rest.split('"').next().unwrap_or_default();
             assert!(le == "+Inf" || le.parse::<f64>().is_ok_and(f64::is_finite), "bucket bound {le:?}");
+            // Buckets are cumulative: never fewer than the bucket before in the same series.
+            let sample = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+            let series = sample.replace(&format!("le=\"{le}\""), "");
+            let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("bucket count");
+            if let Some((prev_series, prev)) = &last_bucket {
+                assert!(*prev_series != series || n >= *prev, "buckets not cumulative at {line:?}");
+            }
+            if le == "+Inf" {
+                let count = series.replacen("_bucket", "_count", 1).replace("{,", "{").replace(",}", "}").replace("{}", "");
+                let want = format!("{count} {n}\n");
+                assert!(text.contains(&want), "the +Inf bucket is the count: {want:?}");
+            }
+            last_bucket = Some((series, n));
         }
     }
     Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parse")
