@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs synod's whole test suite. Sets up (once) a Python virtualenv in .venv holding the real
 # third-party client py-eureka-client, which tests/py_client.rs drives against the server, and
-# eureka-js-client under tests/js_client/node_modules for tests/js_client.rs, and etcd for the
-# fault lab's yardstick.
+# eureka-js-client under tests/js_client/node_modules for tests/js_client.rs, etcd for the
+# fault lab's yardstick, and promtool for checking the deployment kit's alert rules and
+# dashboard queries (tests/operations.rs).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,6 +26,14 @@ if ! command -v etcd >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/de
   apt-get install -y -qq etcd-server >/dev/null 2>&1 \
     || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq etcd-server >/dev/null 2>&1; } \
     || echo "etcd-server could not be installed: the lab's etcd run is skipped"
+fi
+
+# promtool, from Debian's prometheus package (the server is not started).
+if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } \
+    || echo "prometheus (promtool) could not be installed: alert rules and dashboard queries are not checked"
 fi
 
 cargo test --locked --workspace "$@"

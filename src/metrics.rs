@@ -54,7 +54,12 @@ pub struct Histogram {
 impl Histogram {
     /// A histogram with `bounds` (ascending), exposing values multiplied by `scale`.
     pub fn new(bounds: &'static [u64], scale: f64) -> Histogram {
-        Histogram { bounds, buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(), sum: AtomicU64::new(0), scale }
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+            scale,
+        }
     }
 
     /// A latency histogram exposed in seconds.
@@ -213,7 +218,13 @@ mod tests {
         assert_eq!(buckets[0], (0.0001, 1));
         assert_eq!(buckets.last().unwrap(), &(f64::MAX, 1));
         let text = render(move |e| e.histogram("synod_t_seconds", "T.", &h));
-        for want in ["{le=\"0.0001\"} 1\n", "{le=\"0.0025\"} 1\n", "{le=\"0.005\"} 2\n", "{le=\"10.0\"} 2\n", "{le=\"+Inf\"} 3\n"] {
+        for want in [
+            "{le=\"0.0001\"} 1\n",
+            "{le=\"0.0025\"} 1\n",
+            "{le=\"0.005\"} 2\n",
+            "{le=\"10.0\"} 2\n",
+            "{le=\"+Inf\"} 3\n",
+        ] {
             assert!(text.contains(want), "{want} in {text}");
         }
     }

@@ -34,7 +34,8 @@ async fn scrape(base: &str) -> Scrape {
                 assert!(*prev_series != series || n >= *prev, "buckets not cumulative at {line:?}");
             }
             if le == "+Inf" {
-                let count = series.replacen("_bucket", "_count", 1).replace("{,", "{").replace(",}", "}").replace("{}", "");
+                let count =
+                    series.replacen("_bucket", "_count", 1).replace("{,", "{").replace(",}", "}").replace("{}", "");
                 let want = format!("{count} {n}\n");
                 assert!(text.contains(&want), "the +Inf bucket is the count: {want:?}");
             }
@@ -222,4 +223,151 @@ fn json_log_lines_are_objects_and_a_bad_format_is_refused() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert!(v["timestamp"].is_string() && v["level"].is_string() && v["target"].is_string(), "{line}");
     assert!(v["message"].is_string(), "{line}");
+}
+
+/// The deployment kit's systemd units pass `systemd-analyze verify` (unknown keys, bad
+/// values and a missing binary are all reported), with the binary just built in place of
+/// the installed one; and every per-node environment file sets only options `synod serve`
+/// knows.
+#[test]
+fn systemd_units_verify_and_env_files_name_real_options() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd");
+    let help =
+        Command::new(env!("CARGO_BIN_EXE_synod")).args(["serve", "--help"]).output().expect("synod serve --help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for i in 1..=3 {
+        let env = std::fs::read_to_string(deploy.join(format!("node-{i}.env"))).expect("env file");
+        for line in env.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+            let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not KEY=VALUE: {line}"));
+            assert!(
+                help.contains(&format!("[env: {key}=")),
+                "node-{i}.env sets {key}, which synod serve does not read"
+            );
+            assert!(!value.is_empty(), "{line}");
+        }
+        assert!(env.contains(&format!("SYNOD_NODE_ID={i}\n")), "node-{i}.env names node {i}");
+    }
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("skipped: systemd-analyze is not installed, the units were not verified");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    for unit in ["synod.service", "synod@.service"] {
+        let text = std::fs::read_to_string(deploy.join(unit)).expect("unit");
+        assert!(text.contains("ExecStart=/usr/local/bin/synod serve"), "{unit}");
+        let text = text.replace("/usr/local/bin/synod", env!("CARGO_BIN_EXE_synod"));
+        std::fs::write(dir.path().join(unit), text).expect("write unit");
+    }
+    for unit in ["synod.service", "synod@1.service", "synod@3.service"] {
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(dir.path().join(unit))
+            .env("SYSTEMD_LOG_LEVEL", "warning")
+            .output()
+            .expect("systemd-analyze verify");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.trim().is_empty(), "{unit}: {said}");
+    }
+}
+
+/// Every metric family a node exposes, with the sample names Prometheus queries by
+/// (`_total` for counters; `_bucket`, `_sum` and `_count` for histograms).
+async fn exposed_names(base: &str, into: &mut std::collections::BTreeSet<String>) {
+    let text = reqwest::get(format!("{base}/metrics")).await.expect("GET /metrics").text().await.expect("body");
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+        match kind {
+            "counter" => into.insert(format!("{name}_total")),
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    into.insert(format!("{name}{suffix}"));
+                }
+                true
+            }
+            _ => into.insert(name.to_string()),
+        };
+    }
+}
+
+/// The Grafana dashboard and the alert rules only name metrics that nodes of some mode
+/// expose, and promtool accepts the rules, the scrape configuration and every dashboard
+/// query (checked as recording rules).
+#[tokio::test]
+async fn dashboard_and_alerts_name_exposed_metrics_and_parse_as_promql() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let none = ServerProcess::start(dirs[0].path(), &[]);
+    let raft_addr = common::free_addr();
+    let raft_peer = format!("1=http://{raft_addr}");
+    let raft = ServerProcess::start_at(
+        &raft_addr,
+        dirs[1].path(),
+        &["--replication", "raft", "--node-id", "1", "--peer", &raft_peer],
+    );
+    let p2p_addrs = [common::free_addr(), common::free_addr()];
+    let p2p_peers = [format!("1=http://{}", p2p_addrs[0]), format!("2=http://{}", p2p_addrs[1])];
+    let p2p: Vec<ServerProcess> = (0..2)
+        .map(|i| {
+            let id = (i + 1).to_string();
+            let args = ["--replication", "p2p", "--node-id", &id, "--peer", &p2p_peers[0], "--peer", &p2p_peers[1]];
+            ServerProcess::start_at(&p2p_addrs[i], dirs[2 + i].path(), &args)
+        })
+        .collect();
+    eventually("the raft node leads", LIMIT, || async {
+        value(&scrape(&raft.base()).await, "synod_raft_is_leader", &[]) == Some(1.0)
+    })
+    .await;
+    let mut names = std::collections::BTreeSet::new();
+    for node in [&none, &raft, &p2p[0]] {
+        exposed_names(&node.base(), &mut names).await;
+    }
+    names.insert("up".into());
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy.join("grafana/synod.json")).expect("dashboard"))
+            .expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push(target["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    assert!(queries.len() > 20, "{} queries", queries.len());
+    let alerts = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).expect("alerts");
+    for (what, text) in [("the dashboard", queries.join("\n")), ("the alert rules", alerts.clone())] {
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("synod_") {
+            let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            assert!(names.contains(&name), "{what} names {name}, which no node exposes");
+            rest = &rest[at + name.len()..];
+        }
+    }
+    for alert in ["SynodSelfPreservationActive", "SynodNoLeader", "SynodPeerNeedsResync", "SynodDiskRefusingWrites"] {
+        assert!(alerts.contains(&format!("alert: {alert}\n")), "{alert}");
+    }
+
+    if Command::new("promtool").arg("--version").output().is_err() {
+        eprintln!("skipped: promtool is not installed, the rules and queries were not checked");
+        return;
+    }
+    let check = |args: &[&str]| {
+        let out = Command::new("promtool").args(args).output().expect("promtool");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool {args:?}: {said}");
+    };
+    let prom = deploy.join("prometheus");
+    check(&["check", "rules", prom.join("alerts.yml").to_str().expect("utf-8")]);
+    check(&["check", "config", "--syntax-only", prom.join("scrape.yml").to_str().expect("utf-8")]);
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        let q = q.replace("$__rate_interval", "5m").replace("$instance", ".+");
+        rules.push_str(&format!(
+            "      - record: dashboard_query_{i}\n        expr: {}\n",
+            serde_json::to_string(&q).expect("json")
+        ));
+    }
+    let file = dirs[0].path().join("dashboard-rules.yml");
+    std::fs::write(&file, rules).expect("write rules");
+    check(&["check", "rules", file.to_str().expect("utf-8")]);
 }

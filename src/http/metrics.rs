@@ -180,10 +180,8 @@ pub struct HttpMetrics {
 
 impl Default for HttpMetrics {
     fn default() -> Self {
-        let stats = || RouteStats {
-            latency: Histogram::latency(),
-            by_status: CODES.map(|_| AtomicU64::new(0)).collect(),
-        };
+        let stats =
+            || RouteStats { latency: Histogram::latency(), by_status: CODES.map(|_| AtomicU64::new(0)).collect() };
         HttpMetrics { routes: ROUTES.iter().map(|_| stats()).collect() }
     }
 }
@@ -242,9 +240,10 @@ fn expose(s: &AppState, e: &mut Exposition<'_>) -> fmt::Result {
         "synod_instances",
         "Registered instances, by application and status.",
         by_app.iter().flat_map(|(app, counts)| {
-            Status::HASH_ORDER.iter().filter(|s| counts[**s as usize] > 0).map(move |s| {
-                ([("app", app.as_str()), ("status", s.as_str())], counts[*s as usize] as i64)
-            })
+            Status::HASH_ORDER
+                .iter()
+                .filter(|s| counts[**s as usize] > 0)
+                .map(move |s| ([("app", app.as_str()), ("status", s.as_str())], counts[*s as usize] as i64))
         }),
     )?;
     e.gauge("synod_applications", "Registered applications.", apps as i64)?;
@@ -271,9 +270,17 @@ fn expose(s: &AppState, e: &mut Exposition<'_>) -> fmt::Result {
         "Renewals per minute below which eviction is suspended.",
         p.threshold as i64,
     )?;
-    e.gauge("synod_self_preservation_renews_last_minute", "Renewals received in the last minute.", p.renews_last_min as i64)?;
+    e.gauge(
+        "synod_self_preservation_renews_last_minute",
+        "Renewals received in the last minute.",
+        p.renews_last_min as i64,
+    )?;
     e.gauge("synod_self_preservation_enabled", "1 if self-preservation may suspend eviction.", i64::from(p.enabled))?;
-    e.gauge("synod_self_preservation_active", "1 while eviction is suspended by self-preservation.", i64::from(p.active))?;
+    e.gauge(
+        "synod_self_preservation_active",
+        "1 while eviction is suspended by self-preservation.",
+        i64::from(p.active),
+    )?;
     e.counter(
         "synod_self_preservation_engagements",
         "Times self-preservation engaged since start.",

@@ -175,13 +175,8 @@ impl SyncedDb {
         db.flush()?;
         data_file.sync_all()?;
         File::open(dir)?.sync_all()?;
-        let synced = SyncedDb {
-            db,
-            data_file,
-            blobs: dir.join("blobs"),
-            synced_blobs: Mutex::default(),
-            stats: Arc::default(),
-        };
+        let synced =
+            SyncedDb { db, data_file, blobs: dir.join("blobs"), synced_blobs: Mutex::default(), stats: Arc::default() };
         synced.sync_blobs()?;
         Ok(synced)
     }

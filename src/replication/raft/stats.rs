@@ -77,7 +77,11 @@ pub fn expose(shared: &RaftShared, e: &mut Exposition<'_>) -> fmt::Result {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     e.gauge("synod_raft_term", "Current raft term.", m.current_term as i64)?;
     let leader = shared.live_leader_id();
-    e.gauge("synod_raft_has_leader", "1 while a leader is known and was heard from recently.", i64::from(leader.is_some()))?;
+    e.gauge(
+        "synod_raft_has_leader",
+        "1 while a leader is known and was heard from recently.",
+        i64::from(leader.is_some()),
+    )?;
     e.gauge("synod_raft_leader_id", "Node id of the live leader (0: none).", leader.unwrap_or(0) as i64)?;
     e.gauge(
         "synod_raft_is_leader",
@@ -92,14 +96,22 @@ pub fn expose(shared: &RaftShared, e: &mut Exposition<'_>) -> fmt::Result {
         "Index of the last entry applied to this node's registry.",
         index(m.last_applied.map(|l| l.index)),
     )?;
-    e.gauge("synod_raft_snapshot_index", "Last index the current snapshot covers.", index(m.snapshot.map(|l| l.index)))?;
+    e.gauge(
+        "synod_raft_snapshot_index",
+        "Last index the current snapshot covers.",
+        index(m.snapshot.map(|l| l.index)),
+    )?;
     e.gauge("synod_raft_purged_index", "Last index purged from the log.", index(m.purged.map(|l| l.index)))?;
     e.gauge(
         "synod_raft_log_entries",
         "Entries kept in the log (last index minus purged index).",
         (m.last_log_index.unwrap_or(0)).saturating_sub(m.purged.map_or(0, |l| l.index)) as i64,
     )?;
-    e.gauge("synod_raft_log_bytes", "Log bytes appended since the last snapshot.", s.growth.bytes_since_snapshot() as i64)?;
+    e.gauge(
+        "synod_raft_log_bytes",
+        "Log bytes appended since the last snapshot.",
+        s.growth.bytes_since_snapshot() as i64,
+    )?;
     e.gauge("synod_raft_snapshot_bytes", "Size of the current snapshot.", s.growth.snapshot_bytes() as i64)?;
     if let Some(replication) = &m.replication {
         // Leader only: what each member holds, and from that what a quorum holds.
