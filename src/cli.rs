@@ -84,6 +84,96 @@ pub struct ClusterArgs {
     pub action: ClusterAction,
 }
 
+/// `synod snapshot …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotAction {
+    /// Write a consistent, checksummed backup of a running node's registry to FILE (on raft,
+    /// a linearizable one: every write acknowledged before the command is in it). Needs the
+    /// admin role on a node with an auth file.
+    Save {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Prepare the new data directory DIR from a backup, for a node of any mode: start a
+    /// single node on it, or the first node of a new raft cluster (see docs/operations.md).
+    /// A damaged or truncated backup is refused and nothing is written.
+    Restore {
+        file: std::path::PathBuf,
+        /// The data directory to create (missing or empty).
+        #[arg(long, value_name = "DIR")]
+        data_dir: std::path::PathBuf,
+    },
+    /// Check a backup and summarize what it holds.
+    Inspect { file: std::path::PathBuf },
+}
+
+/// `synod snapshot save`: fetches the backup, checks it, then writes it durably (to a
+/// temporary file renamed over FILE), so FILE is either the old file or a whole backup.
+pub async fn snapshot_save(file: &std::path::Path, args: ServerArgs) -> anyhow::Result<String> {
+    let url = format!("{}/v1/snapshot", args.root());
+    let resp = client(&args)?
+        .get(&url)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .map_err(|e| anyhow!("{url}: unreachable ({})", root_cause(&e)))?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.with_context(|| format!("{url}: reading the answer"))?;
+    if !status.is_success() {
+        return Err(anyhow!("{url}: {} {}", status.as_u16(), String::from_utf8_lossy(&bytes).trim()));
+    }
+    let backup = crate::snapshot::read(&bytes).with_context(|| format!("{url}: the answer is not a whole snapshot"))?;
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = file.file_name().ok_or_else(|| anyhow!("{}: not a file name", file.display()))?;
+    let tmp = format!(".{}.tmp", name.to_string_lossy());
+    crate::store::write_file_durably::<std::io::Error>(&dir, &tmp, &name.to_string_lossy(), |w| {
+        std::io::Write::write_all(w, &bytes)
+    })
+    .with_context(|| format!("writing {}", file.display()))?;
+    Ok(format!("{}\nwritten to {}", summary(&backup, bytes.len()), file.display()))
+}
+
+/// `synod snapshot inspect`.
+pub fn snapshot_inspect(file: &std::path::Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let backup = crate::snapshot::read(&bytes).with_context(|| format!("{}", file.display()))?;
+    Ok(summary(&backup, bytes.len()))
+}
+
+/// `synod snapshot restore`: checks the whole backup before anything is written.
+pub fn snapshot_restore(file: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let backup = crate::snapshot::read(&bytes).with_context(|| format!("{}", file.display()))?;
+    crate::snapshot::restore(&bytes, &backup, data_dir)
+        .with_context(|| format!("restoring into {}", data_dir.display()))?;
+    Ok(format!(
+        "{}\nrestored into {}: start one node on it (any --replication; for raft, as a new cluster of this node \
+         alone, then add the others)",
+        summary(&backup, bytes.len()),
+        data_dir.display()
+    ))
+}
+
+fn summary(b: &crate::snapshot::Backup, bytes: usize) -> String {
+    let apps: std::collections::BTreeSet<&str> = b.entries.iter().map(|e| e.info.app.as_str()).collect();
+    let taken = UNIX_EPOCH + Duration::from_millis(b.taken_at_ms);
+    format!(
+        "snapshot of node {} ({}) taken {}: {} instances of {} applications, {} tombstones, registry version {}, \
+         {bytes} bytes, checksum ok",
+        b.node_id,
+        b.replication,
+        humantime::format_rfc3339_seconds(taken),
+        b.entries.len(),
+        apps.len(),
+        b.tombstones.len(),
+        b.version
+    )
+}
+
 /// `synod instance …`.
 #[derive(Debug, Subcommand)]
 pub enum InstanceAction {

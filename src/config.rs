@@ -49,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         action: AuthAction,
     },
+    /// Back up a running node's registry, or prepare a new data directory from a backup.
+    Snapshot {
+        #[command(subcommand)]
+        action: crate::cli::SnapshotAction,
+    },
 }
 
 /// `synod auth …`.

@@ -371,3 +371,153 @@ async fn dashboard_and_alerts_name_exposed_metrics_and_parse_as_promql() {
     std::fs::write(&file, rules).expect("write rules");
     check(&["check", "rules", file.to_str().expect("utf-8")]);
 }
+
+/// What a registry holds, for comparing two nodes: every instance's identity, status,
+/// override, metadata and versions, and the apps hash code.
+async fn registry_of(base: &str) -> (String, Vec<String>) {
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/eureka/apps"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("GET apps")
+        .json()
+        .await
+        .expect("JSON");
+    let mut out = Vec::new();
+    for app in v["applications"]["application"].as_array().into_iter().flatten() {
+        for i in app["instance"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "{} {} {} {} {} {} {}",
+                i["app"],
+                i["instanceId"],
+                i["status"],
+                i["overriddenStatus"],
+                i["metadata"],
+                i["lastUpdatedTimestamp"],
+                i["lastDirtyTimestamp"]
+            ));
+        }
+    }
+    out.sort();
+    (v["applications"]["apps__hashcode"].as_str().unwrap_or_default().to_string(), out)
+}
+
+fn synod(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_synod")).args(args).output().expect("run synod")
+}
+
+/// Backups: saved from a loaded three-node raft cluster, restored into a new single node and
+/// into a new raft cluster (one node restored, two added), each serving the same registry
+/// with the same hash code; a damaged or truncated backup is refused and writes nothing.
+#[tokio::test]
+async fn a_backup_of_a_raft_cluster_restores_into_a_new_node_and_a_new_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start_with(dir.path(), "raft", 3, "http", |_| Vec::new());
+    let bases: Vec<String> = cluster.nodes.iter().map(|n| n.base()).collect();
+    eventually("the cluster is ready", LIMIT, || async {
+        for b in &bases {
+            if !ready(b).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let writes = (0..120).map(|i| {
+        let eureka = cluster.nodes[i % 3].eureka_url();
+        async move { register(&eureka, &format!("APP{}", i % 4), &format!("i-{i}")).await }
+    });
+    assert!(futures::future::join_all(writes).await.iter().all(|s| *s == 204));
+    let e = cluster.nodes[1].eureka_url();
+    assert_eq!(status(http.put(format!("{e}/apps/APP1/i-1/status?value=OUT_OF_SERVICE"))).await, 200);
+    assert_eq!(status(http.put(format!("{e}/apps/APP2/i-2/metadata?owner=ops"))).await, 200);
+    assert_eq!(status(http.delete(format!("{e}/apps/APP3/i-3"))).await, 200);
+
+    let file = dir.path().join("registry.snap");
+    let saved = synod(&["snapshot", "save", file.to_str().expect("utf-8"), "--server", &bases[2]]);
+    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+    assert!(String::from_utf8_lossy(&saved.stdout).contains("119 instances of 4 applications"));
+    // Linearizable: the node it came from shows at least what was acknowledged.
+    let original = registry_of(&bases[0]).await;
+    assert_eq!(original.1.len(), 119);
+    assert!(original.1.iter().any(|l| l.contains("\"OUT_OF_SERVICE\"") && l.contains("\"i-1\"")));
+
+    // Into a new single node.
+    let single = dir.path().join("single");
+    let restored =
+        synod(&["snapshot", "restore", file.to_str().expect("utf-8"), "--data-dir", single.to_str().expect("utf-8")]);
+    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    let node = ServerProcess::start(&single, &[]);
+    assert_eq!(registry_of(&node.base()).await, original, "a restored single node serves the same registry");
+    drop(node);
+
+    // Into a new raft cluster: the restored node alone, then two more added.
+    let first = dir.path().join("first");
+    assert!(synod(&[
+        "snapshot",
+        "restore",
+        file.to_str().expect("utf-8"),
+        "--data-dir",
+        first.to_str().expect("utf-8")
+    ])
+    .status
+    .success());
+    let addrs: Vec<String> = (0..3).map(|_| common::free_addr()).collect();
+    let peer = |i: usize| format!("{}=http://{}", i + 1, addrs[i]);
+    let n1 =
+        ServerProcess::start_at(&addrs[0], &first, &["--replication", "raft", "--node-id", "1", "--peer", &peer(0)]);
+    eventually("the restored node leads with its registry", LIMIT, || async { ready(&n1.base()).await }).await;
+    assert_eq!(registry_of(&n1.base()).await, original);
+    assert!(!first.join("raft/restore.synod").exists(), "the seed is removed once proposed");
+    let more: Vec<(tempfile::TempDir, ServerProcess)> = (1..3)
+        .map(|i| {
+            let d = tempfile::tempdir().expect("tempdir");
+            let id = (i + 1).to_string();
+            let (p0, pi) = (peer(0), peer(i));
+            let args = ["--replication", "raft", "--raft-join", "--node-id", &id, "--peer", &p0, "--peer", &pi];
+            let node = ServerProcess::start_at(&addrs[i], d.path(), &args);
+            (d, node)
+        })
+        .collect();
+    for i in 1..3 {
+        let added =
+            synod(&["cluster", "add", &(i + 1).to_string(), &format!("http://{}", addrs[i]), "--server", &n1.base()]);
+        assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    }
+    for (_, node) in &more {
+        eventually("an added node serves the restored registry", LIMIT, || async {
+            ready(&node.base()).await && registry_of(&node.base()).await == original
+        })
+        .await;
+    }
+
+    // Damage is refused before anything is written.
+    let bytes = std::fs::read(&file).expect("read backup");
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x20;
+    for (name, content, why) in
+        [("flipped", flipped, "checksum"), ("short", bytes[..bytes.len() - 7].to_vec(), "truncated")]
+    {
+        let bad = dir.path().join(format!("{name}.snap"));
+        std::fs::write(&bad, content).expect("write");
+        let target = dir.path().join(format!("{name}-dir"));
+        let out = synod(&[
+            "snapshot",
+            "restore",
+            bad.to_str().expect("utf-8"),
+            "--data-dir",
+            target.to_str().expect("utf-8"),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(why) && err.lines().count() == 1, "{name}: {err}");
+        assert!(!target.exists(), "nothing written for a {name} backup");
+    }
+    // A directory in use is never overwritten.
+    let out =
+        synod(&["snapshot", "restore", file.to_str().expect("utf-8"), "--data-dir", first.to_str().expect("utf-8")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+}

@@ -16,6 +16,11 @@ pub fn need(method: &Method, path: &str) -> Need {
     if path.starts_with("/v1/raft/") || path.starts_with("/v1/p2p/") {
         return Need::Peer;
     }
+    // A backup holds the whole registry, as much as every read together, and is costly to
+    // build: for administrators only.
+    if path == "/v1/snapshot" {
+        return Need::Admin;
+    }
     if path == "/v1/cluster" || path.starts_with("/v1/cluster/") {
         return if method == Method::GET { Need::Read } else { Need::Admin };
     }
@@ -71,6 +76,7 @@ mod tests {
             (Method::POST, "/v1/raft/append", Need::Peer),
             (Method::GET, "/v1/p2p/digest", Need::Peer),
             (Method::GET, "/v1/cluster", Need::Read),
+            (Method::GET, "/v1/snapshot", Need::Admin),
             (Method::POST, "/v1/cluster/nodes", Need::Admin),
             (Method::DELETE, "/v1/cluster/nodes/2", Need::Admin),
             (Method::PATCH, "/eureka/apps/ORDERS", Need::Read),

@@ -76,6 +76,25 @@ pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
     })
 }
 
+/// `GET /v1/snapshot`: a backup of this node's registry (see [`crate::snapshot`]). A raft
+/// node first waits until it has applied every write acknowledged before the request, so
+/// the backup is linearizable; encoding runs off the async workers.
+pub async fn snapshot(State(s): State<AppState>) -> Response {
+    use crate::replication::Consistency;
+    if let Err(e) = s.replicator.read_barrier(Consistency::Linearizable).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e);
+    }
+    if !s.replicator.registry_complete() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "this node's registry is not complete yet (start-up sync)");
+    }
+    let (registry, node_id, mode) = (s.registry.clone(), s.node_id, s.replicator.name());
+    match tokio::task::spawn_blocking(move || crate::snapshot::take(&registry, node_id, mode)).await {
+        Ok(Ok(bytes)) => ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("snapshot task failed: {e}")),
+    }
+}
+
 /// Anything else.
 pub async fn not_found(uri: Uri) -> Response {
     error(StatusCode::NOT_FOUND, format!("no resource at {}", uri.path()))

@@ -42,12 +42,13 @@ pub enum Route {
     Dashboard,
     Metrics,
     Status,
+    Snapshot,
     Healthz,
     Readyz,
     Other,
 }
 
-const ROUTES: [Route; 25] = [
+const ROUTES: [Route; 26] = [
     Route::Register,
     Route::Renew,
     Route::Cancel,
@@ -70,6 +71,7 @@ const ROUTES: [Route; 25] = [
     Route::Dashboard,
     Route::Metrics,
     Route::Status,
+    Route::Snapshot,
     Route::Healthz,
     Route::Readyz,
     Route::Other,
@@ -101,6 +103,7 @@ impl Route {
             Route::Dashboard => "dashboard",
             Route::Metrics => "metrics",
             Route::Status => "status",
+            Route::Snapshot => "snapshot",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::Other => "other",
@@ -114,6 +117,7 @@ impl Route {
             "/" => return Route::Dashboard,
             "/metrics" => return Route::Metrics,
             "/v1/status" => return Route::Status,
+            "/v1/snapshot" => return Route::Snapshot,
             "/healthz" => return Route::Healthz,
             "/readyz" => return Route::Readyz,
             _ => {}

@@ -222,6 +222,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(admin::readyz))
         .route("/v1/status", get(admin::status))
         .route("/metrics", get(metrics::page))
+        .route("/v1/snapshot", get(admin::snapshot))
         .route("/eureka", any(eureka::dispatch))
         // Everything else under /eureka/ reaches `dispatch` as the fallback.
         .fallback(eureka_or_not_found)

@@ -20,6 +20,7 @@ pub mod membership;
 pub mod network;
 pub mod proposer;
 pub mod rpc;
+pub mod seed;
 pub mod state_machine;
 pub mod stats;
 pub mod types;
@@ -66,6 +67,8 @@ pub struct RaftShared {
     pub snapshot_intake: admission::SnapshotIntake,
     /// Counters for `/metrics`.
     pub stats: stats::RaftStats,
+    /// Set while a restored registry is still being proposed ([`seed`]): not ready.
+    pub seeding: std::sync::atomic::AtomicBool,
 }
 
 impl RaftShared {
@@ -244,7 +247,9 @@ impl RaftBackend {
             strangers: Default::default(),
             snapshot_intake: Default::default(),
             stats: stats::RaftStats::new(db.stats.clone(), growth.clone()),
+            seeding: Default::default(),
         });
+        seed::spawn(shared.clone(), dir.join(seed::FILE));
         spawn_snapshots_by_size(shared.raft.clone(), growth);
         proposer::spawn(shared.clone());
         lease::spawn(shared.clone());
@@ -359,7 +364,8 @@ impl Replicator for RaftBackend {
     }
 
     fn registry_complete(&self) -> bool {
-        self.shared.leases.registry_complete(&self.shared)
+        !self.shared.seeding.load(std::sync::atomic::Ordering::Acquire)
+            && self.shared.leases.registry_complete(&self.shared)
     }
 
     fn role(&self) -> Role {
