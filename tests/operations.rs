@@ -481,9 +481,8 @@ async fn a_backup_of_a_raft_cluster_restores_into_a_new_node_and_a_new_cluster()
             (d, node)
         })
         .collect();
-    for i in 1..3 {
-        let added =
-            synod(&["cluster", "add", &(i + 1).to_string(), &format!("http://{}", addrs[i]), "--server", &n1.base()]);
+    for (i, addr) in addrs.iter().enumerate().skip(1) {
+        let added = synod(&["cluster", "add", &(i + 1).to_string(), &format!("http://{addr}"), "--server", &n1.base()]);
         assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     }
     for (_, node) in &more {
