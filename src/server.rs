@@ -121,13 +121,6 @@ impl Node {
             registry: self.registry.clone(),
             replicator: self.replicator.clone(),
             node_id: self.config.node_id,
-            peers: self
-                .config
-                .peers
-                .iter()
-                .filter(|p| p.id != self.config.node_id)
-                .map(|p| (p.id, p.url.clone()))
-                .collect(),
             started: std::time::Instant::now(),
             max_body_size: self.config.max_body_size,
             max_instances: self.config.max_instances,

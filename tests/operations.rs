@@ -520,3 +520,68 @@ async fn a_backup_of_a_raft_cluster_restores_into_a_new_node_and_a_new_cluster()
         synod(&["snapshot", "restore", file.to_str().expect("utf-8"), "--data-dir", first.to_str().expect("utf-8")]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }
+
+/// The dashboard in a real browser (Debian's chromium, driven by tests/browser/dashboard.mjs
+/// through playwright-core): it lists the registered instances, filters them, takes one out
+/// of service and cancels another, and the server's registry shows both. The screenshot goes
+/// to `SYNOD_DASHBOARD_SCREENSHOT` if set (docs/dashboard.png is made this way).
+#[tokio::test]
+async fn the_dashboard_takes_an_instance_out_of_service_in_a_real_browser() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        eprintln!("skipped: no chromium at {chromium} (./test.sh installs Debian's chromium when it can)");
+        return;
+    }
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        here.join("node_modules/playwright-core").exists(),
+        "run ./test.sh, which installs playwright-core under tests/browser/node_modules"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = ServerProcess::start(dir.path().join("data").as_path(), &[]);
+    let eureka = node.eureka_url();
+    let http = reqwest::Client::new();
+    let fleet = [("ORDERS", 3, "zone-a"), ("BILLING", 2, "zone-b"), ("GATEWAY", 2, "zone-a")];
+    for (app, n, zone) in fleet {
+        for i in 1..=n {
+            let mut body = py_instance(app, &format!("10.0.{}.{i}", app.len()), 8080);
+            let id = format!("{}-{i}", app.to_ascii_lowercase());
+            body["instance"]["instanceId"] = id.clone().into();
+            body["instance"]["metadata"]["zone"] = zone.into();
+            body["instance"]["metadata"]["version"] = "2.4.1".into();
+            let resp = http.post(format!("{eureka}/apps/{app}")).json(&body).send().await.expect("register");
+            assert_eq!(resp.status(), 204);
+            // Heartbeats, so self-preservation sees a healthy fleet.
+            for _ in 0..2 {
+                assert_eq!(status(http.put(format!("{eureka}/apps/{app}/{id}"))).await, 200);
+            }
+        }
+    }
+    let shot = std::env::var("SYNOD_DASHBOARD_SCREENSHOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| dir.path().join("dashboard.png"));
+    let out = tokio::process::Command::new("node")
+        .current_dir(&here)
+        .arg("dashboard.mjs")
+        .args([&node.base(), "ORDERS", "orders-2", "orders-3"])
+        .arg(&shot)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), out).await.expect("the browser run ends").expect("node");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(said.trim().lines().last().unwrap_or_default()).expect("JSON");
+    assert_eq!(seen["instances"], "7", "{seen}");
+    assert_eq!(seen["before"], "UP", "{seen}");
+    assert_eq!(seen["after"], "OUT_OF_SERVICE", "{seen}");
+    assert_eq!(seen["errors"], serde_json::json!([]), "no script errors: {seen}");
+    assert!(std::fs::metadata(&shot).expect("screenshot").len() > 10_000);
+
+    let get = |id: &str| http.get(format!("{eureka}/apps/ORDERS/{id}")).header("accept", "application/json").send();
+    let oos: serde_json::Value = get("orders-2").await.expect("GET").json().await.expect("JSON");
+    assert_eq!(oos["instance"]["status"], "OUT_OF_SERVICE");
+    assert_eq!(oos["instance"]["overriddenStatus"], "OUT_OF_SERVICE");
+    assert_eq!(get("orders-3").await.expect("GET").status(), 404, "cancelled through the page");
+    assert_eq!(get("orders-1").await.expect("GET").status(), 200, "the others are untouched");
+}

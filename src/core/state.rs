@@ -362,6 +362,11 @@ impl RegistryState {
         self.meter.last_minute(now)
     }
 
+    /// Renewals per calendar minute over the last quarter hour, oldest first.
+    pub fn renews_per_minute(&self, now: u64) -> [u64; super::meter::MINUTES] {
+        self.meter.per_minute(now)
+    }
+
     /// Eureka's reconcile hash over the whole registry: `STATUS_count_` per status present,
     /// in lexicographic status order (e.g. `DOWN_1_UP_3_`).
     pub fn hash_code(&self) -> String {

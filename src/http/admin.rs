@@ -47,6 +47,13 @@ pub struct StatusBody {
     pub self_preservation_engagements: u64,
     /// Instances removed by eviction on this node since start.
     pub evicted_instances: u64,
+    /// Renewals per calendar minute over the last quarter hour, oldest first (the last
+    /// minute is under way).
+    pub renewals_per_minute: Vec<u64>,
+    /// Milliseconds since the epoch on this node's clock.
+    pub now_ms: u64,
+    /// Seconds since this node started serving.
+    pub uptime_seconds: u64,
     /// Links to the other nodes (p2p).
     pub peers: Vec<crate::replication::p2p::peer::PeerStatus>,
     /// Backend figures (raft: leader, leader_url, term, commit/applied index, members).
@@ -56,7 +63,9 @@ pub struct StatusBody {
 
 /// `GET /v1/status`: node, registry and self-preservation numbers.
 pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
-    let (instances, applications, registry_version) = s.registry.read(|st| (st.len(), st.apps().count(), st.version()));
+    let now = s.registry.now();
+    let (instances, applications, registry_version, renewals) =
+        s.registry.read(|st| (st.len(), st.apps().count(), st.version(), st.renews_per_minute(now)));
     Json(StatusBody {
         node_id: s.node_id,
         replication: s.replicator.name(),
@@ -71,6 +80,9 @@ pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
         self_preservation: s.registry.preservation(),
         self_preservation_engagements: s.registry.preservation_engagements(),
         evicted_instances: s.registry.evicted(),
+        renewals_per_minute: renewals.to_vec(),
+        now_ms: now,
+        uptime_seconds: s.started.elapsed().as_secs(),
         peers: s.replicator.peers(),
         cluster: s.replicator.cluster_status(),
     })

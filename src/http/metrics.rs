@@ -114,13 +114,16 @@ impl Route {
     /// no more, and the handlers decide what the request means.
     pub fn of(method: &Method, path: &str, query: Option<&str>) -> Route {
         match path {
-            "/" => return Route::Dashboard,
+            "/" | "/favicon.ico" => return Route::Dashboard,
             "/metrics" => return Route::Metrics,
             "/v1/status" => return Route::Status,
             "/v1/snapshot" => return Route::Snapshot,
             "/healthz" => return Route::Healthz,
             "/readyz" => return Route::Readyz,
             _ => {}
+        }
+        if path.starts_with("/ui/") {
+            return Route::Dashboard;
         }
         if path.starts_with("/v1/raft/") {
             return Route::Raft;

@@ -28,8 +28,6 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub replicator: Arc<dyn Replicator>,
     pub node_id: u64,
-    /// Cluster members as (id, URL), for the dashboard (shared: the state is cloned per request).
-    pub peers: Arc<[(u64, String)]>,
     /// When this node started serving.
     pub started: std::time::Instant,
     /// Largest accepted request body.
@@ -218,6 +216,10 @@ pub fn router(state: AppState) -> Router {
     let (max_body_size, body_timeout) = (state.max_body_size, state.body_timeout);
     let router = Router::new()
         .route("/", get(dashboard::page))
+        .route("/ui/dashboard.js", get(dashboard::script))
+        .route("/ui/dashboard.css", get(dashboard::style))
+        .route("/ui/icon.svg", get(dashboard::icon))
+        .route("/favicon.ico", get(dashboard::icon))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/v1/status", get(admin::status))

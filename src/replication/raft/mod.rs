@@ -132,9 +132,24 @@ impl RaftShared {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let matched = |id: &NodeId| -> Option<u64> {
+            if *id == self.id {
+                return m.replication.as_ref().map(|_| m.last_log_index.unwrap_or(0));
+            }
+            m.replication.as_ref()?.get(id).map(|l| l.map_or(0, |l| l.index))
+        };
         let members = membership
             .nodes()
-            .map(|(id, node)| MemberStatus { id: *id, url: node.url.clone(), voter: voters.contains(id) })
+            .map(|(id, node)| {
+                let matched_index = matched(id);
+                MemberStatus {
+                    id: *id,
+                    url: node.url.clone(),
+                    voter: voters.contains(id),
+                    matched_index,
+                    lag: matched_index.map(|i| m.last_log_index.unwrap_or(0).saturating_sub(i)),
+                }
+            })
             .collect();
         let leader = m.current_leader;
         // openraft 0.9 keeps a leader that lost its quorum in the leader state until it hears
@@ -168,6 +183,12 @@ pub struct MemberStatus {
     pub url: String,
     /// Voter (counts for the quorum) or learner.
     pub voter: bool,
+    /// Last log index the member holds, as the leader knows it (on the leader only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<u64>,
+    /// Entries the member is behind the leader's log (on the leader only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
 }
 
 /// Raft figures in `/v1/status`.

@@ -1,0 +1,51 @@
+// Drives the dashboard in headless Chromium, as an operator would: finds an instance by
+// filtering, takes it out of service, cancels another one (with the confirmation step), and
+// saves a screenshot. Usage: node dashboard.mjs BASE_URL APP OUT_ID CANCEL_ID SCREENSHOT
+// Prints one JSON line of what it saw; exits non-zero on any failure.
+import { chromium } from "playwright-core";
+
+const [base, app, outId, cancelId, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const seen = {};
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => { if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) errors.push(m.text()); });
+  // Answers the page did not expect (the actions' own answers are checked by the page).
+  page.on("response", (r) => { if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
+  await page.goto(`${base}/`);
+  await page.waitForSelector("body[data-loaded=true]", { timeout: 15000 });
+  seen.title = await page.title();
+  seen.instances = await page.textContent("#instances");
+
+  const row = (id) => page.locator(`#instances-table tr[data-app="${app}"][data-id="${id}"]`);
+  await page.fill("#filter", outId);
+  await row(outId).waitFor({ timeout: 10000 });
+  seen.shown = await page.textContent("#shown");
+  seen.before = await row(outId).locator(".status").textContent();
+  await row(outId).getByRole("button", { name: "Take out of service" }).click();
+  await page.waitForFunction(
+    ([a, id]) => document.querySelector(`#instances-table tr[data-app="${a}"][data-id="${id}"] .status`)?.textContent === "OUT_OF_SERVICE",
+    [app, outId], { timeout: 15000 });
+  seen.after = await row(outId).locator(".status").textContent();
+  seen.message = await page.textContent("#message");
+
+  await page.fill("#filter", cancelId);
+  await row(cancelId).getByRole("button", { name: "Cancel" }).click();
+  await row(cancelId).getByRole("button", { name: "Confirm cancel" }).click();
+  await row(cancelId).waitFor({ state: "detached", timeout: 15000 });
+  seen.cancelled = true;
+
+  await page.fill("#filter", "");
+  await page.waitForTimeout(200);
+  await page.screenshot({ path: screenshot, fullPage: true });
+  seen.errors = errors;
+  console.log(JSON.stringify(seen));
+} finally {
+  await browser.close();
+}
