@@ -3,8 +3,8 @@
 # third-party client py-eureka-client, which tests/py_client.rs drives against the server, and
 # eureka-js-client under tests/js_client/node_modules for tests/js_client.rs, etcd for the
 # fault lab's yardstick, chromium and playwright-core for the dashboard's browser test, and
-# promtool for checking the deployment kit's alert rules and
-# dashboard queries (tests/operations.rs).
+# promtool for checking the deployment kit's alert rules and dashboard queries
+# (tests/operations.rs).
 set -euo pipefail
 cd "$(dirname "$0")"
 

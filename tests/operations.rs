@@ -585,3 +585,63 @@ async fn the_dashboard_takes_an_instance_out_of_service_in_a_real_browser() {
     assert_eq!(get("orders-3").await.expect("GET").status(), 404, "cancelled through the page");
     assert_eq!(get("orders-1").await.expect("GET").status(), 200, "the others are untouched");
 }
+
+/// On a node with an auth file the dashboard acts with the signed-in user's rights: a user
+/// who may only read ORDERS sees the registry but is refused (and told why) when taking an
+/// instance out of service; an operator may. (An anonymous click gets the browser's sign-in
+/// prompt, from the 401's `WWW-Authenticate`, which a headless run cannot answer.)
+#[tokio::test]
+async fn dashboard_actions_need_operator_rights_on_a_secured_node() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        eprintln!("skipped: no chromium at {chromium} (./test.sh installs Debian's chromium when it can)");
+        return;
+    }
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(&auth, format!("anonymous = [\"read\"]\n{}", common::secured::auth_file(&[]))).expect("auth file");
+    let node = ServerProcess::start(dir.path().join("data").as_path(), &["--auth-file", auth.to_str().expect("utf-8")]);
+    let eureka = node.eureka_url();
+    let http = reqwest::Client::new();
+    for id in ["orders-1", "orders-2"] {
+        let mut body = py_instance("ORDERS", "10.0.0.1", 8080);
+        body["instance"]["instanceId"] = id.into();
+        let resp = http.post(format!("{eureka}/apps/ORDERS")).basic_auth("root", Some("root-password")).json(&body);
+        assert_eq!(resp.send().await.expect("register").status(), 204);
+    }
+    let run = |user: Option<(&str, &str)>, refused: bool| {
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.current_dir(&here)
+            .arg("dashboard.mjs")
+            .args([&node.base(), "ORDERS", "orders-1", "orders-2"])
+            .arg(dir.path().join("shot.png"))
+            .env("CHROMIUM", &chromium)
+            .env("EXPECT_REFUSED", if refused { "1" } else { "0" })
+            .kill_on_drop(true);
+        if let Some((name, password)) = user {
+            cmd.env("DASHBOARD_USER", name).env("DASHBOARD_PASSWORD", password);
+        }
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(90), cmd.output()).await.expect("ends").expect("node");
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_str::<serde_json::Value>(said.trim().lines().last().unwrap_or_default()).expect("JSON")
+        }
+    };
+    let reader = run(Some(("svc", "svc-password")), true).await;
+    let message = reader["message"].as_str().unwrap_or_default();
+    assert!(message.contains("403") && message.contains("operator role"), "{reader}");
+    assert_eq!(reader["after"], "UP", "{reader}");
+    assert_eq!(reader["instances"], "2", "a reader sees the registry: {reader}");
+    let get = |id: &str| http.get(format!("{eureka}/apps/ORDERS/{id}")).header("accept", "application/json").send();
+    let still: serde_json::Value = get("orders-1").await.expect("GET").json().await.expect("JSON");
+    assert_eq!(still["instance"]["status"], "UP", "the refused action changed nothing");
+
+    let operator = run(Some(("ops", "ops-password")), false).await;
+    assert_eq!(operator["after"], "OUT_OF_SERVICE", "{operator}");
+    assert_eq!(operator["errors"], serde_json::json!([]), "{operator}");
+    let oos: serde_json::Value = get("orders-1").await.expect("GET").json().await.expect("JSON");
+    assert_eq!(oos["instance"]["status"], "OUT_OF_SERVICE");
+    assert_eq!(get("orders-2").await.expect("GET").status(), 404);
+}

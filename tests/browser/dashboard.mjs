@@ -1,6 +1,8 @@
 // Drives the dashboard in headless Chromium, as an operator would: finds an instance by
 // filtering, takes it out of service, cancels another one (with the confirmation step), and
 // saves a screenshot. Usage: node dashboard.mjs BASE_URL APP OUT_ID CANCEL_ID SCREENSHOT
+// With DASHBOARD_USER and DASHBOARD_PASSWORD it signs in with HTTP Basic; with
+// EXPECT_REFUSED=1 it expects the server to refuse the action and reads the page's message.
 // Prints one JSON line of what it saw; exits non-zero on any failure.
 import { chromium } from "playwright-core";
 
@@ -12,12 +14,18 @@ const browser = await chromium.launch({
 });
 const seen = {};
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const user = process.env.DASHBOARD_USER;
+  const context = await browser.newContext({
+    viewport: { width: 1400, height: 1000 },
+    ...(user ? { httpCredentials: { username: user, password: process.env.DASHBOARD_PASSWORD || "" } } : {}),
+  });
+  const page = await context.newPage();
+  const refused = process.env.EXPECT_REFUSED === "1";
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) errors.push(m.text()); });
   // Answers the page did not expect (the actions' own answers are checked by the page).
-  page.on("response", (r) => { if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
+  page.on("response", (r) => { if (r.status() >= 400 && !refused) errors.push(`${r.status()} ${r.url()}`); });
   await page.goto(`${base}/`);
   await page.waitForSelector("body[data-loaded=true]", { timeout: 15000 });
   seen.title = await page.title();
@@ -29,6 +37,14 @@ try {
   seen.shown = await page.textContent("#shown");
   seen.before = await row(outId).locator(".status").textContent();
   await row(outId).getByRole("button", { name: "Take out of service" }).click();
+  if (refused) {
+    await page.waitForSelector("#message.error", { timeout: 15000 });
+    seen.message = await page.textContent("#message");
+    seen.after = await row(outId).locator(".status").textContent();
+    seen.errors = errors;
+    console.log(JSON.stringify(seen));
+    process.exit(0);
+  }
   await page.waitForFunction(
     ([a, id]) => document.querySelector(`#instances-table tr[data-app="${a}"][data-id="${id}"] .status`)?.textContent === "OUT_OF_SERVICE",
     [app, outId], { timeout: 15000 });
