@@ -92,6 +92,10 @@ pub enum SnapshotAction {
     /// admin role on a node with an auth file.
     Save {
         file: std::path::PathBuf,
+        /// Take what the node has applied, without asking the cluster (for disaster recovery
+        /// from a raft node that lost its majority; the backup may miss the latest writes).
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -110,8 +114,8 @@ pub enum SnapshotAction {
 
 /// `synod snapshot save`: fetches the backup, checks it, then writes it durably (to a
 /// temporary file renamed over FILE), so FILE is either the old file or a whole backup.
-pub async fn snapshot_save(file: &std::path::Path, args: ServerArgs) -> anyhow::Result<String> {
-    let url = format!("{}/v1/snapshot", args.root());
+pub async fn snapshot_save(file: &std::path::Path, local: bool, args: ServerArgs) -> anyhow::Result<String> {
+    let url = format!("{}/v1/snapshot{}", args.root(), if local { "?consistency=local" } else { "" });
     let resp = client(&args)?
         .get(&url)
         .timeout(Duration::from_secs(600))

@@ -49,7 +49,7 @@ fn main() {
         Command::Status(server) => finish(client(synod::cli::status(server))),
         Command::Auth { action } => finish(auth(action)),
         Command::Snapshot { action } => finish(match action {
-            SnapshotAction::Save { file, server } => client(synod::cli::snapshot_save(&file, server)),
+            SnapshotAction::Save { file, local, server } => client(synod::cli::snapshot_save(&file, local, server)),
             SnapshotAction::Restore { file, data_dir } => synod::cli::snapshot_restore(&file, &data_dir),
             SnapshotAction::Inspect { file } => synod::cli::snapshot_inspect(&file),
         }),

@@ -409,11 +409,12 @@ fn synod(args: &[&str]) -> std::process::Output {
 
 /// Backups: saved from a loaded three-node raft cluster, restored into a new single node and
 /// into a new raft cluster (one node restored, two added), each serving the same registry
-/// with the same hash code; a damaged or truncated backup is refused and writes nothing.
+/// with the same hash code; a damaged or truncated backup is refused and writes nothing; a
+/// node that lost its majority refuses a linearizable backup but gives its own copy.
 #[tokio::test]
 async fn a_backup_of_a_raft_cluster_restores_into_a_new_node_and_a_new_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cluster = Cluster::start_with(dir.path(), "raft", 3, "http", |_| Vec::new());
+    let mut cluster = Cluster::start_with(dir.path(), "raft", 3, "http", |_| Vec::new());
     let bases: Vec<String> = cluster.nodes.iter().map(|n| n.base()).collect();
     eventually("the cluster is ready", LIMIT, || async {
         for b in &bases {
@@ -519,6 +520,20 @@ async fn a_backup_of_a_raft_cluster_restores_into_a_new_node_and_a_new_cluster()
     let out =
         synod(&["snapshot", "restore", file.to_str().expect("utf-8"), "--data-dir", first.to_str().expect("utf-8")]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+
+    // Disaster recovery: the last node of the original cluster, its majority gone.
+    cluster.nodes[0].kill9();
+    cluster.nodes[1].kill9();
+    let dr = dir.path().join("dr.snap");
+    let dr_path = dr.to_str().expect("utf-8");
+    let refused = synod(&["snapshot", "save", dr_path, "--server", &bases[2]]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("consistency=local"));
+    assert!(!dr.exists());
+    let local = synod(&["snapshot", "save", dr_path, "--local", "--server", &bases[2]]);
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+    let inspected = synod(&["snapshot", "inspect", dr_path]);
+    assert!(String::from_utf8_lossy(&inspected.stdout).contains("119 instances"), "{inspected:?}");
 }
 
 /// The dashboard in a real browser (Debian's chromium, driven by tests/browser/dashboard.mjs

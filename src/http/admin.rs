@@ -90,11 +90,23 @@ pub async fn status(State(s): State<AppState>) -> Json<StatusBody> {
 
 /// `GET /v1/snapshot`: a backup of this node's registry (see [`crate::snapshot`]). A raft
 /// node first waits until it has applied every write acknowledged before the request, so
-/// the backup is linearizable; encoding runs off the async workers.
-pub async fn snapshot(State(s): State<AppState>) -> Response {
+/// the backup is linearizable; `?consistency=local` takes what this node has applied
+/// instead, which a node cut off from its majority can still give (disaster recovery).
+/// Encoding runs off the async workers.
+pub async fn snapshot(State(s): State<AppState>, uri: Uri) -> Response {
     use crate::replication::Consistency;
-    if let Err(e) = s.replicator.read_barrier(Consistency::Linearizable).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, e);
+    let level = match uri.query() {
+        None | Some("consistency=linearizable") => Consistency::Linearizable,
+        Some("consistency=local") => Consistency::Local,
+        Some(q) => {
+            return error(StatusCode::BAD_REQUEST, format!("unknown query {q:?}: consistency=local or linearizable"))
+        }
+    };
+    if let Err(e) = s.replicator.read_barrier(level).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{e}; a node without a quorum can give its own copy with consistency=local"),
+        );
     }
     if !s.replicator.registry_complete() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "this node's registry is not complete yet (start-up sync)");
