@@ -536,22 +536,53 @@ async fn a_backup_of_a_raft_cluster_restores_into_a_new_node_and_a_new_cluster()
     assert!(String::from_utf8_lossy(&inspected.stdout).contains("119 instances"), "{inspected:?}");
 }
 
+/// Debian's chromium, or `None` (with the reason printed) where it is not installed.
+fn chromium() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if std::path::Path::new(&chromium).exists() {
+        return Some(chromium);
+    }
+    eprintln!("skipped: no chromium at {chromium} (./test.sh installs Debian's chromium when it can)");
+    None
+}
+
+/// Runs tests/browser/dashboard.mjs against the node at `base` on application ORDERS (take
+/// `out` out of service, cancel `cancel`), with extra environment `env`; returns what the
+/// script saw.
+async fn drive_dashboard(
+    chromium: &str,
+    base: &str,
+    (out, cancel): (&str, &str),
+    shot: &std::path::Path,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        here.join("node_modules/playwright-core").exists(),
+        "run ./test.sh, which installs playwright-core under tests/browser/node_modules"
+    );
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.current_dir(&here)
+        .arg("dashboard.mjs")
+        .args([base, "ORDERS", out, cancel])
+        .arg(shot)
+        .env("CHROMIUM", chromium)
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    let done = tokio::time::timeout(Duration::from_secs(90), cmd.output()).await.expect("the browser run ends");
+    let done = done.expect("run node");
+    let said = String::from_utf8_lossy(&done.stdout).into_owned();
+    assert!(done.status.success(), "{said}{}", String::from_utf8_lossy(&done.stderr));
+    serde_json::from_str(said.trim().lines().last().unwrap_or_default()).expect("one JSON line")
+}
+
 /// The dashboard in a real browser (Debian's chromium, driven by tests/browser/dashboard.mjs
 /// through playwright-core): it lists the registered instances, filters them, takes one out
 /// of service and cancels another, and the server's registry shows both. The screenshot goes
 /// to `SYNOD_DASHBOARD_SCREENSHOT` if set (docs/dashboard.png is made this way).
 #[tokio::test]
 async fn the_dashboard_takes_an_instance_out_of_service_in_a_real_browser() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !std::path::Path::new(&chromium).exists() {
-        eprintln!("skipped: no chromium at {chromium} (./test.sh installs Debian's chromium when it can)");
-        return;
-    }
-    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        here.join("node_modules/playwright-core").exists(),
-        "run ./test.sh, which installs playwright-core under tests/browser/node_modules"
-    );
+    let Some(chromium) = chromium() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let node = ServerProcess::start(dir.path().join("data").as_path(), &[]);
     let eureka = node.eureka_url();
@@ -575,18 +606,7 @@ async fn the_dashboard_takes_an_instance_out_of_service_in_a_real_browser() {
     let shot = std::env::var("SYNOD_DASHBOARD_SCREENSHOT")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| dir.path().join("dashboard.png"));
-    let out = tokio::process::Command::new("node")
-        .current_dir(&here)
-        .arg("dashboard.mjs")
-        .args([&node.base(), "ORDERS", "orders-2", "orders-3"])
-        .arg(&shot)
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), out).await.expect("the browser run ends").expect("node");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
-    let seen: serde_json::Value = serde_json::from_str(said.trim().lines().last().unwrap_or_default()).expect("JSON");
+    let seen = drive_dashboard(&chromium, &node.base(), ("orders-2", "orders-3"), &shot, &[]).await;
     assert_eq!(seen["instances"], "7", "{seen}");
     assert_eq!(seen["before"], "UP", "{seen}");
     assert_eq!(seen["after"], "OUT_OF_SERVICE", "{seen}");
@@ -607,12 +627,7 @@ async fn the_dashboard_takes_an_instance_out_of_service_in_a_real_browser() {
 /// prompt, from the 401's `WWW-Authenticate`, which a headless run cannot answer.)
 #[tokio::test]
 async fn dashboard_actions_need_operator_rights_on_a_secured_node() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !std::path::Path::new(&chromium).exists() {
-        eprintln!("skipped: no chromium at {chromium} (./test.sh installs Debian's chromium when it can)");
-        return;
-    }
-    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let Some(chromium) = chromium() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let auth = dir.path().join("auth.toml");
     std::fs::write(&auth, format!("anonymous = [\"read\"]\n{}", common::secured::auth_file(&[]))).expect("auth file");
@@ -625,26 +640,9 @@ async fn dashboard_actions_need_operator_rights_on_a_secured_node() {
         let resp = http.post(format!("{eureka}/apps/ORDERS")).basic_auth("root", Some("root-password")).json(&body);
         assert_eq!(resp.send().await.expect("register").status(), 204);
     }
-    let run = |user: Option<(&str, &str)>, refused: bool| {
-        let mut cmd = tokio::process::Command::new("node");
-        cmd.current_dir(&here)
-            .arg("dashboard.mjs")
-            .args([&node.base(), "ORDERS", "orders-1", "orders-2"])
-            .arg(dir.path().join("shot.png"))
-            .env("CHROMIUM", &chromium)
-            .env("EXPECT_REFUSED", if refused { "1" } else { "0" })
-            .kill_on_drop(true);
-        if let Some((name, password)) = user {
-            cmd.env("DASHBOARD_USER", name).env("DASHBOARD_PASSWORD", password);
-        }
-        async move {
-            let out = tokio::time::timeout(Duration::from_secs(90), cmd.output()).await.expect("ends").expect("node");
-            let said = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
-            serde_json::from_str::<serde_json::Value>(said.trim().lines().last().unwrap_or_default()).expect("JSON")
-        }
-    };
-    let reader = run(Some(("svc", "svc-password")), true).await;
+    let (ids, shot) = (("orders-1", "orders-2"), dir.path().join("shot.png"));
+    let as_reader = [("DASHBOARD_USER", "svc"), ("DASHBOARD_PASSWORD", "svc-password"), ("EXPECT_REFUSED", "1")];
+    let reader = drive_dashboard(&chromium, &node.base(), ids, &shot, &as_reader).await;
     let message = reader["message"].as_str().unwrap_or_default();
     assert!(message.contains("403") && message.contains("operator role"), "{reader}");
     assert_eq!(reader["after"], "UP", "{reader}");
@@ -653,7 +651,8 @@ async fn dashboard_actions_need_operator_rights_on_a_secured_node() {
     let still: serde_json::Value = get("orders-1").await.expect("GET").json().await.expect("JSON");
     assert_eq!(still["instance"]["status"], "UP", "the refused action changed nothing");
 
-    let operator = run(Some(("ops", "ops-password")), false).await;
+    let as_operator = [("DASHBOARD_USER", "ops"), ("DASHBOARD_PASSWORD", "ops-password")];
+    let operator = drive_dashboard(&chromium, &node.base(), ids, &shot, &as_operator).await;
     assert_eq!(operator["after"], "OUT_OF_SERVICE", "{operator}");
     assert_eq!(operator["errors"], serde_json::json!([]), "{operator}");
     let oos: serde_json::Value = get("orders-1").await.expect("GET").json().await.expect("JSON");
