@@ -62,6 +62,17 @@ impl Histogram {
         }
     }
 
+    /// A histogram holding `counts` per bucket (one per bound, then one above them) and
+    /// `sum`: figures gathered elsewhere, for exposition.
+    pub fn from_counts(bounds: &'static [u64], scale: f64, counts: &[u64], sum: u64) -> Histogram {
+        let h = Histogram::new(bounds, scale);
+        for (b, n) in h.buckets.iter().zip(counts) {
+            b.store(*n, Ordering::Relaxed);
+        }
+        h.sum.store(sum, Ordering::Relaxed);
+        h
+    }
+
     /// A latency histogram exposed in seconds.
     pub fn latency() -> Histogram {
         Histogram::new(LATENCY_BOUNDS_NS, 1e-9)

@@ -1,5 +1,5 @@
-//! What this node's registry applied since start, by kind of change and by renewal result,
-//! for `/metrics` and `/v1/status`. Every replica counts what it applies itself, so on a raft
+//! What this node's registry applied since start, by kind of change (and the renewal results'
+//! names; [`crate::core::state::RegistryState`] counts those under its lock), for `/metrics`. Every replica counts what it applies itself, so on a raft
 //! cluster each node reports the whole cluster's changes, and on p2p each node its own plus
 //! those replicated to it.
 
@@ -14,12 +14,11 @@ pub const CHANGE_KINDS: [&str; 7] = ["register", "cancel", "status", "delete-sta
 /// Renewal results, in slot order.
 pub const RENEW_RESULTS: [&str; 4] = ["renewed", "not_found", "client_newer", "server_newer"];
 
-/// Changes and renewals counted since start.
+/// Changes counted since start.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Instances changed per kind (an eviction counts every instance it removed).
     changes: [AtomicU64; CHANGE_KINDS.len()],
-    renewals: [AtomicU64; RENEW_RESULTS.len()],
 }
 
 /// The eviction slot in [`CHANGE_KINDS`].
@@ -37,7 +36,8 @@ fn change_slot(cmd: &Command) -> usize {
     }
 }
 
-fn renew_slot(outcome: RenewOutcome) -> usize {
+/// The slot of a renewal result in [`RENEW_RESULTS`].
+pub fn renew_slot(outcome: RenewOutcome) -> usize {
     match outcome {
         RenewOutcome::Renewed => 0,
         RenewOutcome::NotFound => 1,
@@ -68,19 +68,9 @@ impl Counters {
         self.changes[slot.0].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts a renewal.
-    pub fn renewed(&self, outcome: RenewOutcome) {
-        self.renewals[renew_slot(outcome)].fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Instances changed by kind, in [`CHANGE_KINDS`] order.
     pub fn changes(&self) -> [u64; CHANGE_KINDS.len()] {
         std::array::from_fn(|i| self.changes[i].load(Ordering::Relaxed))
-    }
-
-    /// Renewals by result, in [`RENEW_RESULTS`] order.
-    pub fn renewals(&self) -> [u64; RENEW_RESULTS.len()] {
-        std::array::from_fn(|i| self.renewals[i].load(Ordering::Relaxed))
     }
 
     /// Instances removed by eviction.
@@ -108,9 +98,8 @@ mod tests {
         let c = Counters::default();
         c.applied(ChangeSlot::of(&cmds[1]), Outcome::Evicted(3));
         c.applied(ChangeSlot::of(&cmds[0]), Outcome::NotFound);
-        c.renewed(RenewOutcome::NotFound);
         assert_eq!(c.evicted(), 3);
         assert_eq!(c.changes()[1], 0, "a cancel of nothing changed nothing");
-        assert_eq!(c.renewals(), [0, 1, 0, 0]);
+        assert_eq!(RENEW_RESULTS[renew_slot(RenewOutcome::ClientNewer)], "client_newer");
     }
 }

@@ -54,7 +54,7 @@ pub struct Registry {
     preserving: AtomicBool,
     /// Times self-preservation engaged since start.
     engagements: AtomicU64,
-    /// Changes and renewals applied since start.
+    /// Changes applied since start.
     counters: Counters,
     /// The registry version after every change, for waiters (long-polled deltas).
     version_tx: watch::Sender<u64>,
@@ -132,9 +132,7 @@ impl Registry {
     /// Heartbeat at the current time.
     pub fn renew(&self, key: &InstanceKey, last_dirty: Option<u64>) -> RenewOutcome {
         let now = self.now();
-        let outcome = self.state.lock().renew(key, now, last_dirty);
-        self.counters.renewed(outcome);
-        outcome
+        self.state.lock().renew(key, now, last_dirty)
     }
 
     /// Heartbeat at the current time, then `f` on the state under the same lock.
@@ -142,7 +140,6 @@ impl Registry {
         let now = self.now();
         let mut st = self.state.lock();
         let outcome = st.renew(key, now, None);
-        self.counters.renewed(outcome);
         (outcome, f(&st))
     }
 
@@ -150,9 +147,7 @@ impl Registry {
     /// self-preservation like a direct one.
     pub fn renew_aged(&self, key: &InstanceKey, age_ms: u64) -> RenewOutcome {
         let at = self.now().saturating_sub(age_ms);
-        let outcome = self.state.lock().renew(key, at, None);
-        self.counters.renewed(outcome);
-        outcome
+        self.state.lock().renew(key, at, None)
     }
 
     /// Runs `f` on the state.
@@ -194,7 +189,7 @@ impl Registry {
         self.counters.evicted()
     }
 
-    /// Changes and renewals applied on this node since start.
+    /// Changes applied on this node since start.
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

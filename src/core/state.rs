@@ -164,6 +164,10 @@ pub struct RegistryState {
     /// Present when [`CoreConfig::digests`] is set.
     digests: Option<AppDigests>,
     meter: RenewMeter,
+    /// Renewals by result since start, in [`super::counters::RENEW_RESULTS`] order (kept
+    /// here, under the registry lock every renewal already holds, rather than in atomics
+    /// that two cores would pass back and forth).
+    renew_results: [u64; super::counters::RENEW_RESULTS.len()],
     /// Number of commands that changed the registry; also served as `versions__delta`.
     version: u64,
     config: CoreConfig,
@@ -375,6 +379,17 @@ impl RegistryState {
 
     /// Heartbeat. Touches only the lease table and the renew meter.
     pub fn renew(&mut self, key: &InstanceKey, now: u64, last_dirty: Option<u64>) -> RenewOutcome {
+        let outcome = self.renew_lease(key, now, last_dirty);
+        self.renew_results[super::counters::renew_slot(outcome)] += 1;
+        outcome
+    }
+
+    /// Renewals by result since start, in [`super::counters::RENEW_RESULTS`] order.
+    pub fn renew_results(&self) -> [u64; super::counters::RENEW_RESULTS.len()] {
+        self.renew_results
+    }
+
+    fn renew_lease(&mut self, key: &InstanceKey, now: u64, last_dirty: Option<u64>) -> RenewOutcome {
         let Some(entry) = self.apps.get_mut(&key.app).and_then(|m| m.get_mut(&key.id)) else {
             return RenewOutcome::NotFound;
         };

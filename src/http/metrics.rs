@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::core::counters::{CHANGE_KINDS, RENEW_RESULTS};
 use crate::core::model::Status;
-use crate::metrics::{Exposition, Histogram};
+use crate::metrics::{Exposition, Histogram, LATENCY_BOUNDS_NS};
 
 /// What a request did, as the `route` label says it: a bounded set, so that neither
 /// application names nor junk paths can grow the number of series.
@@ -113,43 +113,47 @@ impl Route {
     /// The route of a request. Eureka paths are split on `/` without decoding: a label needs
     /// no more, and the handlers decide what the request means.
     pub fn of(method: &Method, path: &str, query: Option<&str>) -> Route {
+        // Eureka resources first: nearly every request is one.
+        if let Some(rest) = path.strip_prefix("/eureka/") {
+            return Route::eureka(method, rest, query);
+        }
         match path {
-            "/" | "/favicon.ico" => return Route::Dashboard,
-            "/metrics" => return Route::Metrics,
-            "/v1/status" => return Route::Status,
-            "/v1/snapshot" => return Route::Snapshot,
-            "/healthz" => return Route::Healthz,
-            "/readyz" => return Route::Readyz,
-            _ => {}
+            "/" | "/favicon.ico" => Route::Dashboard,
+            "/metrics" => Route::Metrics,
+            "/v1/status" => Route::Status,
+            "/v1/snapshot" => Route::Snapshot,
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/v1/cluster" => Route::Cluster,
+            _ if path.starts_with("/ui/") => Route::Dashboard,
+            _ if path.starts_with("/v1/raft/") => Route::Raft,
+            _ if path.starts_with("/v1/p2p/") => Route::P2p,
+            _ if path.starts_with("/v1/cluster/") => Route::Cluster,
+            _ => Route::Other,
         }
-        if path.starts_with("/ui/") {
-            return Route::Dashboard;
-        }
-        if path.starts_with("/v1/raft/") {
-            return Route::Raft;
-        }
-        if path.starts_with("/v1/p2p/") {
-            return Route::P2p;
-        }
-        if path == "/v1/cluster" || path.starts_with("/v1/cluster/") {
-            return Route::Cluster;
-        }
-        let Some(rest) = path.strip_prefix("/eureka/") else { return Route::Other };
-        let mut segs = rest.split('/').filter(|s| !s.is_empty()).peekable();
-        if matches!(segs.peek(), Some(&("v2" | "v1"))) {
-            segs.next();
-        }
-        let mut seg = [""; 4];
+    }
+
+    /// The route of a path under `/eureka/` (`rest` follows that prefix).
+    fn eureka(method: &Method, rest: &str, query: Option<&str>) -> Route {
+        let mut seg = [""; 5];
         let mut n = 0;
-        for s in segs {
+        for s in rest.split('/') {
+            if s.is_empty() {
+                continue;
+            }
             if n == seg.len() {
                 return Route::EurekaOther;
             }
             seg[n] = s;
             n += 1;
         }
+        let seg = match seg[0] {
+            "v2" | "v1" => &seg[1..n],
+            _ if n == seg.len() => return Route::EurekaOther,
+            _ => &seg[..n],
+        };
         let long_poll = || query.is_some_and(|q| q.split('&').any(|p| p.starts_with("waitMs=")));
-        match (method, &seg[..n]) {
+        match (method, seg) {
             (&Method::GET, ["apps"]) => Route::Apps,
             (&Method::GET, ["apps", "delta"]) if long_poll() => Route::DeltaWait,
             (&Method::GET, ["apps", "delta"]) => Route::Delta,
@@ -170,54 +174,110 @@ impl Route {
     }
 }
 
-/// Status codes counted per route: 100 to 599.
-const CODES: std::ops::RangeInclusive<u16> = 100..=599;
+/// Status codes counted one by one; any other is counted as `other`.
+const CODES: [u16; 35] = [
+    200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 406, 408, 409, 410, 411, 412, 413,
+    414, 415, 416, 421, 422, 429, 431, 500, 501, 502, 503, 507,
+];
 
-/// Requests answered per route: by status code, and how long they took to answer (until
-/// the response head; a body streams after).
+/// Latency buckets per route: one per bound, and one above them all.
+const BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+/// Copies of the counters that request threads write (one per thread, round robin), so two
+/// cores answering requests at once do not fight over one cache line per counter.
+const STRIPES: usize = 8;
+
+/// Requests answered on one route by one stripe: how long they took (until the response
+/// head; a body streams after) and their status codes. Aligned so that no two share a cache
+/// line.
+#[repr(align(128))]
 struct RouteStats {
-    latency: Histogram,
-    by_status: Box<[AtomicU64]>,
+    buckets: [AtomicU64; BUCKETS],
+    sum_ns: AtomicU64,
+    /// Per [`CODES`], then every other code.
+    by_status: [AtomicU64; CODES.len() + 1],
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        RouteStats {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+            by_status: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 /// Request counts and latencies of every route.
 pub struct HttpMetrics {
-    routes: Box<[RouteStats]>,
+    /// `STRIPES × ROUTES` route figures.
+    stats: Box<[RouteStats]>,
 }
 
 impl Default for HttpMetrics {
     fn default() -> Self {
-        let stats =
-            || RouteStats { latency: Histogram::latency(), by_status: CODES.map(|_| AtomicU64::new(0)).collect() };
-        HttpMetrics { routes: ROUTES.iter().map(|_| stats()).collect() }
+        HttpMetrics { stats: (0..STRIPES * ROUTES.len()).map(|_| RouteStats::default()).collect() }
     }
+}
+
+/// This thread's stripe.
+fn stripe() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+    STRIPE.with(|s| *s)
 }
 
 impl HttpMetrics {
     /// Records one answered request.
     pub fn record(&self, route: Route, status: u16, took: Duration) {
-        let r = &self.routes[route as usize];
-        r.latency.observe_duration(took);
-        let code = status.clamp(*CODES.start(), *CODES.end());
-        r.by_status[usize::from(code - CODES.start())].fetch_add(1, Ordering::Relaxed);
+        let r = &self.stats[stripe() * ROUTES.len() + route as usize];
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        r.buckets[LATENCY_BOUNDS_NS.partition_point(|b| *b < ns)].fetch_add(1, Ordering::Relaxed);
+        r.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        let code = CODES.iter().position(|c| *c == status).unwrap_or(CODES.len());
+        r.by_status[code].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One route's figures over every stripe: latency histogram and counts per status.
+    fn route(&self, route: Route) -> (Histogram, [u64; CODES.len() + 1]) {
+        let (mut buckets, mut sum, mut codes) = ([0u64; BUCKETS], 0u64, [0u64; CODES.len() + 1]);
+        for stripe in 0..STRIPES {
+            let r = &self.stats[stripe * ROUTES.len() + route as usize];
+            for (total, b) in buckets.iter_mut().zip(&r.buckets) {
+                *total += b.load(Ordering::Relaxed);
+            }
+            sum = sum.wrapping_add(r.sum_ns.load(Ordering::Relaxed));
+            for (total, c) in codes.iter_mut().zip(&r.by_status) {
+                *total += c.load(Ordering::Relaxed);
+            }
+        }
+        (Histogram::from_counts(LATENCY_BOUNDS_NS, 1e-9, &buckets, sum), codes)
     }
 
     fn expose(&self, e: &mut Exposition<'_>) -> fmt::Result {
-        let answered = || ROUTES.iter().zip(self.routes.iter()).filter(|(_, r)| r.latency.count() > 0);
+        let answered: Vec<(Route, Histogram, [u64; CODES.len() + 1])> = ROUTES
+            .iter()
+            .map(|r| {
+                let (latency, codes) = self.route(*r);
+                (*r, latency, codes)
+            })
+            .filter(|(_, latency, _)| latency.count() > 0)
+            .collect();
+        let code_label = |i: usize| CODES.get(i).map_or_else(|| "other".to_string(), |c| c.to_string());
         e.counters(
             "synod_http_requests",
             "HTTP requests answered, by route and status code.",
-            answered().flat_map(|(route, r)| {
-                r.by_status.iter().zip(CODES).filter_map(move |(n, code)| {
-                    let n = n.load(Ordering::Relaxed);
-                    (n > 0).then_some((([("route", route.as_str())], [("status", code)]), n))
+            answered.iter().flat_map(|(route, _, codes)| {
+                codes.iter().enumerate().filter(|(_, n)| **n > 0).map(move |(i, n)| {
+                    (([("route", route.as_str())], [("status", code_label(i))]), *n)
                 })
             }),
         )?;
         e.histograms(
             "synod_http_request_duration_seconds",
             "Time to answer an HTTP request (until the response head), by route.",
-            answered().map(|(route, r)| ([("route", route.as_str())], &r.latency)),
+            answered.iter().map(|(route, latency, _)| ([("route", route.as_str())], latency)),
         )
     }
 }
@@ -232,7 +292,7 @@ pub async fn page(State(s): State<AppState>) -> Response {
 /// long polls, then the backend's own figures.
 fn expose(s: &AppState, e: &mut Exposition<'_>) -> fmt::Result {
     s.http_metrics.expose(e)?;
-    let (by_app, apps, version) = s.registry.read(|st| {
+    let (by_app, apps, version, renewals) = s.registry.read(|st| {
         let mut by_app: Vec<(String, [u64; 5])> = Vec::new();
         for (app, instances) in st.apps() {
             let mut counts = [0; 5];
@@ -241,7 +301,7 @@ fn expose(s: &AppState, e: &mut Exposition<'_>) -> fmt::Result {
             }
             by_app.push((app.clone(), counts));
         }
-        (by_app, st.apps().count(), st.version())
+        (by_app, st.apps().count(), st.version(), st.renew_results())
     });
     e.gauges(
         "synod_instances",
@@ -264,7 +324,7 @@ fn expose(s: &AppState, e: &mut Exposition<'_>) -> fmt::Result {
     e.counters(
         "synod_renewals",
         "Lease renewals applied here, by result.",
-        RENEW_RESULTS.iter().zip(counters.renewals()).map(|(result, n)| ([("result", *result)], n)),
+        RENEW_RESULTS.iter().zip(renewals).map(|(result, n)| ([("result", *result)], n)),
     )?;
     let p = s.registry.preservation();
     e.gauge(
@@ -336,7 +396,9 @@ mod tests {
             (Method::GET, "/v1/p2p/digest", None, Route::P2p),
             (Method::DELETE, "/v1/cluster/nodes/2", None, Route::Cluster),
             (Method::GET, "/metrics", None, Route::Metrics),
-            (Method::GET, "/favicon.ico", None, Route::Other),
+            (Method::GET, "/favicon.ico", None, Route::Dashboard),
+            (Method::GET, "/robots.txt", None, Route::Other),
+            (Method::GET, "/eureka/v2/apps/A/i/status/x", None, Route::EurekaOther),
         ];
         for (m, p, q, want) in cases {
             assert_eq!(Route::of(&m, p, q), want, "{m} {p}");
@@ -347,13 +409,14 @@ mod tests {
     }
 
     #[test]
-    fn statuses_out_of_range_are_clamped() {
-        let m = HttpMetrics::default();
+    fn requests_from_every_thread_are_counted_and_rare_codes_grouped() {
+        let m = std::sync::Arc::new(HttpMetrics::default());
         m.record(Route::Renew, 200, Duration::from_micros(300));
-        m.record(Route::Renew, 999, Duration::from_micros(300));
+        let other = m.clone();
+        std::thread::spawn(move || other.record(Route::Renew, 999, Duration::from_micros(300))).join().unwrap();
         let text = crate::metrics::render(move |e| m.expose(e));
         assert!(text.contains("synod_http_requests_total{route=\"renew\",status=\"200\"} 1\n"), "{text}");
-        assert!(text.contains("synod_http_requests_total{route=\"renew\",status=\"599\"} 1\n"), "{text}");
+        assert!(text.contains("synod_http_requests_total{route=\"renew\",status=\"other\"} 1\n"), "{text}");
         assert!(text.contains("synod_http_request_duration_seconds_count{route=\"renew\"} 2\n"), "{text}");
     }
 }
