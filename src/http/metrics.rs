@@ -269,9 +269,11 @@ impl HttpMetrics {
             "synod_http_requests",
             "HTTP requests answered, by route and status code.",
             answered.iter().flat_map(|(route, _, codes)| {
-                codes.iter().enumerate().filter(|(_, n)| **n > 0).map(move |(i, n)| {
-                    (([("route", route.as_str())], [("status", code_label(i))]), *n)
-                })
+                codes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(move |(i, n)| (([("route", route.as_str())], [("status", code_label(i))]), *n))
             }),
         )?;
         e.histograms(
