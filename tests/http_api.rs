@@ -545,24 +545,32 @@ async fn expired_instances_are_evicted_when_preservation_allows() {
     assert_eq!(get_json(&c, &s.url("apps/A")).await.0, StatusCode::NOT_FOUND);
 }
 
+/// The dashboard is a page, a script and a style sheet from this origin only (its data
+/// comes from `/v1/status` and `/eureka/apps`; tests/operations.rs drives it in a browser).
 #[tokio::test]
-async fn dashboard_shows_numbers_and_instances() {
+async fn dashboard_is_served_from_this_origin_only() {
     let s = InProcess::start().await;
     let c = client();
-    let (_, page) = get_text(&c, &format!("{}/", s.base)).await;
-    assert!(page.contains("No instances available"));
-    let mut body = py_instance("shop<script>", "10.0.0.1", 80);
-    body["instance"]["app"] = json!("SHOP<SCRIPT>");
-    register(&c, &s, "shop%3Cscript%3E", &body).await;
-    register(&c, &s, "b", &py_instance("b", "10.0.0.2", 80)).await;
-    c.put(s.url("apps/B/10.0.0.2:b:80/status?value=OUT_OF_SERVICE")).send().await.unwrap();
     let r = c.get(format!("{}/", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
     let page = r.text().await.unwrap();
-    assert!(page.contains("Renews threshold"));
-    assert!(page.contains("Lease expiration enabled"));
-    assert!(page.contains("OUT_OF_SERVICE (1)"));
-    assert!(page.contains("href=\"http://10.0.0.2:80/info\""));
-    assert!(page.contains("SHOP&lt;SCRIPT&gt;") && !page.contains("<SCRIPT>"), "names are escaped");
-    assert!(page.contains("EMERGENCY"), "two instances, no renewals yet: below the threshold");
+    assert!(page.contains("<script src=\"/ui/dashboard.js\" defer></script>"));
+    assert!(!page.contains("http://") && !page.contains("https://"), "nothing fetched from elsewhere");
+    for (path, kind) in
+        [("/ui/dashboard.js", "text/javascript"), ("/ui/dashboard.css", "text/css"), ("/favicon.ico", "image/svg+xml")]
+    {
+        let r = c.get(format!("{}{path}", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    }
+    // What the page reads besides the registry.
+    register(&c, &s, "b", &py_instance("b", "10.0.0.2", 80)).await;
+    let (_, status) = get_json(&c, &format!("{}/v1/status", s.base)).await;
+    assert_eq!(status["renewals_per_minute"].as_array().map(Vec::len), Some(16), "{status}");
+    assert!(status["now_ms"].as_u64().is_some() && status["uptime_seconds"].as_u64().is_some(), "{status}");
+    assert_eq!(status["self_preservation"]["expected_renews_per_min"], 2.0, "{status}");
 }

@@ -547,12 +547,12 @@ fn chromium() -> Option<String> {
 }
 
 /// Runs tests/browser/dashboard.mjs against the node at `base` on application ORDERS (take
-/// `out` out of service, cancel `cancel`), with extra environment `env`; returns what the
-/// script saw.
+/// `out` out of service, cancel `cancel`, take `back` out and back in unless it is empty),
+/// with extra environment `env`; returns what the script saw.
 async fn drive_dashboard(
     chromium: &str,
     base: &str,
-    (out, cancel): (&str, &str),
+    (out, cancel, back): (&str, &str, &str),
     shot: &std::path::Path,
     env: &[(&str, &str)],
 ) -> serde_json::Value {
@@ -566,6 +566,7 @@ async fn drive_dashboard(
         .arg("dashboard.mjs")
         .args([base, "ORDERS", out, cancel])
         .arg(shot)
+        .arg(back)
         .env("CHROMIUM", chromium)
         .envs(env.iter().copied())
         .kill_on_drop(true);
@@ -578,7 +579,8 @@ async fn drive_dashboard(
 
 /// The dashboard in a real browser (Debian's chromium, driven by tests/browser/dashboard.mjs
 /// through playwright-core): it lists the registered instances, filters them, takes one out
-/// of service and cancels another, and the server's registry shows both. The screenshot goes
+/// of service, cancels another and takes a third out and back, and the server's registry
+/// shows all three. The screenshot goes
 /// to `SYNOD_DASHBOARD_SCREENSHOT` if set (docs/dashboard.png is made this way).
 #[tokio::test]
 async fn the_dashboard_takes_an_instance_out_of_service_in_a_real_browser() {
@@ -595,6 +597,9 @@ async fn the_dashboard_takes_an_instance_out_of_service_in_a_real_browser() {
             body["instance"]["instanceId"] = id.clone().into();
             body["instance"]["metadata"]["zone"] = zone.into();
             body["instance"]["metadata"]["version"] = "2.4.1".into();
+            if id == "gateway-2" {
+                body["instance"]["metadata"]["note"] = "<img src=x onerror=document.body.dataset.pwned=1>".into();
+            }
             let resp = http.post(format!("{eureka}/apps/{app}")).json(&body).send().await.expect("register");
             assert_eq!(resp.status(), 204);
             // Heartbeats, so self-preservation sees a healthy fleet.
@@ -606,10 +611,13 @@ async fn the_dashboard_takes_an_instance_out_of_service_in_a_real_browser() {
     let shot = std::env::var("SYNOD_DASHBOARD_SCREENSHOT")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| dir.path().join("dashboard.png"));
-    let seen = drive_dashboard(&chromium, &node.base(), ("orders-2", "orders-3"), &shot, &[]).await;
+    let seen = drive_dashboard(&chromium, &node.base(), ("orders-2", "orders-3", "orders-1"), &shot, &[]).await;
     assert_eq!(seen["instances"], "7", "{seen}");
     assert_eq!(seen["before"], "UP", "{seen}");
     assert_eq!(seen["after"], "OUT_OF_SERVICE", "{seen}");
+    assert_eq!(seen["back"], "UP", "{seen}");
+    assert_eq!(seen["injected"], 0, "metadata is shown as text: {seen}");
+    assert!(seen["metadata"].as_str().is_some_and(|t| t.contains("note=<img src=x")), "{seen}");
     assert_eq!(seen["errors"], serde_json::json!([]), "no script errors: {seen}");
     assert!(std::fs::metadata(&shot).expect("screenshot").len() > 10_000);
 
@@ -618,7 +626,19 @@ async fn the_dashboard_takes_an_instance_out_of_service_in_a_real_browser() {
     assert_eq!(oos["instance"]["status"], "OUT_OF_SERVICE");
     assert_eq!(oos["instance"]["overriddenStatus"], "OUT_OF_SERVICE");
     assert_eq!(get("orders-3").await.expect("GET").status(), 404, "cancelled through the page");
-    assert_eq!(get("orders-1").await.expect("GET").status(), 200, "the others are untouched");
+    let back: serde_json::Value = get("orders-1").await.expect("GET").json().await.expect("JSON");
+    assert_eq!(back["instance"]["status"], "UP", "back in service");
+    assert_eq!(back["instance"]["overriddenStatus"], "UNKNOWN", "its override removed");
+    let other: serde_json::Value = http
+        .get(format!("{eureka}/apps/BILLING/billing-1"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(other["instance"]["status"], "UP", "the others are untouched");
 }
 
 /// On a node with an auth file the dashboard acts with the signed-in user's rights: a user
@@ -640,7 +660,7 @@ async fn dashboard_actions_need_operator_rights_on_a_secured_node() {
         let resp = http.post(format!("{eureka}/apps/ORDERS")).basic_auth("root", Some("root-password")).json(&body);
         assert_eq!(resp.send().await.expect("register").status(), 204);
     }
-    let (ids, shot) = (("orders-1", "orders-2"), dir.path().join("shot.png"));
+    let (ids, shot) = (("orders-1", "orders-2", ""), dir.path().join("shot.png"));
     let as_reader = [("DASHBOARD_USER", "svc"), ("DASHBOARD_PASSWORD", "svc-password"), ("EXPECT_REFUSED", "1")];
     let reader = drive_dashboard(&chromium, &node.base(), ids, &shot, &as_reader).await;
     let message = reader["message"].as_str().unwrap_or_default();
