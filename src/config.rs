@@ -77,17 +77,6 @@ pub enum ReplicationMode {
     Raft,
 }
 
-impl ReplicationMode {
-    /// Name as given on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplicationMode::None => "none",
-            ReplicationMode::P2p => "p2p",
-            ReplicationMode::Raft => "raft",
-        }
-    }
-}
-
 /// Options of `synod serve`. Each is optional here so that the environment and the config
 /// file can fill what the command line leaves out.
 #[derive(Debug, Default, Args)]

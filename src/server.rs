@@ -259,6 +259,3 @@ async fn shutdown_signal() {
         _ = term => {},
     }
 }
-
-/// Lets in-process tests wait briefly without sleeping blindly.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(20);

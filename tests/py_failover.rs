@@ -62,15 +62,6 @@ async fn last_renewal(c: &Client, base: &str) -> Option<u64> {
     v["instance"]["leaseInfo"]["lastRenewalTimestamp"].as_u64()
 }
 
-/// Polls until `cond` holds, for at most 20 s.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn client_survives_the_loss_of_its_node() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -90,7 +81,7 @@ async fn client_survives_the_loss_of_its_node() {
     let bases: Vec<String> = nodes.iter().map(|n| n.eureka_url()).collect();
     let c = Client::new();
     for b in &bases {
-        eventually("every node ready", || async {
+        common::eventually("every node ready", Duration::from_secs(20), || async {
             let url = b.replace("/eureka", "/readyz");
             c.get(&url).send().await.is_ok_and(|r| r.status() == 200)
         })
@@ -123,7 +114,10 @@ async fn client_survives_the_loss_of_its_node() {
     let client = PyClient { child, lines };
     client.wait_line("STARTED", |l| l == "STARTED");
     for b in &bases {
-        eventually("the instance on every node", || async { last_renewal(&c, b).await.is_some() }).await;
+        common::eventually("the instance on every node", Duration::from_secs(20), || async {
+            last_renewal(&c, b).await.is_some()
+        })
+        .await;
     }
 
     nodes[0].kill9();
@@ -131,7 +125,7 @@ async fn client_survives_the_loss_of_its_node() {
     // being renewed on both survivors.
     for b in &bases[1..] {
         let before = last_renewal(&c, b).await.expect("instance present");
-        eventually("renewals after the kill", || async {
+        common::eventually("renewals after the kill", Duration::from_secs(20), || async {
             last_renewal(&c, b).await.is_some_and(|t| t > before + 1500)
         })
         .await;

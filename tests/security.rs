@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
@@ -109,17 +109,6 @@ impl Api {
     }
 }
 
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
-    let deadline = Instant::now() + LIMIT;
-    while Instant::now() < deadline {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not within {LIMIT:?}: {what}");
-}
-
 fn args(files: &Files, more: &[&str]) -> Vec<String> {
     let mut a = files.auth_args();
     a.extend(more.iter().map(|s| s.to_string()));
@@ -138,7 +127,7 @@ async fn an_outsider_changes_nothing_on_a_raft_node() {
     let data = tempfile::tempdir().unwrap();
     let node = start(data.path(), &args(&files, &["--replication", "raft"]));
     let api = Api::new(&node.base());
-    eventually("a leader", || async {
+    common::eventually("a leader", LIMIT, || async {
         api.send(As::User("root"), Method::GET, "/v1/status", None, &[]).await.1.contains("\"leader\":1")
     })
     .await;
@@ -296,7 +285,10 @@ async fn p2p_peers_prove_membership_with_the_cluster_secret() {
     // Members reach each other with the secret: a registration on one shows on the other.
     let reg = Some(registration("ORDERS", "o-1"));
     assert_eq!(one.status(As::User("orders"), Method::POST, "/eureka/apps/ORDERS", reg).await, StatusCode::NO_CONTENT);
-    eventually("replicated to node 2", || async { two.instance_status("ORDERS", "o-1").await.is_some() }).await;
+    common::eventually("replicated to node 2", LIMIT, || async {
+        two.instance_status("ORDERS", "o-1").await.is_some()
+    })
+    .await;
     // Outsiders cannot push a batch or read the peers' routes.
     let batch = serde_json::json!({"replicationList": [{
         "appName": "ORDERS", "id": "o-1", "action": "Cancel", "lastDirtyTimestamp": 9_999_999_999_999u64
@@ -332,7 +324,7 @@ async fn sighup_reloads_the_auth_file_and_the_certificate() {
     assert_eq!(api.status(late, Method::GET, "/eureka/apps", None).await, StatusCode::UNAUTHORIZED);
     std::fs::write(&files.auth, secured::auth_file(&[("late", "not-a-password", "[\"read\"]")])).unwrap();
     node.hangup();
-    eventually("the new user admitted", || async {
+    common::eventually("the new user admitted", LIMIT, || async {
         api.status(late, Method::GET, "/eureka/apps", None).await == StatusCode::OK
     })
     .await;
@@ -348,7 +340,7 @@ async fn sighup_reloads_the_auth_file_and_the_certificate() {
     std::fs::copy(&renewed.cert, &files.node.cert).unwrap();
     std::fs::copy(&renewed.key, &files.node.key).unwrap();
     node.hangup();
-    eventually("the renewed certificate served", || {
+    common::eventually("the renewed certificate served", LIMIT, || {
         // A fresh client: a kept-alive connection keeps the certificate of its handshake.
         let c = Client::builder()
             .no_proxy()
@@ -410,13 +402,16 @@ async fn raft_members_prove_membership_with_certificates() {
     let apis: Vec<Api> = nodes.iter().map(|n| Api::with_client(&n.base(), plain.clone())).collect();
     // Writes commit, so the members' raft traffic is admitted by their certificates.
     let reg = Some(registration("ORDERS", "o-1"));
-    eventually("a registration committed", || async {
+    common::eventually("a registration committed", LIMIT, || async {
         apis[0].status(As::User("orders"), Method::POST, "/eureka/apps/ORDERS", reg.clone()).await
             == StatusCode::NO_CONTENT
     })
     .await;
     for api in &apis {
-        eventually("applied everywhere", || async { api.instance_status("ORDERS", "o-1").await.is_some() }).await;
+        common::eventually("applied everywhere", LIMIT, || async {
+            api.instance_status("ORDERS", "o-1").await.is_some()
+        })
+        .await;
     }
     // A client without a certificate is no member, whatever it claims.
     let vote = Some("{}".to_string());
@@ -562,7 +557,7 @@ async fn p2p_members_prove_membership_with_certificates() {
     let (one, two) = (Api::with_client(&nodes[0].base(), plain.clone()), Api::with_client(&nodes[1].base(), plain));
     let reg = Some(registration("ORDERS", "o-1"));
     assert_eq!(one.status(As::User("orders"), Method::POST, "/eureka/apps/ORDERS", reg).await, StatusCode::NO_CONTENT);
-    eventually("replicated to node 2 by a member with a certificate", || async {
+    common::eventually("replicated to node 2 by a member with a certificate", LIMIT, || async {
         two.instance_status("ORDERS", "o-1").await.is_some()
     })
     .await;

@@ -55,7 +55,7 @@ pub struct StatusBody {
     /// Seconds since this node started serving.
     pub uptime_seconds: u64,
     /// Links to the other nodes (p2p).
-    pub peers: Vec<crate::replication::p2p::peer::PeerStatus>,
+    pub peers: Vec<crate::replication::PeerStatus>,
     /// Backend figures (raft: leader, leader_url, term, commit/applied index, members).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<serde_json::Value>,

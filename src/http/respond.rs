@@ -60,9 +60,7 @@ pub fn empty(status: StatusCode) -> Response {
 
 /// A 4xx/5xx with a one-line plain-text reason; logged at debug level.
 pub fn error(status: StatusCode, reason: impl std::fmt::Display) -> Response {
-    let reason = reason.to_string().replace(['\n', '\r'], " ");
-    tracing::debug!(status = status.as_u16(), %reason, "request rejected");
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], reason + "\n").into_response()
+    crate::replication::refusal(status, reason)
 }
 
 /// A rejected request: status and one-line reason (see [`error`]).

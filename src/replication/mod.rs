@@ -105,6 +105,33 @@ impl Role {
     }
 }
 
+/// Health of the link to one peer, as shown in `/v1/status` and on the dashboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub id: u64,
+    pub url: String,
+    pub reachable: bool,
+    /// Changes and heartbeats queued for the peer.
+    pub queue_depth: usize,
+    /// Wall-clock milliseconds of the last batch the peer accepted (0: none yet).
+    pub last_success_ms: u64,
+    /// The queue overflowed and the registries were not yet found to agree since.
+    pub needs_resync: bool,
+    /// Whether the registry digests agreed at the last anti-entropy round (none yet: null).
+    pub digests_agree: Option<bool>,
+    /// Wall-clock milliseconds of the last anti-entropy round (0: none yet).
+    pub last_anti_entropy_ms: u64,
+}
+
+/// A refused request, by a backend route or the HTTP layer alike: the status and a one-line
+/// reason as plain text (what clients and peers log).
+pub fn refusal(status: axum::http::StatusCode, reason: impl std::fmt::Display) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let reason = reason.to_string().replace(['\n', '\r'], " ");
+    tracing::debug!(status = status.as_u16(), %reason, "request rejected");
+    (status, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], reason + "\n").into_response()
+}
+
 /// The backend interface.
 pub trait Replicator: Send + Sync + 'static {
     /// Backend name (`none`, `p2p`, `raft`).
@@ -143,7 +170,7 @@ pub trait Replicator: Send + Sync + 'static {
     fn role(&self) -> Role;
 
     /// Health of the links to the other nodes (empty for a single node).
-    fn peers(&self) -> Vec<p2p::peer::PeerStatus> {
+    fn peers(&self) -> Vec<PeerStatus> {
         Vec::new()
     }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::copies::{self, WireItem};
@@ -26,21 +25,7 @@ const QUEUE_CAPACITY: usize = 100_000;
 /// Retry pauses after a failed batch grow up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Health of the link to one peer, as shown in `/v1/status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerStatus {
-    pub id: u64,
-    pub url: String,
-    pub reachable: bool,
-    pub queue_depth: usize,
-    /// Wall-clock milliseconds of the last batch the peer accepted (0: none yet).
-    pub last_success_ms: u64,
-    pub needs_resync: bool,
-    /// Whether the registry digests agreed at the last anti-entropy round (none yet: null).
-    pub digests_agree: Option<bool>,
-    /// Wall-clock milliseconds of the last anti-entropy round (0: none yet).
-    pub last_anti_entropy_ms: u64,
-}
+pub use crate::replication::PeerStatus;
 
 /// The link to one peer.
 pub struct PeerLink {

@@ -19,8 +19,8 @@ use crate::core::command::{Command, Outcome};
 use crate::core::model::{InstanceKey, Status};
 use crate::core::state::RenewOutcome;
 use crate::core::views;
-use crate::http::respond::error;
 use crate::replication::local::{Durable, LocalNode};
+use crate::replication::refusal;
 
 /// Handles one batch.
 pub async fn batch(State(shared): State<Arc<P2pShared>>, body: Bytes) -> Response {
@@ -28,7 +28,7 @@ pub async fn batch(State(shared): State<Arc<P2pShared>>, body: Bytes) -> Respons
     let now = local.registry.now();
     let items = match protocol::decode_batch(&body, now) {
         Ok(items) => items,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, e),
     };
     let mut results = Vec::with_capacity(items.len());
     let mut pending: Vec<Durable> = Vec::new();
@@ -45,7 +45,7 @@ pub async fn batch(State(shared): State<Arc<P2pShared>>, body: Bytes) -> Respons
     // Every item was applied in memory; answer once all of them are durable.
     for d in pending {
         if let Err(e) = d.wait().await {
-            return error(StatusCode::SERVICE_UNAVAILABLE, e);
+            return refusal(StatusCode::SERVICE_UNAVAILABLE, e);
         }
     }
     ([(header::CONTENT_TYPE, "application/json")], protocol::encode_results(&results)).into_response()

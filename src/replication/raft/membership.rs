@@ -15,9 +15,10 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
-use super::rpc::{not_leader, paths, text};
+use super::rpc::{not_leader, paths};
 use super::types::{Member, NodeId};
 use super::RaftShared;
+use crate::replication::refusal;
 
 type Shared = Arc<RaftShared>;
 
@@ -53,7 +54,7 @@ pub struct NodeSpec {
 type Refusal = (StatusCode, String);
 
 fn refused(r: Refusal) -> Response {
-    text(r.0, r.1)
+    refusal(r.0, r.1)
 }
 
 fn check_url(url: &str) -> Result<String, Refusal> {
@@ -71,7 +72,7 @@ async fn on_leader(s: &RaftShared, method: Method, path: String, body: Bytes) ->
         return None;
     }
     let Some((_, url)) = s.live_leader() else {
-        return Some(text(StatusCode::SERVICE_UNAVAILABLE, "no raft leader reachable from this node"));
+        return Some(refusal(StatusCode::SERVICE_UNAVAILABLE, "no raft leader reachable from this node"));
     };
     let resp = s
         .client
@@ -88,15 +89,15 @@ async fn on_leader(s: &RaftShared, method: Method, path: String, body: Bytes) ->
                 crate::replication::read_answer(r, crate::replication::MAX_SMALL_ANSWER).await.unwrap_or_default();
             (status, [("content-type", "application/json")], bytes).into_response()
         }
-        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("leader at {url} unreachable: {e}")),
+        Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, format!("leader at {url} unreachable: {e}")),
     })
 }
 
 fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Response {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => not_leader(),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => text(StatusCode::CONFLICT, c.to_string()),
-        RaftError::Fatal(f) => text(StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {f}")),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => refusal(StatusCode::CONFLICT, c.to_string()),
+        RaftError::Fatal(f) => refusal(StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {f}")),
     }
 }
 
@@ -106,7 +107,7 @@ async fn add_node(State(s): State<Shared>, body: Bytes) -> Response {
         Err(r) => return refused(r),
     };
     let Some(id) = spec.id.filter(|i| *i > 0) else {
-        return text(StatusCode::BAD_REQUEST, "\"id\" must be a positive integer");
+        return refusal(StatusCode::BAD_REQUEST, "\"id\" must be a positive integer");
     };
     let url = match check_url(&spec.url) {
         Ok(u) => u,
@@ -117,14 +118,14 @@ async fn add_node(State(s): State<Shared>, body: Bytes) -> Response {
     }
     let membership = s.raft.metrics().borrow().membership_config.membership().clone();
     if membership.voter_ids().any(|v| v == id) {
-        return text(
+        return refusal(
             StatusCode::CONFLICT,
             format!("node {id} is already a voting member (PUT /v1/cluster/nodes/{id} changes its URL)"),
         );
     }
     if let Some(existing) = membership.get_node(&id) {
         if existing.url != url {
-            return text(
+            return refusal(
                 StatusCode::CONFLICT,
                 format!("node {id} is a learner at {}; change its URL first", existing.url),
             );
@@ -144,7 +145,7 @@ async fn add_node(State(s): State<Shared>, body: Bytes) -> Response {
             break;
         }
         if Instant::now() >= deadline {
-            return text(
+            return refusal(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("node {id} did not catch up within 60 s (is it running at {url}?); it stays a learner"),
             );
@@ -166,7 +167,7 @@ async fn set_node(State(s): State<Shared>, Path(id): Path<NodeId>, body: Bytes) 
         Err(r) => return refused(r),
     };
     if spec.id.is_some_and(|i| i != id) {
-        return text(StatusCode::BAD_REQUEST, "the id in the body contradicts the path");
+        return refusal(StatusCode::BAD_REQUEST, "the id in the body contradicts the path");
     }
     let url = match check_url(&spec.url) {
         Ok(u) => u,
@@ -177,7 +178,7 @@ async fn set_node(State(s): State<Shared>, Path(id): Path<NodeId>, body: Bytes) 
     }
     let membership = s.raft.metrics().borrow().membership_config.membership().clone();
     if membership.get_node(&id).is_none() {
-        return text(StatusCode::NOT_FOUND, format!("node {id} is not a member"));
+        return refusal(StatusCode::NOT_FOUND, format!("node {id} is not a member"));
     }
     match s
         .raft
@@ -200,7 +201,7 @@ async fn remove_node(State(s): State<Shared>, Path(id): Path<NodeId>) -> Respons
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let change = if voters.contains(&id) {
         if voters.len() == 1 {
-            return text(
+            return refusal(
                 StatusCode::BAD_REQUEST,
                 format!("node {id} is the only voter; a cluster cannot remove its last voter"),
             );
@@ -209,7 +210,7 @@ async fn remove_node(State(s): State<Shared>, Path(id): Path<NodeId>) -> Respons
     } else if membership.get_node(&id).is_some() {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     } else {
-        return text(StatusCode::NOT_FOUND, format!("node {id} is not a member"));
+        return refusal(StatusCode::NOT_FOUND, format!("node {id} is not a member"));
     };
     match s.raft.change_membership(change, false).await {
         Ok(_) => {

@@ -31,6 +31,7 @@ use super::RaftShared;
 use crate::core::command::Command;
 use crate::core::limits::{check_instance, check_key, check_metadata_map};
 use crate::core::model::InstanceKey;
+use crate::replication::refusal;
 
 /// Every path of the raft backend, in one place (routes and the clients that call them).
 pub mod paths {
@@ -84,27 +85,20 @@ fn octets(body: Vec<u8>) -> Response {
     ([("content-type", "application/octet-stream")], body).into_response()
 }
 
-/// A plain-text answer of one line.
-pub fn text(status: StatusCode, msg: impl Into<String>) -> Response {
-    let mut m = msg.into();
-    m.push('\n');
-    (status, m).into_response()
-}
-
 fn encoded<T: Serialize>(value: &T) -> Response {
     match encode(value) {
         Ok(b) => octets(b),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode reply: {e}")),
+        Err(e) => refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode reply: {e}")),
     }
 }
 
-fn refusal(r: Refusal) -> Response {
+fn admission_refusal(r: Refusal) -> Response {
     let status = match r {
         Refusal::Invalid(_) => StatusCode::BAD_REQUEST,
         Refusal::Stranger(_) => StatusCode::FORBIDDEN,
     };
     tracing::debug!(reason = %r, "raft message refused");
-    text(status, format!("raft message refused: {r}"))
+    refusal(status, format!("raft message refused: {r}"))
 }
 
 /// Decodes a body.
@@ -146,7 +140,7 @@ fn admitted<T: serde::de::DeserializeOwned>(
 async fn append(State(s): State<Shared>, bytes: Bytes) -> Response {
     let req: AppendEntriesRequest<TypeConfig> = match admitted(&s, &bytes, admission::check_append, |r| &r.vote) {
         Ok(r) => r,
-        Err(r) => return refusal(r),
+        Err(r) => return admission_refusal(r),
     };
     let leader_commit = req.leader_commit.map(|l| l.index);
     let result = s.raft.append_entries(req).await;
@@ -162,7 +156,7 @@ async fn append(State(s): State<Shared>, bytes: Bytes) -> Response {
 async fn vote(State(s): State<Shared>, bytes: Bytes) -> Response {
     let req: VoteRequest<NodeId> = match admitted(&s, &bytes, admission::check_vote_request, |r| &r.vote) {
         Ok(r) => r,
-        Err(r) => return refusal(r),
+        Err(r) => return admission_refusal(r),
     };
     encoded(&s.raft.vote(req).await)
 }
@@ -170,10 +164,10 @@ async fn vote(State(s): State<Shared>, bytes: Bytes) -> Response {
 async fn snapshot(State(s): State<Shared>, bytes: Bytes) -> Response {
     let req: InstallSnapshotRequest<TypeConfig> = match admitted(&s, &bytes, admission::check_snapshot, |r| &r.vote) {
         Ok(r) => r,
-        Err(r) => return refusal(r),
+        Err(r) => return admission_refusal(r),
     };
     if let Err(r) = s.snapshot_intake.admit(&req.meta.snapshot_id, req.offset, req.data.len()) {
-        return refusal(r);
+        return admission_refusal(r);
     }
     let result = s.raft.install_snapshot(req).await;
     if result.is_ok() {
@@ -184,7 +178,7 @@ async fn snapshot(State(s): State<Shared>, bytes: Bytes) -> Response {
 
 /// 421: the request needs the leader.
 pub fn not_leader() -> Response {
-    text(StatusCode::MISDIRECTED_REQUEST, "this node is not the raft leader")
+    refusal(StatusCode::MISDIRECTED_REQUEST, "this node is not the raft leader")
 }
 
 /// Checks forwarded commands with the rules the HTTP layer applies to the same requests, so
@@ -214,10 +208,10 @@ pub fn check_forwarded(cmds: &[Command]) -> Result<(), String> {
 async fn forward(State(s): State<Shared>, bytes: Bytes) -> Response {
     let proposal: Proposal = match body(&bytes) {
         Ok(p) => p,
-        Err(r) => return refusal(r),
+        Err(r) => return admission_refusal(r),
     };
     if let Err(e) = check_forwarded(&proposal.commands) {
-        return text(StatusCode::BAD_REQUEST, e);
+        return refusal(StatusCode::BAD_REQUEST, e);
     }
     if !s.leads() {
         return not_leader();
@@ -239,13 +233,13 @@ async fn forward(State(s): State<Shared>, bytes: Bytes) -> Response {
             // the queue).
             Err(Refused::NotLeader) if none_proposed => return not_leader(),
             Err(Refused::NotLeader) => {
-                return text(
+                return refusal(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "leadership changed while the write was in flight; part of it may be applied",
                 )
             }
             // Its fate may be unknown: answered 503, which the follower does not retry.
-            Err(Refused::Failed(e)) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(Refused::Failed(e)) => return refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }
     }
     encoded(&reply)
@@ -262,10 +256,10 @@ pub fn check_relayed(items: &[(InstanceKey, u64)]) -> Result<(), String> {
 async fn renew(State(s): State<Shared>, bytes: Bytes) -> Response {
     let items: Vec<(InstanceKey, u64)> = match body(&bytes) {
         Ok(i) => i,
-        Err(r) => return refusal(r),
+        Err(r) => return admission_refusal(r),
     };
     if let Err(e) = check_relayed(&items) {
-        return text(StatusCode::BAD_REQUEST, e);
+        return refusal(StatusCode::BAD_REQUEST, e);
     }
     if !s.leads() {
         return not_leader();
@@ -284,7 +278,7 @@ async fn read_index(State(s): State<Shared>) -> Response {
     match read_index_local(&s, Instant::now() + s.write_timeout()).await {
         Attempt::Done(index) => encoded(&index),
         Attempt::Retry => not_leader(),
-        Attempt::Failed(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Attempt::Failed(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

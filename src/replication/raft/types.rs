@@ -63,8 +63,6 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
 /// Snapshot metadata.
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
-/// Metrics.
-pub type Metrics = openraft::RaftMetrics<NodeId, Member>;
 
 /// bincode configuration for everything the backend stores or sends.
 pub fn codec() -> bincode::config::Configuration {
