@@ -21,13 +21,6 @@ async fn register(c: &Client, s: &InProcess, app: &str, body: &Value) -> StatusC
     c.post(s.url(&format!("apps/{app}"))).json(body).send().await.unwrap().status()
 }
 
-async fn get_json(c: &Client, url: &str) -> (StatusCode, Value) {
-    let r = c.get(url).header("Accept", JSON).send().await.unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-}
-
 async fn get_text(c: &Client, url: &str) -> (StatusCode, String) {
     let r = c.get(url).send().await.unwrap();
     (r.status(), r.text().await.unwrap())
@@ -43,7 +36,7 @@ async fn register_then_fetch_in_json_and_xml_under_both_prefixes() {
     );
 
     for path in ["apps", "apps/", "v2/apps", "v2/apps/", "/apps//"] {
-        let (st, v) = get_json(&c, &s.url(path)).await;
+        let (st, v) = common::get_json(&c, &s.url(path)).await;
         assert_eq!(st, StatusCode::OK, "{path}");
         let apps = &v["applications"];
         assert_eq!(apps["versions__delta"], "1");
@@ -71,7 +64,7 @@ async fn register_then_fetch_in_json_and_xml_under_both_prefixes() {
     assert!(xml.contains("<apps__hashcode>UP_1_</apps__hashcode>"));
 
     // One application, any case in the path.
-    let (st, v) = get_json(&c, &s.url("apps/Order-Service")).await;
+    let (st, v) = common::get_json(&c, &s.url("apps/Order-Service")).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["application"]["name"], "ORDER-SERVICE");
     assert!(v["application"]["instance"].is_array());
@@ -87,7 +80,7 @@ async fn register_then_fetch_in_json_and_xml_under_both_prefixes() {
         "apps/order-service/10.0.0.5:order-service:8080",
         "instances/10.0.0.5%3Aorder-service%3A8080",
     ] {
-        let (st, v) = get_json(&c, &s.url(path)).await;
+        let (st, v) = common::get_json(&c, &s.url(path)).await;
         assert_eq!(st, StatusCode::OK, "{path}");
         assert_eq!(v["instance"]["instanceId"], "10.0.0.5:order-service:8080");
     }
@@ -102,9 +95,9 @@ async fn register_then_fetch_in_json_and_xml_under_both_prefixes() {
 async fn empty_registry_shapes() {
     let s = InProcess::start().await;
     let c = client();
-    let (_, v) = get_json(&c, &s.url("apps/")).await;
+    let (_, v) = common::get_json(&c, &s.url("apps/")).await;
     assert_eq!(v, json!({"applications": {"versions__delta": "1", "apps__hashcode": "", "application": []}}));
-    let (_, v) = get_json(&c, &s.url("apps/delta")).await;
+    let (_, v) = common::get_json(&c, &s.url("apps/delta")).await;
     assert_eq!(v["applications"]["application"], json!([]));
     let (_, xml) = get_text(&c, &s.url("apps")).await;
     assert_eq!(
@@ -152,7 +145,7 @@ async fn gzipped_registrations_are_decompressed_within_the_body_limit() {
     };
     let body = py_instance("zipped", "10.0.0.9", 80).to_string();
     assert_eq!(post("apps/ZIPPED", gzip(body.as_bytes()), "gzip").await.unwrap().status(), StatusCode::NO_CONTENT);
-    let (st, v) = get_json(&c, &s.url("apps/ZIPPED/10.0.0.9:zipped:80")).await;
+    let (st, v) = common::get_json(&c, &s.url("apps/ZIPPED/10.0.0.9:zipped:80")).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["instance"]["ipAddr"], "10.0.0.9");
 
@@ -181,7 +174,7 @@ async fn client_body_shapes_are_accepted() {
     let js = json!({"instance": {"app": "jqservice", "hostName": "js-host", "ipAddr": "10.0.0.9",
         "port": 8080, "vipAddress": "jq.service", "dataCenterInfo": {"name": "MyOwn"}}});
     assert_eq!(register(&c, &s, "jqservice", &js).await, StatusCode::NO_CONTENT);
-    let (_, v) = get_json(&c, &s.url("apps/JQSERVICE/js-host")).await;
+    let (_, v) = common::get_json(&c, &s.url("apps/JQSERVICE/js-host")).await;
     assert_eq!(v["instance"]["port"], json!({"$": 8080, "@enabled": "true"}));
     assert_eq!(v["instance"]["dataCenterInfo"]["@class"], "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo");
     // Spring bean codec: numbers, booleans, explicit nulls, boolean @enabled, camelCase override.
@@ -193,7 +186,7 @@ async fn client_body_shapes_are_accepted() {
         "isCoordinatingDiscoveryServer": false, "lastUpdatedTimestamp": 1700000000000u64, "lastDirtyTimestamp": 1700000000000u64,
         "sid": "na"}});
     assert_eq!(register(&c, &s, "spring", &spring).await, StatusCode::NO_CONTENT);
-    let (_, v) = get_json(&c, &s.url("apps/SPRING/sp:1")).await;
+    let (_, v) = common::get_json(&c, &s.url("apps/SPRING/sp:1")).await;
     assert_eq!(v["instance"]["leaseInfo"]["renewalIntervalInSecs"], 5);
     assert_eq!(v["instance"]["metadata"], json!({"@class": "java.util.Collections$EmptyMap"}));
     assert!(v["instance"].get("sid").is_none());
@@ -207,7 +200,7 @@ async fn client_body_shapes_are_accepted() {
         <lastDirtyTimestamp>1700000000000</lastDirtyTimestamp></instance>"#;
     let r = c.post(s.url("apps/XMLAPP")).header("Content-Type", "application/xml").body(xml).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let (_, v) = get_json(&c, &s.url("apps/XMLAPP/x1")).await;
+    let (_, v) = common::get_json(&c, &s.url("apps/XMLAPP/x1")).await;
     assert_eq!(v["instance"]["metadata"]["build_id"], "42");
     assert_eq!(v["instance"]["port"]["$"], 7000);
     // Amazon data center: class and metadata echoed.
@@ -216,7 +209,7 @@ async fn client_body_shapes_are_accepted() {
     aws["instance"]["dataCenterInfo"] = json!({"@class": "com.netflix.appinfo.AmazonInfo", "name": "Amazon",
         "metadata": {"instance-id": "i-0abc", "availability-zone": "us-east-1a"}});
     assert_eq!(register(&c, &s, "billing", &aws).await, StatusCode::NO_CONTENT);
-    let (st, v) = get_json(&c, &s.url("apps/BILLING/i-0abc")).await;
+    let (st, v) = common::get_json(&c, &s.url("apps/BILLING/i-0abc")).await;
     assert_eq!(st, StatusCode::OK, "Amazon instance-id is the effective id");
     assert_eq!(v["instance"]["dataCenterInfo"]["metadata"]["availability-zone"], "us-east-1a");
 }
@@ -257,16 +250,16 @@ async fn cancel_status_and_metadata() {
     // Status override.
     let r = c.put(format!("{inst}/status?value=OUT_OF_SERVICE&lastDirtyTimestamp=1700000000001")).send().await.unwrap();
     assert_eq!((r.status(), r.text().await.unwrap().as_str()), (StatusCode::OK, ""));
-    let (_, v) = get_json(&c, &inst).await;
+    let (_, v) = common::get_json(&c, &inst).await;
     assert_eq!(v["instance"]["status"], "OUT_OF_SERVICE");
     assert_eq!(v["instance"]["overriddenStatus"], "OUT_OF_SERVICE");
     for path in ["serverinfo/statusoverrides", "v2/serverinfo/statusoverrides"] {
-        let (_, v) = get_json(&c, &s.url(path)).await;
+        let (_, v) = common::get_json(&c, &s.url(path)).await;
         assert_eq!(v, json!({"10.0.0.1:a:80": "OUT_OF_SERVICE"}));
     }
     // Re-register with UP: the override holds.
     register(&c, &s, "a", &py_instance("a", "10.0.0.1", 80)).await;
-    assert_eq!(get_json(&c, &inst).await.1["instance"]["status"], "OUT_OF_SERVICE");
+    assert_eq!(common::get_json(&c, &inst).await.1["instance"]["status"], "OUT_OF_SERVICE");
     assert_eq!(c.put(format!("{inst}/status?value=SIDEWAYS")).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
     assert_eq!(c.put(format!("{inst}/status")).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
     assert_eq!(c.put(s.url("apps/A/nope/status?value=UP")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
@@ -274,17 +267,17 @@ async fn cancel_status_and_metadata() {
     // Delete the override: the next heartbeat gets 404, the client re-registers and is UP.
     let r = c.delete(format!("{inst}/status?lastDirtyTimestamp=1700000000001")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(get_json(&c, &inst).await.1["instance"]["status"], "UNKNOWN");
+    assert_eq!(common::get_json(&c, &inst).await.1["instance"]["status"], "UNKNOWN");
     assert_eq!(c.put(&inst).send().await.unwrap().status(), StatusCode::NOT_FOUND);
     register(&c, &s, "a", &py_instance("a", "10.0.0.1", 80)).await;
-    assert_eq!(get_json(&c, &inst).await.1["instance"]["status"], "UP");
+    assert_eq!(common::get_json(&c, &inst).await.1["instance"]["status"], "UP");
     assert_eq!(c.put(&inst).send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(c.delete(s.url("apps/A/nope/status")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 
     // Metadata.
     let r = c.put(format!("{inst}/metadata?weight=5&build_id=7")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let (_, v) = get_json(&c, &inst).await;
+    let (_, v) = common::get_json(&c, &inst).await;
     assert_eq!(v["instance"]["metadata"]["weight"], "5");
     assert_eq!(v["instance"]["actionType"], "MODIFIED");
     let (_, xml) = get_text(&c, &inst).await;
@@ -295,7 +288,7 @@ async fn cancel_status_and_metadata() {
     let r = c.delete(&inst).send().await.unwrap();
     assert_eq!((r.status(), r.text().await.unwrap().as_str()), (StatusCode::OK, ""));
     assert_eq!(c.delete(&inst).send().await.unwrap().status(), StatusCode::NOT_FOUND);
-    assert_eq!(get_json(&c, &inst).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(common::get_json(&c, &inst).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -306,13 +299,13 @@ async fn delta_reconciles_with_the_full_registry() {
         register(&c, &s, app, &py_instance(app, host, 80)).await;
     }
     // A client copy taken now.
-    let (_, full0) = get_json(&c, &s.url("apps")).await;
+    let (_, full0) = common::get_json(&c, &s.url("apps")).await;
     c.put(s.url("apps/A/10.0.0.2:a:80/status?value=DOWN")).send().await.unwrap();
     c.delete(s.url("apps/B/10.0.0.3:b:80")).send().await.unwrap();
     register(&c, &s, "c", &py_instance("c", "10.0.0.4", 80)).await;
 
-    let (_, delta) = get_json(&c, &s.url("apps/delta")).await;
-    let (_, full1) = get_json(&c, &s.url("apps")).await;
+    let (_, delta) = common::get_json(&c, &s.url("apps/delta")).await;
+    let (_, full1) = common::get_json(&c, &s.url("apps")).await;
     assert_eq!(delta["applications"]["apps__hashcode"], full1["applications"]["apps__hashcode"]);
     assert_eq!(full1["applications"]["apps__hashcode"], "DOWN_1_UP_2_");
     let mut actions = std::collections::BTreeMap::new();
@@ -368,14 +361,14 @@ async fn vips_and_svips() {
     let mut body = py_instance("b", "10.0.0.2", 80);
     body["instance"]["vipAddress"] = json!("shared.vip");
     register(&c, &s, "b", &body).await;
-    let (st, v) = get_json(&c, &s.url("vips/shared.vip")).await;
+    let (st, v) = common::get_json(&c, &s.url("vips/shared.vip")).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["applications"]["versions__delta"], "-1");
     assert_eq!(v["applications"]["application"].as_array().unwrap().len(), 2);
     assert_eq!(v["applications"]["apps__hashcode"], "UP_2_");
-    let (_, v) = get_json(&c, &s.url("svips/a.secure")).await;
+    let (_, v) = common::get_json(&c, &s.url("svips/a.secure")).await;
     assert_eq!(v["applications"]["application"][0]["name"], "A");
-    let (st, v) = get_json(&c, &s.url("v2/vips/unknown.vip")).await;
+    let (st, v) = common::get_json(&c, &s.url("v2/vips/unknown.vip")).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["applications"]["application"], json!([]));
     let (st, xml) = get_text(&c, &s.url("vips/a.vip")).await;
@@ -389,10 +382,10 @@ async fn registration_is_visible_immediately_after_a_cached_read() {
     let c = client();
     for n in 0..5u16 {
         // Warm the cache, then change the registry: the next read must show the change.
-        get_json(&c, &s.url("apps")).await;
+        common::get_json(&c, &s.url("apps")).await;
         get_text(&c, &s.url("apps/delta")).await;
         register(&c, &s, "a", &py_instance("a", "10.0.0.1", 1000 + n)).await;
-        let (_, v) = get_json(&c, &s.url("apps")).await;
+        let (_, v) = common::get_json(&c, &s.url("apps")).await;
         assert_eq!(v["applications"]["application"][0]["instance"].as_array().unwrap().len(), usize::from(n) + 1);
         assert_eq!(v["applications"]["apps__hashcode"], format!("UP_{}_", n + 1));
     }
@@ -404,7 +397,7 @@ async fn bad_input_gets_4xx_and_changes_nothing() {
     let c = client();
     register(&c, &s, "a", &py_instance("a", "10.0.0.1", 80)).await;
     let before = s.version();
-    let (_, full_before) = get_json(&c, &s.url("apps")).await;
+    let (_, full_before) = common::get_json(&c, &s.url("apps")).await;
 
     let mut missing_host = py_instance("a", "10.0.0.1", 80);
     missing_host["instance"]["hostName"] = json!("");
@@ -476,7 +469,7 @@ async fn bad_input_gets_4xx_and_changes_nothing() {
     assert_eq!(c.get(s.url("nothing/here")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 
     assert_eq!(s.version(), before, "rejected requests changed the registry");
-    let (_, full_after) = get_json(&c, &s.url("apps")).await;
+    let (_, full_after) = common::get_json(&c, &s.url("apps")).await;
     assert_eq!(full_before, full_after);
 
     // Metadata merged over many calls stays bounded: each call is fine, the total is not.
@@ -503,7 +496,7 @@ async fn operator_endpoints() {
     assert_eq!(r.status(), StatusCode::OK);
     let r = c.get(format!("{}/readyz", s.base)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let (st, v) = get_json(&c, &format!("{}/v1/status", s.base)).await;
+    let (st, v) = common::get_json(&c, &format!("{}/v1/status", s.base)).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["node_id"], 1);
     assert_eq!(v["replication"], "none");
@@ -516,7 +509,7 @@ async fn operator_endpoints() {
     assert_eq!(sp["renews_last_min"], 0);
     assert_eq!(sp["active"], true);
     c.put(s.url("apps/A/10.0.0.1:a:80")).send().await.unwrap();
-    let (_, v) = get_json(&c, &format!("{}/v1/status", s.base)).await;
+    let (_, v) = common::get_json(&c, &format!("{}/v1/status", s.base)).await;
     assert_eq!(v["self_preservation"]["renews_last_min"], 1);
     assert_eq!(v["self_preservation"]["active"], false);
 }
@@ -534,7 +527,7 @@ async fn expired_instances_are_evicted_when_preservation_allows() {
     register(&c, &s, "a", &body).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let (_, v) = get_json(&c, &s.url("apps/delta")).await;
+        let (_, v) = common::get_json(&c, &s.url("apps/delta")).await;
         let evicted = v["applications"]["application"][0]["instance"][0]["actionType"] == "DELETED";
         if evicted {
             break;
@@ -542,7 +535,7 @@ async fn expired_instances_are_evicted_when_preservation_allows() {
         assert!(std::time::Instant::now() < deadline, "instance not evicted");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(get_json(&c, &s.url("apps/A")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(common::get_json(&c, &s.url("apps/A")).await.0, StatusCode::NOT_FOUND);
 }
 
 /// The dashboard is a page, a script and a style sheet from this origin only (its data
@@ -569,7 +562,7 @@ async fn dashboard_is_served_from_this_origin_only() {
     }
     // What the page reads besides the registry.
     register(&c, &s, "b", &py_instance("b", "10.0.0.2", 80)).await;
-    let (_, status) = get_json(&c, &format!("{}/v1/status", s.base)).await;
+    let (_, status) = common::get_json(&c, &format!("{}/v1/status", s.base)).await;
     assert_eq!(status["renewals_per_minute"].as_array().map(Vec::len), Some(16), "{status}");
     assert!(status["now_ms"].as_u64().is_some() && status["uptime_seconds"].as_u64().is_some(), "{status}");
     assert_eq!(status["self_preservation"]["expected_renews_per_min"], 2.0, "{status}");

@@ -372,17 +372,10 @@ async fn dashboard_and_alerts_name_exposed_metrics_and_parse_as_promql() {
     check(&["check", "rules", file.to_str().expect("utf-8")]);
 }
 
-/// A GET answered in JSON: status code and body (null when the body is not JSON).
-async fn json_at(url: &str) -> (u16, serde_json::Value) {
-    let resp = reqwest::Client::new().get(url).header("accept", "application/json").send().await.expect("GET");
-    let code = resp.status().as_u16();
-    (code, resp.json().await.unwrap_or_default())
-}
-
 /// What a registry holds, for comparing two nodes: every instance's identity, status,
 /// override, metadata and versions, and the apps hash code.
 async fn registry_of(base: &str) -> (String, Vec<String>) {
-    let (_, v) = json_at(&format!("{base}/eureka/apps")).await;
+    let (_, v) = common::get_json(&reqwest::Client::new(), &format!("{base}/eureka/apps")).await;
     let mut out = Vec::new();
     for app in v["applications"]["application"].as_array().into_iter().flatten() {
         for i in app["instance"].as_array().into_iter().flatten() {
@@ -620,14 +613,18 @@ async fn the_dashboard_takes_an_instance_out_of_service_in_a_real_browser() {
     assert_eq!(seen["errors"], serde_json::json!([]), "no script errors: {seen}");
     assert!(std::fs::metadata(&shot).expect("screenshot").len() > 10_000);
 
-    let (_, oos) = json_at(&format!("{eureka}/apps/ORDERS/orders-2")).await;
+    let (_, oos) = common::get_json(&http, &format!("{eureka}/apps/ORDERS/orders-2")).await;
     assert_eq!(oos["instance"]["status"], "OUT_OF_SERVICE");
     assert_eq!(oos["instance"]["overriddenStatus"], "OUT_OF_SERVICE");
-    assert_eq!(json_at(&format!("{eureka}/apps/ORDERS/orders-3")).await.0, 404, "cancelled through the page");
-    let (_, back) = json_at(&format!("{eureka}/apps/ORDERS/orders-1")).await;
+    assert_eq!(
+        common::get_json(&http, &format!("{eureka}/apps/ORDERS/orders-3")).await.0.as_u16(),
+        404,
+        "cancelled through the page"
+    );
+    let (_, back) = common::get_json(&http, &format!("{eureka}/apps/ORDERS/orders-1")).await;
     assert_eq!(back["instance"]["status"], "UP", "back in service");
     assert_eq!(back["instance"]["overriddenStatus"], "UNKNOWN", "its override removed");
-    let (_, other) = json_at(&format!("{eureka}/apps/BILLING/billing-1")).await;
+    let (_, other) = common::get_json(&http, &format!("{eureka}/apps/BILLING/billing-1")).await;
     assert_eq!(other["instance"]["status"], "UP", "the others are untouched");
 }
 
@@ -657,14 +654,14 @@ async fn dashboard_actions_need_operator_rights_on_a_secured_node() {
     assert!(message.contains("403") && message.contains("operator role"), "{reader}");
     assert_eq!(reader["after"], "UP", "{reader}");
     assert_eq!(reader["instances"], "2", "a reader sees the registry: {reader}");
-    let (_, still) = json_at(&format!("{eureka}/apps/ORDERS/orders-1")).await;
+    let (_, still) = common::get_json(&http, &format!("{eureka}/apps/ORDERS/orders-1")).await;
     assert_eq!(still["instance"]["status"], "UP", "the refused action changed nothing");
 
     let as_operator = [("DASHBOARD_USER", "ops"), ("DASHBOARD_PASSWORD", "ops-password")];
     let operator = drive_dashboard(&chromium, &node.base(), ids, &shot, &as_operator).await;
     assert_eq!(operator["after"], "OUT_OF_SERVICE", "{operator}");
     assert_eq!(operator["errors"], serde_json::json!([]), "{operator}");
-    let (_, oos) = json_at(&format!("{eureka}/apps/ORDERS/orders-1")).await;
+    let (_, oos) = common::get_json(&http, &format!("{eureka}/apps/ORDERS/orders-1")).await;
     assert_eq!(oos["instance"]["status"], "OUT_OF_SERVICE");
-    assert_eq!(json_at(&format!("{eureka}/apps/ORDERS/orders-2")).await.0, 404);
+    assert_eq!(common::get_json(&http, &format!("{eureka}/apps/ORDERS/orders-2")).await.0.as_u16(), 404);
 }

@@ -40,19 +40,12 @@ async fn cluster_with(n: u64, tweak: impl Fn(&mut synod::config::Config)) -> Vec
     nodes
 }
 
-async fn get_json(c: &Client, url: &str) -> (StatusCode, Value) {
-    let r = c.get(url).header("Accept", "application/json").send().await.unwrap();
-    let st = r.status();
-    let text = r.text().await.unwrap();
-    (st, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 /// Polls `url` on every node until `check` holds everywhere (bounded).
 async fn wait_all(c: &Client, nodes: &[InProcess], path: &str, check: impl Fn(StatusCode, &Value) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     for (i, n) in nodes.iter().enumerate() {
         loop {
-            let (st, v) = get_json(c, &n.url(path)).await;
+            let (st, v) = common::get_json(c, &n.url(path)).await;
             if check(st, &v) {
                 break;
             }
@@ -78,7 +71,7 @@ async fn writes_on_any_node_reach_all_nodes() {
     for n in &nodes {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let (_, v) = get_json(&c, &format!("{}/v1/status", n.base)).await;
+            let (_, v) = common::get_json(&c, &format!("{}/v1/status", n.base)).await;
             if v["self_preservation"]["renews_last_min"].as_u64().unwrap_or(0) >= 1 {
                 break;
             }
@@ -102,7 +95,7 @@ async fn writes_on_any_node_reach_all_nodes() {
     assert_eq!(c.delete(nodes[1].url(inst)).send().await.unwrap().status(), StatusCode::OK);
     wait_all(&c, &nodes, inst, |st, _| st == StatusCode::NOT_FOUND).await;
 
-    let (_, v) = get_json(&c, &format!("{}/v1/status", nodes[0].base)).await;
+    let (_, v) = common::get_json(&c, &format!("{}/v1/status", nodes[0].base)).await;
     assert_eq!(v["replication"], "p2p");
     assert_eq!(v["role"], "peer");
     let peers = v["peers"].as_array().unwrap();
@@ -131,7 +124,7 @@ async fn replicated_calls_are_not_forwarded_and_heartbeats_repair_missing_instan
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(get_json(&c, &nodes[0].url("apps/SOLO")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(common::get_json(&c, &nodes[0].url("apps/SOLO")).await.0, StatusCode::NOT_FOUND);
     // A client heartbeat on node 2 reaches nodes 1 and 3, which answer 404; node 2 then sends
     // them the instance.
     assert_eq!(c.put(nodes[1].url("apps/SOLO/10.0.0.9:solo:80")).send().await.unwrap().status(), StatusCode::OK);
@@ -189,7 +182,7 @@ async fn batch_endpoint_formats() {
         assert_eq!(codes, vec![200, 200, 404, 409, 400, 400, 200, 404], "{path}");
         assert_eq!(v["responseList"][3]["responseEntity"]["instanceId"], id);
     }
-    let (_, v) = get_json(&c, &node.url("apps/MIXED/10.0.0.3:mixed:80")).await;
+    let (_, v) = common::get_json(&c, &node.url("apps/MIXED/10.0.0.3:mixed:80")).await;
     assert_eq!(v["instance"]["status"], "DOWN");
 }
 
@@ -219,7 +212,7 @@ async fn anti_entropy_repairs_what_replication_missed() {
     for n in &nodes {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let (_, v) = get_json(&c, &format!("{}/v1/status", n.base)).await;
+            let (_, v) = common::get_json(&c, &format!("{}/v1/status", n.base)).await;
             let peers = v["peers"].as_array().cloned().unwrap_or_default();
             if peers.len() == 2 && peers.iter().all(|p| p["digests_agree"] == true) {
                 break;
@@ -229,7 +222,7 @@ async fn anti_entropy_repairs_what_replication_missed() {
         }
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(get_json(&c, &nodes[0].url(inst)).await.0, StatusCode::NOT_FOUND, "not resurrected");
+    assert_eq!(common::get_json(&c, &nodes[0].url(inst)).await.0, StatusCode::NOT_FOUND, "not resurrected");
 }
 
 #[tokio::test]
@@ -252,7 +245,12 @@ async fn renewals_on_one_node_keep_the_instance_alive_everywhere() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for (i, n) in nodes.iter().enumerate() {
-        assert_eq!(get_json(&c, &n.url(inst)).await.0, StatusCode::OK, "node {} evicted a renewed instance", i + 1);
+        assert_eq!(
+            common::get_json(&c, &n.url(inst)).await.0,
+            StatusCode::OK,
+            "node {} evicted a renewed instance",
+            i + 1
+        );
     }
     // Once renewals stop, every node evicts it on its own.
     wait_all(&c, &nodes, inst, |st, _| st == StatusCode::NOT_FOUND).await;
@@ -278,7 +276,7 @@ async fn full_batches_of_large_instances_replicate() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, v) = get_json(&c, &nodes[1].url("apps/BULK")).await;
+        let (_, v) = common::get_json(&c, &nodes[1].url("apps/BULK")).await;
         let n = v["application"]["instance"].as_array().map_or(0, Vec::len);
         if n == 300 {
             break;

@@ -9,10 +9,6 @@ use common::{py_instance, ServerProcess};
 use serde_json::Value;
 use std::process::Command;
 
-async fn get_json(url: &str) -> Value {
-    reqwest::Client::new().get(url).header("Accept", "application/json").send().await.unwrap().json().await.unwrap()
-}
-
 fn instances(v: &Value) -> Vec<Value> {
     v["applications"]["application"]
         .as_array()
@@ -53,13 +49,13 @@ async fn acknowledged_writes_survive_kill_9() {
     assert_eq!(r.status(), 200);
     let r = c.delete(format!("{base}/apps/SVC2/10.0.0.2:svc2:8002")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let before = get_json(&format!("{base}/apps")).await;
+    let before = common::get_json(&reqwest::Client::new(), &format!("{base}/apps")).await.1;
     assert_eq!(instances(&before).len(), 199);
 
     server.kill9();
     let restarted = ServerProcess::start(dir.path(), &[]);
     let base = restarted.eureka_url();
-    let after = get_json(&format!("{base}/apps")).await;
+    let after = common::get_json(&reqwest::Client::new(), &format!("{base}/apps")).await.1;
     let key = |i: &Value| i["instanceId"].as_str().unwrap().to_string();
     let mut ids_before: Vec<_> = instances(&before).iter().map(key).collect();
     let mut ids_after: Vec<_> = instances(&after).iter().map(key).collect();
@@ -72,7 +68,7 @@ async fn acknowledged_writes_survive_kill_9() {
     assert_eq!(one("10.0.0.1:svc1:8001")["metadata"]["weight"], "7");
     // The override is still in force: a re-registration with UP stays OUT_OF_SERVICE.
     c.post(format!("{base}/apps/svc0")).json(&py_instance("svc0", "10.0.0.0", 8000)).send().await.unwrap();
-    let v = get_json(&format!("{base}/apps/SVC0/10.0.0.0:svc0:8000")).await;
+    let v = common::get_json(&reqwest::Client::new(), &format!("{base}/apps/SVC0/10.0.0.0:svc0:8000")).await.1;
     assert_eq!(v["instance"]["status"], "OUT_OF_SERVICE");
     // Restored leases are fresh: renewals work right away.
     let r = c.put(format!("{base}/apps/SVC3/10.0.0.3:svc3:8003")).send().await.unwrap();
@@ -164,7 +160,7 @@ async fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
         assert!(acked.len() >= target, "only {} writes acknowledged", acked.len());
 
         let restarted = ServerProcess::start(dir.path(), &args);
-        let after = get_json(&format!("{}/apps", restarted.eureka_url())).await;
+        let after = common::get_json(&reqwest::Client::new(), &format!("{}/apps", restarted.eureka_url())).await.1;
         let present: std::collections::HashSet<String> =
             instances(&after).iter().map(|i| i["instanceId"].as_str().unwrap().to_string()).collect();
         let lost: Vec<_> = acked.iter().filter(|id| !present.contains(*id)).collect();

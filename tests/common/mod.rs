@@ -159,6 +159,14 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(
     panic!("not within {timeout:?}: {what}");
 }
 
+/// GETs `url` asking for JSON: the status and the body (null when it is empty or not JSON).
+pub async fn get_json(c: &reqwest::Client, url: &str) -> (reqwest::StatusCode, serde_json::Value) {
+    let r = c.get(url).header("Accept", "application/json").send().await.expect("GET");
+    let status = r.status();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
 /// An in-process node serving on an ephemeral loopback port.
 pub struct InProcess {
     pub base: String,
