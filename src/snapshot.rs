@@ -150,27 +150,9 @@ pub fn restore(file: &[u8], backup: &Backup, dir: &Path) -> Result<(), SnapshotE
     }
     {
         let store = Store::open(&dir.join("registry"))?;
-        let keys: Vec<InstanceKey> = backup
-            .entries
-            .iter()
-            .map(|e| InstanceKey { app: e.info.app.clone(), id: e.info.instance_id.clone() })
-            .collect();
-        let mut changes: Vec<Change<'_>> = keys
-            .iter()
-            .zip(&backup.entries)
-            .map(|(k, e)| {
-                Change::Instance(
-                    k,
-                    Some(PersistedRef {
-                        info: &e.info,
-                        registration_ts: e.registration_ts,
-                        service_up_ts: e.service_up_ts,
-                        status_override: e.status_override,
-                        metadata_override: &e.metadata_override,
-                    }),
-                )
-            })
-            .collect();
+        let keys: Vec<InstanceKey> = backup.entries.iter().map(PersistedEntry::key).collect();
+        let mut changes: Vec<Change<'_>> =
+            keys.iter().zip(&backup.entries).map(|(k, e)| Change::Instance(k, Some(e.as_ref()))).collect();
         changes.extend(backup.tombstones.iter().map(|(k, v)| Change::Tombstone(k, Some(*v))));
         let done = store.submit(changes, backup.version);
         match done.blocking_recv() {

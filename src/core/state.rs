@@ -79,6 +79,24 @@ pub struct PersistedEntry {
     pub metadata_override: BTreeMap<String, String>,
 }
 
+impl PersistedEntry {
+    /// The instance's key.
+    pub fn key(&self) -> InstanceKey {
+        InstanceKey { app: self.info.app.clone(), id: self.info.instance_id.clone() }
+    }
+
+    /// Borrowed, to write it to a store.
+    pub fn as_ref(&self) -> PersistedRef<'_> {
+        PersistedRef {
+            info: &self.info,
+            registration_ts: self.registration_ts,
+            service_up_ts: self.service_up_ts,
+            status_override: self.status_override,
+            metadata_override: &self.metadata_override,
+        }
+    }
+}
+
 /// A borrowed [`PersistedEntry`]: serializes to the same bytes without cloning the instance.
 #[derive(Debug, Serialize)]
 pub struct PersistedRef<'a> {
@@ -196,7 +214,7 @@ impl RegistryState {
         }
         let recompute = self.digests.is_some();
         for p in entries {
-            let key = InstanceKey { app: p.info.app.clone(), id: p.info.instance_id.clone() };
+            let key = p.key();
             let entry = Entry {
                 info: Arc::new(p.info),
                 registration_ts: p.registration_ts,

@@ -13,7 +13,6 @@ use futures::StreamExt;
 
 use super::RaftShared;
 use crate::core::command::{Command, Replica};
-use crate::core::model::InstanceKey;
 
 /// Name of the seed file in the raft directory.
 pub const FILE: &str = "restore.synod";
@@ -55,7 +54,7 @@ async fn seed(shared: &RaftShared, path: &std::path::Path) -> anyhow::Result<usi
         .entries
         .into_iter()
         .map(|entry| Command::Adopt {
-            key: InstanceKey { app: entry.info.app.clone(), id: entry.info.instance_id.clone() },
+            key: entry.key(),
             replica: Replica::Live { entry: Box::new(entry), renewed: now },
             now,
         })
