@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::DecodeError;
+use crate::core::fragments::AppsCodec;
 use crate::core::model::{DataCenterKind, InstanceInfo, Port};
 use crate::core::views::{AppView, AppsView, InstanceView};
 
@@ -24,6 +25,22 @@ pub fn apps(view: &AppsView) -> Vec<u8> {
     }
     to_vec(&Root { applications: JApps(view) })
 }
+
+/// The full registry document in parts, for [`crate::core::fragments`]: the same bytes as
+/// [`apps`] when laid end to end.
+pub const APPS: AppsCodec = AppsCodec {
+    open: |versions_delta, hash_code| {
+        let mut out = br#"{"applications":{"versions__delta":"#.to_vec();
+        out.extend_from_slice(&to_vec(&versions_delta));
+        out.extend_from_slice(br#","apps__hashcode":"#);
+        out.extend_from_slice(&to_vec(&hash_code));
+        out.extend_from_slice(br#","application":["#);
+        out
+    },
+    app: |view| to_vec(&JApp(view)),
+    separator: b",",
+    close: b"]}}",
+};
 
 /// `{"application": {…}}`.
 pub fn app(view: &AppView) -> Vec<u8> {

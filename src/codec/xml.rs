@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::limits::{MAX_XML_ATTRIBUTES, MAX_XML_DEPTH};
 use super::DecodeError;
+use crate::core::fragments::AppsCodec;
 use crate::core::model::{DataCenterKind, Port};
 use crate::core::views::{AppView, AppsView, InstanceView};
 
@@ -26,6 +27,20 @@ pub fn apps(view: &AppsView) -> Vec<u8> {
     out.push_str("</applications>");
     out.into_bytes()
 }
+
+/// The full registry document in parts, for [`crate::core::fragments`]: the same bytes as
+/// [`apps`] when laid end to end.
+pub const APPS: AppsCodec = AppsCodec {
+    open: |versions_delta, hash_code| {
+        let mut out = String::from("<applications>");
+        elem(&mut out, "versions__delta", versions_delta);
+        elem(&mut out, "apps__hashcode", hash_code);
+        out.into_bytes()
+    },
+    app,
+    separator: b"",
+    close: b"</applications>",
+};
 
 /// `<application>…</application>`.
 pub fn app(view: &AppView) -> Vec<u8> {

@@ -9,6 +9,8 @@ pub mod counters;
 pub mod delta;
 pub mod digest;
 pub mod eviction;
+pub mod fragments;
+pub mod gzip;
 pub mod limits;
 pub mod meter;
 pub mod model;

@@ -29,6 +29,17 @@ impl Status {
         }
     }
 
+    /// The status's position in [`Status::HASH_ORDER`].
+    pub fn hash_index(self) -> usize {
+        match self {
+            Status::Down => 0,
+            Status::OutOfService => 1,
+            Status::Starting => 2,
+            Status::Unknown => 3,
+            Status::Up => 4,
+        }
+    }
+
     /// Every status, in the lexicographic order of their wire names (the order the
     /// reconcile hash code uses).
     pub const HASH_ORDER: [Status; 5] =
@@ -246,6 +257,9 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
+        for (i, s) in Status::HASH_ORDER.iter().enumerate() {
+            assert_eq!(s.hash_index(), i);
+        }
     }
 
     #[test]

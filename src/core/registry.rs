@@ -13,6 +13,7 @@ use super::clock::Clock;
 use super::command::Command;
 use super::counters::{ChangeSlot, Counters};
 use super::eviction::{self, EvictionClock};
+use super::fragments::{AppsCodec, Fragments};
 use super::model::InstanceKey;
 use super::preservation::{self, PreservationConfig, PreservationStatus};
 use super::state::{Applied, CoreConfig, PersistedEntry, RegistryState, RenewOutcome};
@@ -47,6 +48,8 @@ const CACHE_ENTRIES: usize = 2048;
 pub struct Registry {
     state: Mutex<RegistryState>,
     cache: ResponseCache<ViewKey>,
+    /// Applications encoded for the full registry document.
+    fragments: Fragments,
     clock: Arc<dyn Clock>,
     preservation: PreservationConfig,
     eviction_clock: Mutex<EvictionClock>,
@@ -66,6 +69,7 @@ impl Registry {
         Registry {
             state: Mutex::new(RegistryState::new(core)),
             cache: ResponseCache::new(CACHE_ENTRIES),
+            fragments: Fragments::default(),
             clock,
             preservation,
             eviction_clock: Mutex::new(EvictionClock::default()),
@@ -87,7 +91,7 @@ impl Registry {
         let now = self.now();
         let mut st = self.state.lock();
         st.restore(entries, tombstones, version, now);
-        self.cache.invalidate();
+        self.fragments.clear(self.cache.invalidate());
         self.version_tx.send_replace(st.version());
     }
 
@@ -97,7 +101,7 @@ impl Registry {
         let now = self.now();
         let mut st = self.state.lock();
         st.replace(entries, version, now);
-        self.cache.invalidate();
+        self.fragments.clear(self.cache.invalidate());
         self.version_tx.send_replace(st.version());
         after();
     }
@@ -116,7 +120,10 @@ impl Registry {
         let applied = st.apply(cmd);
         self.counters.applied(slot, applied.outcome);
         if !applied.changed.is_empty() {
-            self.cache.invalidate();
+            let generation = self.cache.invalidate();
+            for key in &applied.changed {
+                self.fragments.touch(&key.app, generation);
+            }
             self.version_tx.send_replace(st.version());
         }
         let r = after(&st, &applied);
@@ -155,26 +162,46 @@ impl Registry {
         f(&self.state.lock())
     }
 
-    /// A cached payload, or one built from `build` (run under the lock, should only clone
+    /// A cached payload that is current, if there is one; never waits.
+    pub fn cached_now(&self, key: &ViewKey) -> Option<Arc<Payload>> {
+        self.cache.get(key)
+    }
+
+    /// A payload reflecting every change made before the call: cached, shared with a
+    /// caller building it, or built from `build` (run under the lock, should only clone
     /// `Arc`s) and `encode` (run outside it). `build` returning `None` (e.g. an unknown app)
-    /// is not cached.
+    /// is not cached. May wait for another caller's build: call it where blocking is allowed.
     pub fn cached<V>(
         &self,
         key: ViewKey,
         build: impl FnOnce(&RegistryState, u64) -> Option<V>,
         encode: impl FnOnce(V) -> Vec<u8>,
     ) -> Option<Arc<Payload>> {
-        if let Some(p) = self.cache.get(&key) {
-            return Some(p);
-        }
-        let now = self.now();
-        let (generation, view) = {
-            let st = self.state.lock();
-            (self.cache.generation(), build(&st, now))
-        };
-        let payload = Arc::new(Payload::new(encode(view?)));
-        self.cache.put(key, generation, payload.clone());
-        Some(payload)
+        self.cache.get_or_build(&key, || {
+            let now = self.now();
+            let (generation, view) = {
+                let st = self.state.lock();
+                (self.cache.generation(), build(&st, now))
+            };
+            Some((generation, Payload::new(encode(view?))))
+        })
+    }
+
+    /// The full registry document (`GET apps`) in `fmt`, as [`Registry::cached`] serves
+    /// it, built from per-application fragments so that only the applications changed
+    /// since the last build are encoded again.
+    pub fn cached_apps(&self, fmt: Format, codec: &AppsCodec) -> Arc<Payload> {
+        let built = self.cache.get_or_build(&(ViewKind::Apps, fmt), || {
+            let now = self.now();
+            let plan = {
+                let st = self.state.lock();
+                self.fragments.plan(&st, fmt, self.cache.generation(), now)
+            };
+            let generation = plan.generation();
+            Some((generation, self.fragments.finish(plan, fmt, codec, now)))
+        });
+        // The build above always yields a payload.
+        built.unwrap_or_else(|| Arc::new(Payload::new(Vec::new())))
     }
 
     /// Self-preservation numbers now.

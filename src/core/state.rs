@@ -281,6 +281,16 @@ impl RegistryState {
         self.count == 0
     }
 
+    /// Number of applications with instances.
+    pub fn app_count(&self) -> usize {
+        self.apps.len()
+    }
+
+    /// Whether application `name` has instances.
+    pub fn has_app(&self, name: &str) -> bool {
+        self.apps.get(name).is_some_and(|m| !m.is_empty())
+    }
+
     /// Looks an instance up.
     pub fn get(&self, key: &InstanceKey) -> Option<&Entry> {
         self.apps.get(&key.app)?.get(&key.id)
@@ -753,9 +763,13 @@ fn not_found() -> Applied {
 pub fn hash_code(statuses: impl IntoIterator<Item = Status>) -> String {
     let mut counts = [0usize; 5];
     for s in statuses {
-        let i = Status::HASH_ORDER.iter().position(|x| *x == s).unwrap_or(0);
-        counts[i] += 1;
+        counts[s.hash_index()] += 1;
     }
+    hash_code_of_counts(counts)
+}
+
+/// Eureka's reconcile hash from instance counts by status, in [`Status::HASH_ORDER`].
+pub fn hash_code_of_counts(counts: [usize; 5]) -> String {
     let mut out = String::new();
     for (s, n) in Status::HASH_ORDER.iter().zip(counts) {
         if n > 0 {

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -18,7 +19,8 @@ use super::AppState;
 use crate::codec::{self, decode, json, tree, xml};
 use crate::core::command::{Command, Outcome};
 use crate::core::model::{InstanceInfo, InstanceKey, Status};
-use crate::core::registry::{Format, ViewKind};
+use crate::core::cache::Payload;
+use crate::core::registry::{Format, Registry, ViewKey, ViewKind};
 use crate::core::state::RenewOutcome;
 use crate::core::views;
 use crate::replication::{
@@ -57,12 +59,12 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         None
     };
     let mut resp = match (method, seg.as_slice()) {
-        (&Method::GET, ["apps"]) => registry_read(&s, ViewKind::Apps, headers, o),
+        (&Method::GET, ["apps"]) => registry_read(&s, ViewKind::Apps, headers, o).await,
         (&Method::GET, ["apps", "delta"]) if query.get("waitMs").is_some() => {
             long_poll_delta(&s, &query, headers, o).await
         }
-        (&Method::GET, ["apps", "delta"]) => registry_read(&s, ViewKind::Delta, headers, o),
-        (&Method::GET, ["apps", app]) => registry_read(&s, ViewKind::App(app.to_ascii_uppercase()), headers, o),
+        (&Method::GET, ["apps", "delta"]) => registry_read(&s, ViewKind::Delta, headers, o).await,
+        (&Method::GET, ["apps", app]) => registry_read(&s, ViewKind::App(app.to_ascii_uppercase()), headers, o).await,
         (&Method::POST, ["apps", app]) => match read_body(headers, body, s.max_body_size, s.body_timeout).await {
             Ok(bytes) => register(&s, app, headers, bytes, o, parts.extensions.get::<RegisterScope>()).await,
             Err(r) => r.into_response(),
@@ -74,8 +76,8 @@ pub async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         (&Method::DELETE, ["apps", app, id, "status"]) => delete_status(&s, InstanceKey::new(app, id), &query, o).await,
         (&Method::PUT, ["apps", app, id, "metadata"]) => metadata(&s, InstanceKey::new(app, id), &query, o).await,
         (&Method::GET, ["instances", id]) => get_instance(&s, None, id, headers),
-        (&Method::GET, ["vips", vip]) => registry_read(&s, ViewKind::Vip(vip.to_string()), headers, o),
-        (&Method::GET, ["svips", svip]) => registry_read(&s, ViewKind::Svip(svip.to_string()), headers, o),
+        (&Method::GET, ["vips", vip]) => registry_read(&s, ViewKind::Vip(vip.to_string()), headers, o).await,
+        (&Method::GET, ["svips", svip]) => registry_read(&s, ViewKind::Svip(svip.to_string()), headers, o).await,
         (&Method::GET, ["serverinfo", "statusoverrides"]) => status_overrides(&s),
         (_, ["apps"] | ["apps", _] | ["apps", _, _] | ["apps", _, _, "status" | "metadata"])
         | (_, ["instances" | "vips" | "svips", _] | ["serverinfo", "statusoverrides"]) => {
@@ -207,12 +209,12 @@ fn unavailable(e: ReplicationError) -> Response {
 /// A registry read. While the backend says the local registry is not complete yet (a p2p
 /// node still pulling from its peers), clients get 503 rather than a partial registry that
 /// would make them drop live instances; peers are answered, with a header saying so.
-fn registry_read(s: &AppState, kind: ViewKind, headers: &HeaderMap, origin: Origin) -> Response {
+async fn registry_read(s: &AppState, kind: ViewKind, headers: &HeaderMap, origin: Origin) -> Response {
     let complete = s.replicator.registry_complete();
     if !complete && origin == Origin::Client {
         return error(StatusCode::SERVICE_UNAVAILABLE, "registry is still being synced from peers; retry shortly");
     }
-    let mut resp = cached(s, kind, headers);
+    let mut resp = cached(s, kind, headers).await;
     if origin == Origin::Peer {
         let flag = if complete { "true" } else { "false" };
         resp.headers_mut().insert(COMPLETE_HEADER, axum::http::HeaderValue::from_static(flag));
@@ -282,7 +284,7 @@ async fn long_poll_delta(s: &AppState, query: &Query<'_>, headers: &HeaderMap, o
     } else {
         ViewKind::DeltaSince(since)
     };
-    let mut resp = cached(s, kind, headers);
+    let mut resp = cached(s, kind, headers).await;
     // Tells clients the wait was honoured (servers without long-poll answer at once).
     resp.headers_mut().insert(LONG_POLL_HEADER, axum::http::HeaderValue::from_static("1"));
     resp
@@ -295,23 +297,45 @@ const RECENT_POSITIONS: u64 = 64;
 /// Response header on long-polled deltas.
 pub const LONG_POLL_HEADER: &str = "x-synod-long-poll";
 
-/// Full registry, delta, one app, or a VIP: served from the response cache.
-fn cached(s: &AppState, kind: ViewKind, headers: &HeaderMap) -> Response {
+/// Full registry, delta, one app, or a VIP: served from the response cache. A payload that
+/// is current and already in the wanted encoding is answered on this thread; building one,
+/// waiting for another request's build of it, or compressing it happens on a blocking
+/// thread, as each can take long enough at scale to stall every request on this worker.
+async fn cached(s: &AppState, kind: ViewKind, headers: &HeaderMap) -> Response {
     let fmt = respond::format(headers);
-    let key = (kind.clone(), fmt);
-    let payload = match kind {
-        ViewKind::Apps => s.registry.cached(key, |st, _| Some(views::full(st)), |v| encode_apps(&v, fmt)),
-        ViewKind::Delta => s.registry.cached(key, |st, now| Some(views::delta(st, now)), |v| encode_apps(&v, fmt)),
+    let gzip = respond::accepts_gzip(headers);
+    let key = (kind, fmt);
+    if let Some(body) = s.registry.cached_now(&key).and_then(|p| p.encoded(gzip)) {
+        return respond::encoded(body, gzip, fmt);
+    }
+    let registry = s.registry.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let p = build_payload(&registry, key, fmt)?;
+        Some(if gzip { p.gzipped() } else { p.body() })
+    })
+    .await;
+    match built {
+        Ok(Some(body)) => respond::encoded(body, gzip, fmt),
+        Ok(None) => empty(StatusCode::NOT_FOUND),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("building the response failed: {e}")),
+    }
+}
+
+/// The payload for `key`, from the cache or built (may wait for another build of it).
+fn build_payload(registry: &Registry, key: ViewKey, fmt: Format) -> Option<Arc<Payload>> {
+    let codec = match fmt {
+        Format::Json => &json::APPS,
+        Format::Xml => &xml::APPS,
+    };
+    match key.0.clone() {
+        ViewKind::Apps => Some(registry.cached_apps(fmt, codec)),
+        ViewKind::Delta => registry.cached(key, |st, now| Some(views::delta(st, now)), |v| encode_apps(&v, fmt)),
         ViewKind::DeltaSince(since) => {
-            s.registry.cached(key, |st, now| Some(views::delta_since(st, now, since)), |v| encode_apps(&v, fmt))
+            registry.cached(key, |st, now| Some(views::delta_since(st, now, since)), |v| encode_apps(&v, fmt))
         }
-        ViewKind::Vip(vip) => {
-            s.registry.cached(key, |st, _| Some(views::vip(st, &vip, false)), |v| encode_apps(&v, fmt))
-        }
-        ViewKind::Svip(vip) => {
-            s.registry.cached(key, |st, _| Some(views::vip(st, &vip, true)), |v| encode_apps(&v, fmt))
-        }
-        ViewKind::App(name) => s.registry.cached(
+        ViewKind::Vip(vip) => registry.cached(key, |st, _| Some(views::vip(st, &vip, false)), |v| encode_apps(&v, fmt)),
+        ViewKind::Svip(vip) => registry.cached(key, |st, _| Some(views::vip(st, &vip, true)), |v| encode_apps(&v, fmt)),
+        ViewKind::App(name) => registry.cached(
             key,
             |st, _| views::app(st, &name),
             |v| match fmt {
@@ -319,10 +343,6 @@ fn cached(s: &AppState, kind: ViewKind, headers: &HeaderMap) -> Response {
                 Format::Xml => xml::app(&v),
             },
         ),
-    };
-    match payload {
-        Some(p) => respond::payload(&p, fmt, headers),
-        None => empty(StatusCode::NOT_FOUND),
     }
 }
 

@@ -36,17 +36,20 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
 
 /// A 200 with an encoded payload, gzipped when the client accepts it.
 pub fn payload(p: &Payload, fmt: Format, headers: &HeaderMap) -> Response {
+    let gzip = accepts_gzip(headers);
+    encoded(if gzip { p.gzipped() } else { p.body() }, gzip, fmt)
+}
+
+/// A 200 with an encoded body in `fmt`, gzipped or not.
+pub fn encoded(body: bytes::Bytes, gzipped: bool, fmt: Format) -> Response {
     let ctype = match fmt {
         Format::Json => "application/json",
         Format::Xml => "application/xml",
     };
-    let mut resp = if accepts_gzip(headers) {
-        let mut r = Response::new(Body::from(p.gzipped()));
-        r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        r
-    } else {
-        Response::new(Body::from(p.body.clone()))
-    };
+    let mut resp = Response::new(Body::from(body));
+    if gzipped {
+        resp.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
     resp

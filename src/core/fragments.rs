@@ -1,0 +1,402 @@
+//! The full registry document built from per-application fragments, so that a change
+//! re-encodes and recompresses the application it touched rather than the registry.
+//!
+//! Each application's part of `GET apps` is kept encoded and compressed (a [`Piece`]) with
+//! its status counts; a full fetch after a change takes, under the registry lock, the
+//! fragments still valid and cheap views of the applications that are not, encodes those
+//! outside the lock, and lays all pieces end to end into one gzip member. The hash code is
+//! summed from the fragments' counts, so nothing walks every instance.
+//!
+//! Lease timestamps in a fragment are those of its build (renewals are not changes), as
+//! Eureka's are those of its cache fill; a fragment is rebuilt after at most
+//! [`MAX_AGE_MS`] so they stay within the same bound Eureka's cache expiry gives.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::cache::Payload;
+use super::gzip::{self, Compressor, Piece};
+use super::registry::Format;
+use super::state::{hash_code_of_counts, RegistryState};
+use super::views::{self, AppView};
+
+/// Longest a fragment is served before it is rebuilt; each application's limit lies
+/// between half of this and all of it, so fragments built together are not all rebuilt by
+/// the same fetch.
+pub const MAX_AGE_MS: u64 = 180_000;
+
+/// How a document format writes a full registry from its parts.
+pub struct AppsCodec {
+    /// Everything before the first application, given `versions__delta` and the hash code.
+    pub open: fn(&str, &str) -> Vec<u8>,
+    /// One application.
+    pub app: fn(&AppView) -> Vec<u8>,
+    /// Written between two applications.
+    pub separator: &'static [u8],
+    /// Everything after the last application.
+    pub close: &'static [u8],
+}
+
+/// One application encoded in one format.
+struct Fragment {
+    piece: Piece,
+    /// Instances by status, in [`super::model::Status::HASH_ORDER`].
+    statuses: [usize; 5],
+    built_at: u64,
+}
+
+/// What is kept for one application.
+#[derive(Default)]
+struct Slot {
+    /// Cache generation of the application's last change.
+    changed: u64,
+    /// By format (JSON, XML).
+    built: [Option<Arc<Fragment>>; 2],
+}
+
+/// A full document's parts, taken under the registry lock.
+pub struct Plan {
+    generation: u64,
+    parts: Vec<Part>,
+}
+
+impl Plan {
+    /// The cache generation the plan was taken at.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+enum Part {
+    Ready(Arc<Fragment>),
+    Encode(AppView),
+}
+
+/// Encoded applications, kept between full fetches.
+#[derive(Default)]
+pub struct Fragments {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    apps: HashMap<String, Slot>,
+    /// Cache generation of the last [`Fragments::clear`]: no fragment built from an
+    /// earlier view may be stored.
+    cleared: u64,
+}
+
+fn index(fmt: Format) -> usize {
+    match fmt {
+        Format::Json => 0,
+        Format::Xml => 1,
+    }
+}
+
+/// This application's fragment age limit, between half of [`MAX_AGE_MS`] and all of it.
+fn max_age_ms(app: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    app.hash(&mut h);
+    MAX_AGE_MS / 2 + h.finish() % (MAX_AGE_MS / 2 + 1)
+}
+
+impl Fragments {
+    /// Records a change to `app` at cache generation `generation`: its fragments are gone,
+    /// and none built from an earlier view may be stored. Called under the registry lock.
+    pub fn touch(&self, app: &str, generation: u64) {
+        let apps = &mut self.inner.lock().apps;
+        match apps.get_mut(app) {
+            Some(slot) => *slot = Slot { changed: generation, built: Default::default() },
+            None => {
+                apps.insert(app.to_string(), Slot { changed: generation, built: Default::default() });
+            }
+        }
+    }
+
+    /// Forgets every fragment: the registry was replaced as a whole at cache generation
+    /// `generation`. Called under the registry lock.
+    pub fn clear(&self, generation: u64) {
+        let mut inner = self.inner.lock();
+        inner.apps.clear();
+        inner.cleared = generation;
+    }
+
+    /// Number of fragments kept, all formats.
+    pub fn len(&self) -> usize {
+        self.inner.lock().apps.values().flat_map(|s| s.built.iter()).filter(|b| b.is_some()).count()
+    }
+
+    /// Whether no fragment is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The parts of the full document of `st` (at cache generation `generation`): the
+    /// fragments still valid, and views of the applications to encode. Called under the
+    /// registry lock; costs a lookup per application and an `Arc` clone per instance of the
+    /// applications that changed.
+    pub fn plan(&self, st: &RegistryState, fmt: Format, generation: u64, now: u64) -> Plan {
+        let apps = &mut self.inner.lock().apps;
+        // Applications that are gone leave their slots behind; drop them once they
+        // outnumber the live ones.
+        if apps.len() > 2 * st.app_count() + 1024 {
+            apps.retain(|name, _| st.has_app(name));
+        }
+        let parts = st
+            .apps()
+            .map(|(name, instances)| {
+                let ready = apps
+                    .get(name.as_str())
+                    .and_then(|slot| slot.built[index(fmt)].as_ref())
+                    .filter(|f| now.saturating_sub(f.built_at) < max_age_ms(name));
+                match ready {
+                    Some(f) => Part::Ready(f.clone()),
+                    None => Part::Encode(AppView {
+                        name: name.clone(),
+                        instances: instances.values().map(views::instance).collect(),
+                    }),
+                }
+            })
+            .collect();
+        Plan { generation, parts }
+    }
+
+    /// Encodes what `plan` lacks, keeps those fragments unless their application changed
+    /// since the plan was taken, and assembles the gzipped document.
+    pub fn finish(&self, plan: Plan, fmt: Format, codec: &AppsCodec, now: u64) -> Payload {
+        let mut compressor = Compressor::new();
+        let mut fresh = Vec::new();
+        let fragments: Vec<Arc<Fragment>> = plan
+            .parts
+            .into_iter()
+            .map(|part| match part {
+                Part::Ready(f) => f,
+                Part::Encode(view) => {
+                    let mut statuses = [0; 5];
+                    for i in &view.instances {
+                        statuses[i.info.status.hash_index()] += 1;
+                    }
+                    let piece = compressor.piece(&(codec.app)(&view));
+                    let f = Arc::new(Fragment { piece, statuses, built_at: now });
+                    fresh.push((view.name, f.clone()));
+                    f
+                }
+            })
+            .collect();
+        if !fresh.is_empty() {
+            let mut inner = self.inner.lock();
+            let valid = inner.cleared <= plan.generation;
+            for (name, f) in fresh.into_iter().filter(|_| valid) {
+                let slot = inner.apps.entry(name).or_default();
+                if slot.changed <= plan.generation {
+                    slot.built[index(fmt)] = Some(f);
+                }
+            }
+        }
+        let mut statuses = [0; 5];
+        for f in &fragments {
+            for (total, n) in statuses.iter_mut().zip(f.statuses) {
+                *total += n;
+            }
+        }
+        let open = Piece::stored(&(codec.open)("1", &hash_code_of_counts(statuses)));
+        let separator = Piece::stored(codec.separator);
+        let close = Piece::stored(codec.close);
+        let mut pieces = Vec::with_capacity(2 * fragments.len() + 2);
+        pieces.push(&open);
+        for (i, f) in fragments.iter().enumerate() {
+            if i > 0 {
+                pieces.push(&separator);
+            }
+            pieces.push(&f.piece);
+        }
+        pieces.push(&close);
+        Payload::from_gzip(gzip::assemble(pieces.iter().copied()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::codec::{json, xml};
+    use crate::core::clock::ManualClock;
+    use crate::core::command::Command;
+    use crate::core::model::{InstanceKey, Status};
+    use crate::core::preservation::PreservationConfig;
+    use crate::core::registry::Registry;
+    use crate::core::state::{CoreConfig, RegistryState};
+    use crate::core::tests::instance;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    /// Applications encoded by [`COUNTING`] since start (each test uses its own format).
+    static JSON_ENCODED: AtomicUsize = AtomicUsize::new(0);
+    static XML_ENCODED: AtomicUsize = AtomicUsize::new(0);
+
+    const COUNTING_JSON: AppsCodec = AppsCodec {
+        app: |v| {
+            JSON_ENCODED.fetch_add(1, Ordering::SeqCst);
+            (json::APPS.app)(v)
+        },
+        ..json::APPS
+    };
+
+    const COUNTING_XML: AppsCodec = AppsCodec {
+        app: |v| {
+            XML_ENCODED.fetch_add(1, Ordering::SeqCst);
+            (xml::APPS.app)(v)
+        },
+        ..xml::APPS
+    };
+
+    fn registry(clock: Arc<ManualClock>) -> Registry {
+        Registry::new(CoreConfig::default(), PreservationConfig::default(), clock)
+    }
+
+    fn apply(r: &Registry, cmd: Command) {
+        r.apply(cmd, |_, _| ());
+    }
+
+    fn register(r: &Registry, app: &str, id: &str) {
+        let mut i = instance(app, id);
+        i.metadata.insert("note".into(), "<b>&\"quoted\"</b>".into());
+        apply(r, Command::Register { instance: Box::new(i), now: r.now(), from_peer: false });
+    }
+
+    fn gunzip(p: &Payload) -> String {
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&p.gzipped()[..]).read_to_string(&mut out).unwrap();
+        assert_eq!(out.as_bytes(), &p.body()[..]);
+        out
+    }
+
+    fn whole(r: &Registry, fmt: Format) -> String {
+        let view = r.read(views::full);
+        String::from_utf8(match fmt {
+            Format::Json => json::apps(&view),
+            Format::Xml => xml::apps(&view),
+        })
+        .unwrap()
+    }
+
+    fn check(r: &Registry, fmt: Format, codec: &AppsCodec) {
+        assert_eq!(gunzip(&r.cached_apps(fmt, codec)), whole(r, fmt));
+    }
+
+    fn load(r: &Registry) {
+        for app in ["alpha", "beta", "gamma", "delta"] {
+            for n in 0..40 {
+                register(r, app, &format!("{app}-{n}"));
+            }
+        }
+        let key = InstanceKey::new("beta", "beta-3");
+        apply(r, Command::SetStatusOverride { key, status: Status::OutOfService, last_dirty: None, now: r.now() });
+    }
+
+    fn each_format(test: impl Fn(Format, &AppsCodec, &AtomicUsize)) {
+        test(Format::Json, &COUNTING_JSON, &JSON_ENCODED);
+        test(Format::Xml, &COUNTING_XML, &XML_ENCODED);
+    }
+
+    #[test]
+    fn a_change_reencodes_only_its_application_and_the_document_stays_the_same_bytes() {
+        each_format(|fmt, codec, encoded| {
+            let clock = Arc::new(ManualClock::new(T0));
+            let r = registry(clock.clone());
+            check(&r, fmt, codec);
+            load(&r);
+            let before = encoded.load(Ordering::SeqCst);
+            check(&r, fmt, codec);
+            assert_eq!(encoded.load(Ordering::SeqCst) - before, 4);
+            // Served from the cache: nothing encoded.
+            check(&r, fmt, codec);
+            assert_eq!(encoded.load(Ordering::SeqCst) - before, 4);
+            clock.advance(1_000);
+            register(&r, "gamma", "gamma-new");
+            check(&r, fmt, codec);
+            assert_eq!(encoded.load(Ordering::SeqCst) - before, 5);
+            // A cancel, an application emptied, a new one: each counts once.
+            apply(&r, Command::Cancel { key: InstanceKey::new("alpha", "alpha-1"), now: r.now() });
+            for n in 0..40 {
+                apply(&r, Command::Cancel { key: InstanceKey::new("delta", &format!("delta-{n}")), now: r.now() });
+            }
+            register(&r, "epsilon", "e-1");
+            check(&r, fmt, codec);
+            assert_eq!(encoded.load(Ordering::SeqCst) - before, 7);
+            assert!(gunzip(&r.cached_apps(fmt, codec)).contains("OUT_OF_SERVICE_1_UP_"));
+        });
+    }
+
+    #[test]
+    fn fragments_are_rebuilt_within_the_age_limit() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let r = registry(clock.clone());
+        load(&r);
+        check(&r, Format::Json, &json::APPS);
+        let key = InstanceKey::new("alpha", "alpha-0");
+        clock.advance(MAX_AGE_MS / 4);
+        r.renew(&key, None);
+        register(&r, "beta", "beta-new");
+        // alpha did not change: its fragment, and its old renewal time, are still served.
+        assert_eq!(last_renewal(&r, "ALPHA", "alpha-0"), T0);
+        clock.advance(MAX_AGE_MS);
+        register(&r, "beta", "beta-newer");
+        check(&r, Format::Json, &json::APPS);
+        assert_eq!(last_renewal(&r, "ALPHA", "alpha-0"), T0 + MAX_AGE_MS / 4);
+    }
+
+    /// An instance's `lastRenewalTimestamp` in the full JSON document.
+    fn last_renewal(r: &Registry, app: &str, id: &str) -> u64 {
+        let doc: serde_json::Value = serde_json::from_str(&gunzip(&r.cached_apps(Format::Json, &json::APPS))).unwrap();
+        let apps = doc["applications"]["application"].as_array().unwrap();
+        let a = apps.iter().find(|a| a["name"] == app).unwrap();
+        let i = a["instance"].as_array().unwrap().iter().find(|i| i["instanceId"] == id).unwrap();
+        i["leaseInfo"]["lastRenewalTimestamp"].as_u64().unwrap()
+    }
+
+    fn state_with(apps: &[&str]) -> RegistryState {
+        let mut st = RegistryState::new(CoreConfig::default());
+        for app in apps {
+            st.apply(Command::Register { instance: Box::new(instance(app, "1")), now: T0, from_peer: false });
+        }
+        st
+    }
+
+    #[test]
+    fn a_fragment_built_from_a_view_older_than_a_change_is_not_kept() {
+        let st = state_with(&["A", "B"]);
+        let f = Fragments::default();
+        let plan = f.plan(&st, Format::Json, 1, T0);
+        // A changes while the plan is being encoded.
+        f.touch("A", 2);
+        f.finish(plan, Format::Json, &json::APPS, T0);
+        assert_eq!(f.len(), 1, "only B is kept");
+        let plan = f.plan(&st, Format::Json, 2, T0);
+        assert_eq!(plan.parts.iter().filter(|p| matches!(p, Part::Encode(_))).count(), 1);
+        f.finish(plan, Format::Json, &json::APPS, T0);
+        assert_eq!(f.len(), 2);
+        // The registry is replaced while a plan is encoded: nothing of it is kept.
+        let plan = f.plan(&st, Format::Xml, 2, T0);
+        f.clear(3);
+        f.finish(plan, Format::Xml, &xml::APPS, T0);
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn slots_of_applications_that_are_gone_are_dropped() {
+        let st = state_with(&["LIVE"]);
+        let f = Fragments::default();
+        for n in 0..3000 {
+            f.touch(&format!("GONE-{n}"), 1);
+        }
+        f.finish(f.plan(&st, Format::Json, 1, T0), Format::Json, &json::APPS, T0);
+        assert!(f.inner.lock().apps.len() <= 1025);
+        assert_eq!(f.len(), 1);
+    }
+}
