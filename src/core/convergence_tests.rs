@@ -197,10 +197,10 @@ fn a_write_that_changes_nothing_here_still_outranks_an_older_one_from_elsewhere(
     assert_eq!(one.get(&key()).unwrap().status_override, None);
 }
 
-/// The digests the core keeps up to date command by command equal digests computed afresh,
-/// through every kind of command, tombstone pruning and the cap.
+/// The digests and status counts the core keeps up to date command by command equal those
+/// computed afresh, through every kind of command, tombstone pruning and the cap.
 #[test]
-fn kept_digests_match_digests_computed_afresh() {
+fn kept_digests_and_status_counts_match_those_computed_afresh() {
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
     let config =
@@ -216,7 +216,11 @@ fn kept_digests_match_digests_computed_afresh() {
         let k = InstanceKey::new(app, &id);
         let status = [Status::Up, Status::Down, Status::OutOfService][rng.gen_range(0..3)];
         let cmd = match rng.gen_range(0..8) {
-            0 | 1 => Command::Register { instance: Box::new(instance(app, &id)), now, from_peer: false },
+            0 | 1 => {
+                let mut i = instance(app, &id);
+                i.status = status;
+                Command::Register { instance: Box::new(i), now, from_peer: false }
+            }
             2 => Command::Cancel { key: k, now },
             3 => Command::SetStatusOverride { key: k, status, last_dirty: None, now },
             4 => Command::DeleteStatusOverride { key: k, status, last_dirty: None, now },
@@ -243,6 +247,17 @@ fn kept_digests_match_digests_computed_afresh() {
         };
         st.apply(cmd);
         assert_eq!(*st.digests(), st.compute_digests(), "after step {step}");
+        let counted = crate::core::state::hash_code(st.entries().map(|(_, e)| e.info.status));
+        assert_eq!(st.hash_code(), counted, "after step {step}");
     }
+    // Replacing the registry with its own records counts the same.
+    let persisted: Vec<_> = st
+        .apps()
+        .flat_map(|(app, m)| m.keys().map(move |id| InstanceKey { app: app.clone(), id: id.clone() }))
+        .filter_map(|k| st.persisted(&k))
+        .collect();
+    let before = st.hash_code();
+    st.replace(persisted, st.version(), now);
+    assert_eq!(st.hash_code(), before);
     assert!(!st.digests().hex().is_empty());
 }

@@ -177,6 +177,9 @@ pub struct RegistryState {
     apps: BTreeMap<String, BTreeMap<String, Entry>>,
     /// Number of instances across all applications.
     count: usize,
+    /// Instances by status, in [`Status::HASH_ORDER`]: the hash code without a walk over
+    /// every instance.
+    statuses: [usize; 5],
     delta: DeltaQueue,
     tombstones: Tombstones,
     /// Present when [`CoreConfig::digests`] is set.
@@ -329,6 +332,7 @@ impl RegistryState {
     pub fn replace(&mut self, entries: impl IntoIterator<Item = PersistedEntry>, version: u64, now: u64) {
         self.apps.clear();
         self.count = 0;
+        self.statuses = [0; 5];
         self.delta = DeltaQueue::default();
         self.version = version;
         self.tombstones = Tombstones::default();
@@ -402,7 +406,22 @@ impl RegistryState {
     /// Eureka's reconcile hash over the whole registry: `STATUS_count_` per status present,
     /// in lexicographic status order (e.g. `DOWN_1_UP_3_`).
     pub fn hash_code(&self) -> String {
-        hash_code(self.entries().map(|(_, e)| e.info.status))
+        hash_code_of_counts(self.statuses)
+    }
+
+    /// Instances by status, in [`Status::HASH_ORDER`].
+    pub fn status_counts(&self) -> [usize; 5] {
+        self.statuses
+    }
+
+    /// Moves one instance between status counts (`None`: absent).
+    fn recount(&mut self, old: Option<Status>, new: Option<Status>) {
+        if let Some(s) = old {
+            self.statuses[s.hash_index()] -= 1;
+        }
+        if let Some(s) = new {
+            self.statuses[s.hash_index()] += 1;
+        }
     }
 
     /// Heartbeat. Touches only the lease table and the renew meter.
@@ -619,15 +638,16 @@ impl RegistryState {
             metadata_override,
         };
         self.delta.push(delta_item(&key, &entry, now, now, self.version), self.config.delta_max_bytes);
-        match slot {
-            btree_map::Entry::Occupied(mut o) => {
-                o.insert(entry);
-            }
+        let new_status = entry.info.status;
+        let old_status = match slot {
+            btree_map::Entry::Occupied(mut o) => Some(o.insert(entry).info.status),
             btree_map::Entry::Vacant(v) => {
                 v.insert(entry);
                 self.count += 1;
+                None
             }
-        }
+        };
+        self.recount(old_status, Some(new_status));
         let mut applied = changed(Outcome::Applied, vec![key.clone()]);
         if lifted {
             applied.buried.push(key);
@@ -647,9 +667,10 @@ impl RegistryState {
             entry.service_up_ts = now;
         }
         let info = Arc::make_mut(&mut entry.info);
+        let old = std::mem::replace(&mut info.status, status);
         info.overridden_status = status;
-        info.status = status;
         info.last_dirty_timestamp = info.last_dirty_timestamp.max(last_dirty.unwrap_or(0));
+        self.recount(Some(old), Some(status));
         self.modified(key, now)
     }
 
@@ -663,8 +684,9 @@ impl RegistryState {
         }
         let info = Arc::make_mut(&mut entry.info);
         info.overridden_status = Status::Unknown;
-        info.status = status;
+        let old = std::mem::replace(&mut info.status, status);
         info.last_dirty_timestamp = info.last_dirty_timestamp.max(last_dirty.unwrap_or(0));
+        self.recount(Some(old), Some(status));
         self.modified(key, now)
     }
 
@@ -711,6 +733,7 @@ impl RegistryState {
             self.apps.remove(&key.app);
         }
         self.count -= 1;
+        self.recount(Some(entry.info.status), None);
         let info = Arc::make_mut(&mut entry.info);
         info.action_type = Some(ActionType::Deleted);
         info.last_updated_timestamp = version;
@@ -733,9 +756,12 @@ impl RegistryState {
     }
 
     fn insert(&mut self, key: InstanceKey, entry: Entry) {
-        if self.apps.entry(key.app).or_default().insert(key.id, entry).is_none() {
+        let new = entry.info.status;
+        let old = self.apps.entry(key.app).or_default().insert(key.id, entry).map(|e| e.info.status);
+        if old.is_none() {
             self.count += 1;
         }
+        self.recount(old, Some(new));
     }
 }
 
