@@ -46,7 +46,6 @@ mod zookeeper;
 use cluster::*;
 use lean_http::Conn;
 
-
 /// How a bench cluster is secured: not at all, with the auth file and the cluster secret, or
 /// with those and TLS (clients and members).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -119,7 +118,6 @@ fn start_etcd() -> Vec<Proc> {
         .collect()
 }
 
-
 /// Builds the `i`-th request of worker `w`, fully encoded.
 type MakeRequest = Arc<dyn Fn(u64, u64) -> Vec<u8> + Send + Sync>;
 
@@ -180,7 +178,6 @@ async fn load(conns: u64, secs: u64, wl: Workload) -> (f64, Vec<f64>) {
     all.sort_by(f64::total_cmp);
     (all.len() as f64 / secs as f64, all)
 }
-
 
 /// Figures of one backend, for the summary.
 #[derive(Default, Clone)]

@@ -59,10 +59,8 @@ impl Payload {
         self.gzip
             .get_or_init(|| {
                 let body = self.body.get().cloned().unwrap_or_default();
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(body.len() / 4 + 64),
-                    flate2::Compression::fast(),
-                );
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), flate2::Compression::fast());
                 // Writing into a Vec cannot fail.
                 let _ = enc.write_all(&body);
                 Bytes::from(enc.finish().unwrap_or_default())

@@ -28,7 +28,9 @@ pub struct DeltaItem {
 /// fetches the registry whole, as Eureka clients do.
 #[derive(Debug, Default, Clone)]
 pub struct DeltaQueue {
-    items: VecDeque<DeltaItem>,
+    /// Shared, so a reader can take the window under the registry lock at the cost of a
+    /// reference count per item and sift it outside the lock.
+    items: VecDeque<Arc<DeltaItem>>,
     /// Sum of the items' [`InstanceInfo::approx_bytes`].
     bytes: usize,
 }
@@ -38,7 +40,7 @@ impl DeltaQueue {
     /// (the newest change always stays).
     pub fn push(&mut self, item: DeltaItem, max_bytes: usize) {
         self.bytes += item.info.approx_bytes();
-        self.items.push_back(item);
+        self.items.push_back(Arc::new(item));
         while self.bytes > max_bytes && self.items.len() > 1 {
             self.pop();
         }
@@ -73,6 +75,13 @@ impl DeltaQueue {
         self.items.is_empty()
     }
 
+    /// Every change not older than `retention_ms` before `now`, in order, repeats included
+    /// (sift them with [`latest`] outside the registry lock).
+    pub fn window(&self, now: u64, retention_ms: u64) -> Vec<Arc<DeltaItem>> {
+        let cutoff = now.saturating_sub(retention_ms);
+        self.items.iter().filter(|i| i.at >= cutoff).cloned().collect()
+    }
+
     /// The latest change per instance among those not older than `retention_ms`, in the order
     /// each instance last changed.
     pub fn latest_per_instance(&self, now: u64, retention_ms: u64) -> Vec<&DeltaItem> {
@@ -83,16 +92,23 @@ impl DeltaQueue {
     /// `since` (what a client that has applied everything up to `since` is missing).
     pub fn latest_since(&self, now: u64, retention_ms: u64, since: u64) -> Vec<&DeltaItem> {
         let cutoff = now.saturating_sub(retention_ms);
-        let mut seen = std::collections::HashSet::new();
-        let mut out: Vec<&DeltaItem> = self
-            .items
-            .iter()
-            .rev()
-            .take_while(|i| i.version > since)
-            .filter(|i| i.at >= cutoff)
-            .filter(|i| seen.insert(&i.key))
-            .collect();
+        let recent = self.items.iter().rev().take_while(|i| i.version > since).filter(|i| i.at >= cutoff);
+        let mut out = latest_of(recent.map(|i| &**i));
         out.reverse();
         out
     }
+}
+
+/// The latest change per instance of `window` (in order), in the order each instance last
+/// changed.
+pub fn latest(window: &[Arc<DeltaItem>]) -> Vec<&DeltaItem> {
+    let mut out = latest_of(window.iter().rev().map(|i| &**i));
+    out.reverse();
+    out
+}
+
+/// The first of each instance's items in `newest_first`.
+fn latest_of<'a>(newest_first: impl Iterator<Item = &'a DeltaItem>) -> Vec<&'a DeltaItem> {
+    let mut seen = std::collections::HashSet::new();
+    newest_first.filter(|i| seen.insert(&i.key)).collect()
 }

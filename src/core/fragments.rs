@@ -7,6 +7,11 @@
 //! outside the lock, and lays all pieces end to end into one gzip member. The hash code is
 //! summed from the fragments' counts, so nothing walks every instance.
 //!
+//! The delta (`GET apps/delta`) is assembled the same way: each application's part of the
+//! window is kept compressed under a fingerprint of the changes it lists (instance and
+//! version of each, which identify their content), so a new change re-encodes the
+//! application it belongs to and the applications whose oldest changes left the window.
+//!
 //! Lease timestamps in a fragment are those of its build (renewals are not changes), as
 //! Eureka's are those of its cache fill; a fragment is rebuilt after at most
 //! [`MAX_AGE_MS`] so they stay within the same bound Eureka's cache expiry gives.
@@ -18,10 +23,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::cache::Payload;
+use super::delta::{self, DeltaItem};
 use super::gzip::{self, Compressor, Piece};
 use super::registry::Format;
 use super::state::{hash_code_of_counts, RegistryState};
-use super::views::{self, AppView};
+use super::views::{self, AppView, InstanceView};
 
 /// Longest a fragment is served before it is rebuilt; each application's limit lies
 /// between half of this and all of it, so fragments built together are not all rebuilt by
@@ -81,15 +87,22 @@ pub struct Fragments {
     inner: Mutex<Inner>,
 }
 
+/// One application's part of the delta window, by format.
+struct DeltaSlot {
+    fingerprint: u64,
+    built: [Option<Arc<Piece>>; 2],
+}
+
 #[derive(Default)]
 struct Inner {
     apps: HashMap<String, Slot>,
+    delta: HashMap<String, DeltaSlot>,
     /// Cache generation of the last [`Fragments::clear`]: no fragment built from an
     /// earlier view may be stored.
     cleared: u64,
 }
 
-fn index(fmt: Format) -> usize {
+fn index_of(fmt: Format) -> usize {
     match fmt {
         Format::Json => 0,
         Format::Xml => 1,
@@ -121,6 +134,8 @@ impl Fragments {
     pub fn clear(&self, generation: u64) {
         let mut inner = self.inner.lock();
         inner.apps.clear();
+        // Versions start over from the snapshot's, so fingerprints could repeat.
+        inner.delta.clear();
         inner.cleared = generation;
     }
 
@@ -150,7 +165,7 @@ impl Fragments {
             .map(|(name, instances)| {
                 let ready = apps
                     .get(name.as_str())
-                    .and_then(|slot| slot.built[index(fmt)].as_ref())
+                    .and_then(|slot| slot.built[index_of(fmt)].as_ref())
                     .filter(|f| now.saturating_sub(f.built_at) < max_age_ms(name));
                 match ready {
                     Some(f) => Part::Ready(f.clone()),
@@ -192,7 +207,7 @@ impl Fragments {
             for (name, f) in fresh.into_iter().filter(|_| valid) {
                 let slot = inner.apps.entry(name).or_default();
                 if slot.changed <= plan.generation {
-                    slot.built[index(fmt)] = Some(f);
+                    slot.built[index_of(fmt)] = Some(f);
                 }
             }
         }
@@ -202,20 +217,136 @@ impl Fragments {
                 *total += n;
             }
         }
-        let open = Piece::stored(&(codec.open)("1", &hash_code_of_counts(statuses)));
-        let separator = Piece::stored(codec.separator);
-        let close = Piece::stored(codec.close);
-        let mut pieces = Vec::with_capacity(2 * fragments.len() + 2);
-        pieces.push(&open);
-        for (i, f) in fragments.iter().enumerate() {
-            if i > 0 {
-                pieces.push(&separator);
-            }
-            pieces.push(&f.piece);
-        }
-        pieces.push(&close);
-        Payload::from_gzip(gzip::assemble(pieces.iter().copied()))
+        let open = (codec.open)("1", &hash_code_of_counts(statuses));
+        document(&open, fragments.iter().map(|f| &f.piece), codec)
     }
+
+    /// The parts of the delta `window` holds: the applications' parts still valid, and
+    /// views of those to encode. Runs outside the registry lock.
+    pub fn plan_delta(&self, window: &DeltaWindow, fmt: Format) -> DeltaPlan {
+        let mut groups: Vec<(&str, Vec<&DeltaItem>)> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for item in delta::latest(&window.items) {
+            match index.get(item.key.app.as_str()) {
+                Some(&i) => groups[i].1.push(item),
+                None => {
+                    index.insert(&item.key.app, groups.len());
+                    groups.push((&item.key.app, vec![item]));
+                }
+            }
+        }
+        let mut inner = self.inner.lock();
+        if inner.delta.len() > 2 * groups.len() + 1024 {
+            inner.delta.retain(|name, _| index.contains_key(name.as_str()));
+        }
+        let parts = groups
+            .into_iter()
+            .map(|(name, items)| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                for i in &items {
+                    i.key.id.hash(&mut h);
+                    i.version.hash(&mut h);
+                }
+                let fingerprint = h.finish();
+                let ready = inner
+                    .delta
+                    .get(name)
+                    .filter(|slot| slot.fingerprint == fingerprint)
+                    .and_then(|slot| slot.built[index_of(fmt)].clone());
+                match ready {
+                    Some(piece) => DeltaPart::Ready(piece),
+                    None => DeltaPart::Encode {
+                        fingerprint,
+                        view: AppView {
+                            name: name.to_string(),
+                            instances: items
+                                .iter()
+                                .map(|i| InstanceView { info: i.info.clone(), stamps: i.stamps })
+                                .collect(),
+                        },
+                    },
+                }
+            })
+            .collect();
+        DeltaPlan { versions_delta: window.versions_delta.clone(), hash_code: window.hash_code.clone(), parts }
+    }
+
+    /// Encodes what `plan` lacks, keeps those parts, and assembles the gzipped delta.
+    pub fn finish_delta(&self, plan: DeltaPlan, fmt: Format, codec: &AppsCodec) -> Payload {
+        let mut compressor = Compressor::new();
+        let mut fresh = Vec::new();
+        let pieces: Vec<Arc<Piece>> = plan
+            .parts
+            .into_iter()
+            .map(|part| match part {
+                DeltaPart::Ready(p) => p,
+                DeltaPart::Encode { fingerprint, view } => {
+                    let p = Arc::new(compressor.piece(&(codec.app)(&view)));
+                    fresh.push((view.name, fingerprint, p.clone()));
+                    p
+                }
+            })
+            .collect();
+        if !fresh.is_empty() {
+            let delta = &mut self.inner.lock().delta;
+            for (name, fingerprint, piece) in fresh {
+                let slot = delta.entry(name).or_insert_with(|| DeltaSlot { fingerprint, built: Default::default() });
+                if slot.fingerprint != fingerprint {
+                    *slot = DeltaSlot { fingerprint, built: Default::default() };
+                }
+                slot.built[index_of(fmt)] = Some(piece);
+            }
+        }
+        let open = (codec.open)(&plan.versions_delta, &plan.hash_code);
+        document(&open, pieces.iter().map(|p| &**p), codec)
+    }
+}
+
+/// What the delta shows, taken under the registry lock: a reference count per change in
+/// the window, the version and the hash code.
+pub struct DeltaWindow {
+    items: Vec<Arc<DeltaItem>>,
+    versions_delta: String,
+    hash_code: String,
+}
+
+impl DeltaWindow {
+    /// The delta window of `st` at `now`.
+    pub fn of(st: &RegistryState, now: u64) -> Self {
+        DeltaWindow {
+            items: st.delta().window(now, st.delta_retention_ms()),
+            versions_delta: st.version().to_string(),
+            hash_code: st.hash_code(),
+        }
+    }
+}
+
+/// The delta's parts.
+pub struct DeltaPlan {
+    versions_delta: String,
+    hash_code: String,
+    parts: Vec<DeltaPart>,
+}
+
+enum DeltaPart {
+    Ready(Arc<Piece>),
+    Encode { fingerprint: u64, view: AppView },
+}
+
+/// A gzipped document: `open`, the applications' pieces with separators, `close`.
+fn document<'a>(open: &[u8], apps: impl Iterator<Item = &'a Piece>, codec: &AppsCodec) -> Payload {
+    let open = Piece::stored(open);
+    let separator = Piece::stored(codec.separator);
+    let close = Piece::stored(codec.close);
+    let mut pieces = vec![&open];
+    for (i, p) in apps.enumerate() {
+        if i > 0 {
+            pieces.push(&separator);
+        }
+        pieces.push(p);
+    }
+    pieces.push(&close);
+    Payload::from_gzip(gzip::assemble(pieces.iter().copied()))
 }
 
 #[cfg(test)]
@@ -235,13 +366,15 @@ mod tests {
 
     const T0: u64 = 1_700_000_000_000;
 
-    /// Applications encoded by [`COUNTING`] since start (each test uses its own format).
-    static JSON_ENCODED: AtomicUsize = AtomicUsize::new(0);
-    static XML_ENCODED: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        /// Applications encoded by the counting codecs on this test's thread.
+        static JSON_ENCODED: AtomicUsize = const { AtomicUsize::new(0) };
+        static XML_ENCODED: AtomicUsize = const { AtomicUsize::new(0) };
+    }
 
     const COUNTING_JSON: AppsCodec = AppsCodec {
         app: |v| {
-            JSON_ENCODED.fetch_add(1, Ordering::SeqCst);
+            JSON_ENCODED.with(|n| n.fetch_add(1, Ordering::SeqCst));
             (json::APPS.app)(v)
         },
         ..json::APPS
@@ -249,7 +382,7 @@ mod tests {
 
     const COUNTING_XML: AppsCodec = AppsCodec {
         app: |v| {
-            XML_ENCODED.fetch_add(1, Ordering::SeqCst);
+            XML_ENCODED.with(|n| n.fetch_add(1, Ordering::SeqCst));
             (xml::APPS.app)(v)
         },
         ..xml::APPS
@@ -300,8 +433,8 @@ mod tests {
     }
 
     fn each_format(test: impl Fn(Format, &AppsCodec, &AtomicUsize)) {
-        test(Format::Json, &COUNTING_JSON, &JSON_ENCODED);
-        test(Format::Xml, &COUNTING_XML, &XML_ENCODED);
+        JSON_ENCODED.with(|n| test(Format::Json, &COUNTING_JSON, n));
+        XML_ENCODED.with(|n| test(Format::Xml, &COUNTING_XML, n));
     }
 
     #[test]
@@ -358,6 +491,41 @@ mod tests {
         let a = apps.iter().find(|a| a["name"] == app).unwrap();
         let i = a["instance"].as_array().unwrap().iter().find(|i| i["instanceId"] == id).unwrap();
         i["leaseInfo"]["lastRenewalTimestamp"].as_u64().unwrap()
+    }
+
+    fn whole_delta(r: &Registry, fmt: Format) -> String {
+        let view = r.read(|st| views::delta(st, r.now()));
+        String::from_utf8(match fmt {
+            Format::Json => json::apps(&view),
+            Format::Xml => xml::apps(&view),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_change_reencodes_only_the_delta_parts_it_touched_and_the_delta_stays_the_same_bytes() {
+        each_format(|fmt, codec, encoded| {
+            let clock = Arc::new(ManualClock::new(T0));
+            let r = registry(clock.clone());
+            let check = |r: &Registry| assert_eq!(gunzip(&r.cached_delta(fmt, codec)), whole_delta(r, fmt));
+            check(&r);
+            load(&r);
+            let before = encoded.load(Ordering::SeqCst);
+            check(&r);
+            assert_eq!(encoded.load(Ordering::SeqCst) - before, 4);
+            clock.advance(1_000);
+            register(&r, "gamma", "gamma-new");
+            apply(&r, Command::Cancel { key: InstanceKey::new("alpha", "alpha-1"), now: r.now() });
+            check(&r);
+            assert_eq!(encoded.load(Ordering::SeqCst) - before, 6, "gamma and alpha");
+            // The load's changes leave the window; only the last two remain, each in its
+            // own application (their parts changed: encoded again).
+            clock.set(T0 + CoreConfig::default().delta_retention_ms + 500);
+            register(&r, "beta", "beta-late");
+            check(&r);
+            assert_eq!(encoded.load(Ordering::SeqCst) - before, 9);
+            assert!(gunzip(&r.cached_delta(fmt, codec)).contains("beta-late"));
+        });
     }
 
     fn state_with(apps: &[&str]) -> RegistryState {

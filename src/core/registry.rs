@@ -13,7 +13,7 @@ use super::clock::Clock;
 use super::command::Command;
 use super::counters::{ChangeSlot, Counters};
 use super::eviction::{self, EvictionClock};
-use super::fragments::{AppsCodec, Fragments};
+use super::fragments::{AppsCodec, DeltaWindow, Fragments};
 use super::model::InstanceKey;
 use super::preservation::{self, PreservationConfig, PreservationStatus};
 use super::state::{Applied, CoreConfig, PersistedEntry, RegistryState, RenewOutcome};
@@ -199,6 +199,23 @@ impl Registry {
             };
             let generation = plan.generation();
             Some((generation, self.fragments.finish(plan, fmt, codec, now)))
+        });
+        // The build above always yields a payload.
+        built.unwrap_or_else(|| Arc::new(Payload::new(Vec::new())))
+    }
+
+    /// The delta (`GET apps/delta`) in `fmt`, as [`Registry::cached`] serves it, built from
+    /// per-application parts so that only the applications whose part of the window
+    /// changed are encoded again.
+    pub fn cached_delta(&self, fmt: Format, codec: &AppsCodec) -> Arc<Payload> {
+        let built = self.cache.get_or_build(&(ViewKind::Delta, fmt), || {
+            let now = self.now();
+            let (generation, window) = {
+                let st = self.state.lock();
+                (self.cache.generation(), DeltaWindow::of(&st, now))
+            };
+            let plan = self.fragments.plan_delta(&window, fmt);
+            Some((generation, self.fragments.finish_delta(plan, fmt, codec)))
         });
         // The build above always yields a payload.
         built.unwrap_or_else(|| Arc::new(Payload::new(Vec::new())))

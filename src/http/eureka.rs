@@ -17,9 +17,9 @@ use super::path::segments;
 use super::respond::{self, empty, error, Reject};
 use super::AppState;
 use crate::codec::{self, decode, json, tree, xml};
+use crate::core::cache::Payload;
 use crate::core::command::{Command, Outcome};
 use crate::core::model::{InstanceInfo, InstanceKey, Status};
-use crate::core::cache::Payload;
 use crate::core::registry::{Format, Registry, ViewKey, ViewKind};
 use crate::core::state::RenewOutcome;
 use crate::core::views;
@@ -329,7 +329,7 @@ fn build_payload(registry: &Registry, key: ViewKey, fmt: Format) -> Option<Arc<P
     };
     match key.0.clone() {
         ViewKind::Apps => Some(registry.cached_apps(fmt, codec)),
-        ViewKind::Delta => registry.cached(key, |st, now| Some(views::delta(st, now)), |v| encode_apps(&v, fmt)),
+        ViewKind::Delta => Some(registry.cached_delta(fmt, codec)),
         ViewKind::DeltaSince(since) => {
             registry.cached(key, |st, now| Some(views::delta_since(st, now, since)), |v| encode_apps(&v, fmt))
         }
