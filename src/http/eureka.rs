@@ -309,17 +309,34 @@ async fn cached(s: &AppState, kind: ViewKind, headers: &HeaderMap) -> Response {
         return respond::encoded(body, gzip, fmt);
     }
     let registry = s.registry.clone();
-    let built = tokio::task::spawn_blocking(move || {
+    let build = move || {
         let p = build_payload(&registry, key, fmt)?;
         Some(if gzip { p.gzipped() } else { p.body() })
-    })
-    .await;
+    };
+    // A small registry's documents take well under a millisecond: built here. A large
+    // one's take long enough to stall every request on this worker: built on a blocking
+    // thread, two at a time (more would not finish sooner on two cores, and each thread
+    // the pool adds keeps memory of its own); readers waiting for a turn hold no thread.
+    let built = if s.registry.read(|st| st.len()) <= INLINE_BUILD_INSTANCES {
+        Ok(build())
+    } else {
+        let Ok(_permit) = BUILDERS.acquire().await else {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
+        };
+        tokio::task::spawn_blocking(build).await
+    };
     match built {
         Ok(Some(body)) => respond::encoded(body, gzip, fmt),
         Ok(None) => empty(StatusCode::NOT_FOUND),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("building the response failed: {e}")),
     }
 }
+
+/// Registries up to this size have their documents built on the async worker.
+const INLINE_BUILD_INSTANCES: usize = 20_000;
+
+/// Responses built (or waited for, or compressed) at once on blocking threads.
+static BUILDERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// The payload for `key`, from the cache or built (may wait for another build of it).
 fn build_payload(registry: &Registry, key: ViewKey, fmt: Format) -> Option<Arc<Payload>> {
