@@ -46,12 +46,22 @@ pub struct AppsCodec {
     pub close: &'static [u8],
 }
 
-/// One application encoded in one format.
+/// One application (or its part of the delta) encoded in one format.
 struct Fragment {
     piece: Piece,
     /// Instances by status, in [`super::model::Status::HASH_ORDER`].
     statuses: [usize; 5],
     built_at: u64,
+}
+
+impl Fragment {
+    fn build(view: &AppView, compressor: &mut Compressor, codec: &AppsCodec, now: u64) -> Self {
+        let mut statuses = [0; 5];
+        for i in &view.instances {
+            statuses[i.info.status.hash_index()] += 1;
+        }
+        Fragment { piece: compressor.piece(&(codec.app)(view)), statuses, built_at: now }
+    }
 }
 
 /// What is kept for one application.
@@ -66,7 +76,7 @@ struct Slot {
 /// A full document's parts, taken under the registry lock.
 pub struct Plan {
     generation: u64,
-    parts: Vec<Part>,
+    parts: Vec<Part<()>>,
 }
 
 impl Plan {
@@ -76,9 +86,33 @@ impl Plan {
     }
 }
 
-enum Part {
+/// A document's part for one application: kept, or to encode (with what to file the new
+/// fragment under).
+enum Part<T> {
     Ready(Arc<Fragment>),
-    Encode(AppView),
+    Encode(AppView, T),
+}
+
+/// A fragment just encoded: its application, tag and fragment.
+type Fresh<T> = (String, T, Arc<Fragment>);
+
+/// Encodes the parts that need it, with one compressor: every part's fragment in order, and
+/// the new ones with their applications and tags.
+fn encode<T>(parts: Vec<Part<T>>, codec: &AppsCodec, now: u64) -> (Vec<Arc<Fragment>>, Vec<Fresh<T>>) {
+    let mut compressor = Compressor::new();
+    let mut fresh = Vec::new();
+    let all = parts
+        .into_iter()
+        .map(|part| match part {
+            Part::Ready(f) => f,
+            Part::Encode(view, tag) => {
+                let f = Arc::new(Fragment::build(&view, &mut compressor, codec, now));
+                fresh.push((view.name, tag, f.clone()));
+                f
+            }
+        })
+        .collect();
+    (all, fresh)
 }
 
 /// Encoded applications, kept between full fetches.
@@ -90,7 +124,7 @@ pub struct Fragments {
 /// One application's part of the delta window, by format.
 struct DeltaSlot {
     fingerprint: u64,
-    built: [Option<Arc<Piece>>; 2],
+    built: [Option<Arc<Fragment>>; 2],
 }
 
 #[derive(Default)]
@@ -169,10 +203,10 @@ impl Fragments {
                     .filter(|f| now.saturating_sub(f.built_at) < max_age_ms(name));
                 match ready {
                     Some(f) => Part::Ready(f.clone()),
-                    None => Part::Encode(AppView {
-                        name: name.clone(),
-                        instances: instances.values().map(views::instance).collect(),
-                    }),
+                    None => Part::Encode(
+                        AppView { name: name.clone(), instances: instances.values().map(views::instance).collect() },
+                        (),
+                    ),
                 }
             })
             .collect();
@@ -182,29 +216,11 @@ impl Fragments {
     /// Encodes what `plan` lacks, keeps those fragments unless their application changed
     /// since the plan was taken, and assembles the gzipped document.
     pub fn finish(&self, plan: Plan, fmt: Format, codec: &AppsCodec, now: u64) -> Payload {
-        let mut compressor = Compressor::new();
-        let mut fresh = Vec::new();
-        let fragments: Vec<Arc<Fragment>> = plan
-            .parts
-            .into_iter()
-            .map(|part| match part {
-                Part::Ready(f) => f,
-                Part::Encode(view) => {
-                    let mut statuses = [0; 5];
-                    for i in &view.instances {
-                        statuses[i.info.status.hash_index()] += 1;
-                    }
-                    let piece = compressor.piece(&(codec.app)(&view));
-                    let f = Arc::new(Fragment { piece, statuses, built_at: now });
-                    fresh.push((view.name, f.clone()));
-                    f
-                }
-            })
-            .collect();
+        let (fragments, fresh) = encode(plan.parts, codec, now);
         if !fresh.is_empty() {
             let mut inner = self.inner.lock();
             let valid = inner.cleared <= plan.generation;
-            for (name, f) in fresh.into_iter().filter(|_| valid) {
+            for (name, (), f) in fresh.into_iter().filter(|_| valid) {
                 let slot = inner.apps.entry(name).or_default();
                 if slot.changed <= plan.generation {
                     slot.built[index_of(fmt)] = Some(f);
@@ -254,17 +270,17 @@ impl Fragments {
                     .filter(|slot| slot.fingerprint == fingerprint)
                     .and_then(|slot| slot.built[index_of(fmt)].clone());
                 match ready {
-                    Some(piece) => DeltaPart::Ready(piece),
-                    None => DeltaPart::Encode {
-                        fingerprint,
-                        view: AppView {
+                    Some(f) => Part::Ready(f),
+                    None => Part::Encode(
+                        AppView {
                             name: name.to_string(),
                             instances: items
                                 .iter()
                                 .map(|i| InstanceView { info: i.info.clone(), stamps: i.stamps })
                                 .collect(),
                         },
-                    },
+                        fingerprint,
+                    ),
                 }
             })
             .collect();
@@ -272,21 +288,8 @@ impl Fragments {
     }
 
     /// Encodes what `plan` lacks, keeps those parts, and assembles the gzipped delta.
-    pub fn finish_delta(&self, plan: DeltaPlan, fmt: Format, codec: &AppsCodec) -> Payload {
-        let mut compressor = Compressor::new();
-        let mut fresh = Vec::new();
-        let pieces: Vec<Arc<Piece>> = plan
-            .parts
-            .into_iter()
-            .map(|part| match part {
-                DeltaPart::Ready(p) => p,
-                DeltaPart::Encode { fingerprint, view } => {
-                    let p = Arc::new(compressor.piece(&(codec.app)(&view)));
-                    fresh.push((view.name, fingerprint, p.clone()));
-                    p
-                }
-            })
-            .collect();
+    pub fn finish_delta(&self, plan: DeltaPlan, fmt: Format, codec: &AppsCodec, now: u64) -> Payload {
+        let (fragments, fresh) = encode(plan.parts, codec, now);
         if !fresh.is_empty() {
             let delta = &mut self.inner.lock().delta;
             for (name, fingerprint, piece) in fresh {
@@ -298,7 +301,7 @@ impl Fragments {
             }
         }
         let open = (codec.open)(&plan.versions_delta, &plan.hash_code);
-        document(&open, pieces.iter().map(|p| &**p), codec)
+        document(&open, fragments.iter().map(|f| &f.piece), codec)
     }
 }
 
@@ -325,12 +328,7 @@ impl DeltaWindow {
 pub struct DeltaPlan {
     versions_delta: String,
     hash_code: String,
-    parts: Vec<DeltaPart>,
-}
-
-enum DeltaPart {
-    Ready(Arc<Piece>),
-    Encode { fingerprint: u64, view: AppView },
+    parts: Vec<Part<u64>>,
 }
 
 /// A gzipped document: `open`, the applications' pieces with separators, `close`.
@@ -546,7 +544,7 @@ mod tests {
         f.finish(plan, Format::Json, &json::APPS, T0);
         assert_eq!(f.len(), 1, "only B is kept");
         let plan = f.plan(&st, Format::Json, 2, T0);
-        assert_eq!(plan.parts.iter().filter(|p| matches!(p, Part::Encode(_))).count(), 1);
+        assert_eq!(plan.parts.iter().filter(|p| matches!(p, Part::Encode(..))).count(), 1);
         f.finish(plan, Format::Json, &json::APPS, T0);
         assert_eq!(f.len(), 2);
         // The registry is replaced while a plan is encoded: nothing of it is kept.

@@ -215,7 +215,7 @@ impl Registry {
                 (self.cache.generation(), DeltaWindow::of(&st, now))
             };
             let plan = self.fragments.plan_delta(&window, fmt);
-            Some((generation, self.fragments.finish_delta(plan, fmt, codec)))
+            Some((generation, self.fragments.finish_delta(plan, fmt, codec, now)))
         });
         // The build above always yields a payload.
         built.unwrap_or_else(|| Arc::new(Payload::new(Vec::new())))
