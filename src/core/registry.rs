@@ -191,33 +191,36 @@ impl Registry {
     /// it, built from per-application fragments so that only the applications changed
     /// since the last build are encoded again.
     pub fn cached_apps(&self, fmt: Format, codec: &AppsCodec) -> Arc<Payload> {
-        let built = self.cache.get_or_build(&(ViewKind::Apps, fmt), || {
+        self.built(&(ViewKind::Apps, fmt), || {
             let now = self.now();
             let plan = {
                 let st = self.state.lock();
                 self.fragments.plan(&st, fmt, self.cache.generation(), now)
             };
             let generation = plan.generation();
-            Some((generation, self.fragments.finish(plan, fmt, codec, now)))
-        });
-        // The build above always yields a payload.
-        built.unwrap_or_else(|| Arc::new(Payload::new(Vec::new())))
+            (generation, self.fragments.finish(plan, fmt, codec, now))
+        })
     }
 
     /// The delta (`GET apps/delta`) in `fmt`, as [`Registry::cached`] serves it, built from
     /// per-application parts so that only the applications whose part of the window
     /// changed are encoded again.
     pub fn cached_delta(&self, fmt: Format, codec: &AppsCodec) -> Arc<Payload> {
-        let built = self.cache.get_or_build(&(ViewKind::Delta, fmt), || {
+        self.built(&(ViewKind::Delta, fmt), || {
             let now = self.now();
             let (generation, window) = {
                 let st = self.state.lock();
                 (self.cache.generation(), DeltaWindow::of(&st, now))
             };
             let plan = self.fragments.plan_delta(&window, fmt);
-            Some((generation, self.fragments.finish_delta(plan, fmt, codec, now)))
-        });
-        // The build above always yields a payload.
+            (generation, self.fragments.finish_delta(plan, fmt, codec, now))
+        })
+    }
+
+    /// A payload for `key` from the cache, another caller's build, or `build`, which
+    /// always yields one.
+    fn built(&self, key: &ViewKey, build: impl FnOnce() -> (u64, Payload)) -> Arc<Payload> {
+        let built = self.cache.get_or_build(key, || Some(build()));
         built.unwrap_or_else(|| Arc::new(Payload::new(Vec::new())))
     }
 
