@@ -162,6 +162,12 @@ impl Registry {
         f(&self.state.lock())
     }
 
+    /// The fragment store, for tests that set its whole-document threshold.
+    #[cfg(test)]
+    pub(crate) fn fragments_mut(&mut self) -> &mut Fragments {
+        &mut self.fragments
+    }
+
     /// A cached payload that is current, if there is one; never waits.
     pub fn cached_now(&self, key: &ViewKey) -> Option<Arc<Payload>> {
         self.cache.get(key)

@@ -313,11 +313,11 @@ async fn cached(s: &AppState, kind: ViewKind, headers: &HeaderMap) -> Response {
         let p = build_payload(&registry, key, fmt)?;
         Some(if gzip { p.gzipped() } else { p.body() })
     };
-    // A small registry's documents take well under a millisecond: built here. A large
+    // A small registry's documents (encoded whole, about a millisecond): built here. A large
     // one's take long enough to stall every request on this worker: built on a blocking
     // thread, two at a time (more would not finish sooner on two cores, and each thread
     // the pool adds keeps memory of its own); readers waiting for a turn hold no thread.
-    let built = if s.registry.read(|st| st.len()) <= INLINE_BUILD_INSTANCES {
+    let built = if s.registry.read(|st| st.len()) <= crate::core::fragments::WHOLE_UP_TO {
         Ok(build())
     } else {
         let Ok(_permit) = BUILDERS.acquire().await else {
@@ -331,9 +331,6 @@ async fn cached(s: &AppState, kind: ViewKind, headers: &HeaderMap) -> Response {
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("building the response failed: {e}")),
     }
 }
-
-/// Registries up to this size have their documents built on the async worker.
-const INLINE_BUILD_INSTANCES: usize = 20_000;
 
 /// Responses built (or waited for, or compressed) at once on blocking threads.
 static BUILDERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
