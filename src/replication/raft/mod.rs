@@ -54,8 +54,9 @@ pub struct RaftShared {
     pub registry: Arc<Registry>,
     pub sm: StateMachine,
     pub tuning: RaftTuning,
-    /// For forwarded writes, relayed renewals, read indexes and admin calls (kept apart from
-    /// the raft RPC pool so client traffic never delays heartbeats).
+    /// For forwarded writes, relayed renewals, read indexes and admin calls: the same client
+    /// (and connection pool) as the raft RPCs, so every internal request carries this node's
+    /// id and the cluster secret.
     pub client: reqwest::Client,
     /// The member list this node was started with.
     pub configured: Vec<Peer>,
