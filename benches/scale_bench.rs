@@ -16,7 +16,8 @@
 //! `cargo bench --bench scale_bench`. Settings: `SYNOD_SCALE_INSTANCES` (1000000),
 //! `SYNOD_SCALE_APPS` (2000), `SYNOD_SCALE_MODES` (`raft,p2p`; also `none`, one node),
 //! `SYNOD_SCALE_SECS` (20, the churn phase), `SYNOD_SCALE_CHURN` (100 changes/s),
-//! `SYNOD_SCALE_FETCHERS` (16), `SYNOD_SCALE_FETCH_PAUSE_MS` (1000), `SYNOD_BENCH_BIN` (the synod binary, for comparing builds).
+//! `SYNOD_SCALE_FETCHERS` (16), `SYNOD_SCALE_FETCH_PAUSE_MS` (1000),
+//! `SYNOD_SCALE_SERVER_ARGS` (extra `synod serve` arguments, space-separated), `SYNOD_BENCH_BIN` (the synod binary, for comparing builds).
 //! Without `--bench` (as under `cargo test --all-targets`) it only prints how to run it.
 //! The figures are a report, never asserted.
 
@@ -46,6 +47,11 @@ struct Settings {
     churn_per_sec: u64,
     fetchers: u64,
     fetch_pause: Duration,
+}
+
+/// Extra `synod serve` arguments for every node (`SYNOD_SCALE_SERVER_ARGS`).
+fn server_args() -> Vec<String> {
+    std::env::var("SYNOD_SCALE_SERVER_ARGS").unwrap_or_default().split_whitespace().map(String::from).collect()
 }
 
 fn app_of(n: u64, apps: u64) -> String {
@@ -111,6 +117,7 @@ impl Cluster {
                     "--data-dir".into(),
                     dir.path().display().to_string(),
                 ];
+                args.extend(server_args());
                 if n > 1 {
                     for p in &peers {
                         args.extend(["--peer".to_string(), p.clone()]);
@@ -428,6 +435,7 @@ async fn fresh_node(cl: &mut Cluster, total: u64) {
     let mut peers: Vec<String> =
         cl.nodes.iter().enumerate().map(|(i, n)| format!("{}=http://{}", i + 1, n.addr)).collect();
     peers.push(format!("4=http://{addr}"));
+    args.extend(server_args());
     if cl.mode == "raft" {
         args.push("--raft-join".into());
     }

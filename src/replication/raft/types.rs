@@ -78,21 +78,30 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
 ///
 /// Bytes come from the network and the disk, so a length prefix is never trusted: bincode
 /// allocates a string's claimed length before reading it, and without a limit a 10-byte
-/// message claiming 2^62 bytes aborts the process. Every legitimate claim is backed by bytes
-/// of the input, so the limit is the input's length rounded up to the next of a few tiers
-/// (a const generic, hence tiers): a forged length allocates at most 16 times the input
-/// (at least 1 MiB) before the decode fails.
+/// message claiming 2^62 bytes aborts the process. The limit is a budget for everything the
+/// decode claims, and bincode claims every value at its size in memory (8 bytes for a `u64`
+/// written as one varint byte), so a registry snapshot claims more than its encoded size. So
+/// the budget is [`DECODE_HEADROOM`] times the input, rounded up to the
+/// next of a few tiers (a const generic, hence tiers, 4x apart, at least 1 MiB): a forged
+/// length claims at most 4 × [`DECODE_HEADROOM`] times the input before the decode fails.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
     fn with<T: serde::de::DeserializeOwned, const N: usize>(
         bytes: &[u8],
     ) -> Result<(T, usize), bincode::error::DecodeError> {
         bincode::serde::decode_from_slice(bytes, codec().with_limit::<N>())
     }
-    let (value, used) = match bytes.len() {
+    let budget = bytes.len().saturating_mul(DECODE_HEADROOM);
+    let (value, used) = match budget {
         n if n <= 1 << 20 => with::<T, { 1 << 20 }>(bytes)?,
+        n if n <= 1 << 22 => with::<T, { 1 << 22 }>(bytes)?,
         n if n <= 1 << 24 => with::<T, { 1 << 24 }>(bytes)?,
+        n if n <= 1 << 26 => with::<T, { 1 << 26 }>(bytes)?,
         n if n <= 1 << 28 => with::<T, { 1 << 28 }>(bytes)?,
+        n if n <= 1 << 30 => with::<T, { 1 << 30 }>(bytes)?,
         n if n <= 1 << 32 => with::<T, { 1 << 32 }>(bytes)?,
+        n if n <= 1 << 34 => with::<T, { 1 << 34 }>(bytes)?,
+        n if n <= 1 << 36 => with::<T, { 1 << 36 }>(bytes)?,
+        n if n <= 1 << 38 => with::<T, { 1 << 38 }>(bytes)?,
         _ => with::<T, { 1 << 40 }>(bytes)?,
     };
     if used != bytes.len() {
@@ -100,6 +109,9 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode
     }
     Ok(value)
 }
+
+/// How many times its encoded size a decoded value may claim in memory (see [`decode`]).
+pub const DECODE_HEADROOM: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -118,6 +130,26 @@ mod tests {
             assert!(decode::<Vec<(InstanceKey, u64)>>(body).is_err());
             assert!(decode::<String>(body).is_err());
         }
+    }
+
+    /// Registry entries claim more than their encoded size (small integers are one varint
+    /// byte, claimed at eight); a snapshot of a million instances failed to load at start-up
+    /// with the limit at the input's size, so a restarted raft node never came back.
+    #[test]
+    fn values_larger_in_memory_than_encoded_decode() {
+        let entry = crate::core::state::PersistedEntry {
+            info: crate::core::tests::instance("app", "i"),
+            registration_ts: 1,
+            service_up_ts: 1,
+            status_override: None,
+            metadata_override: Default::default(),
+        };
+        let encoded = encode(&entry).expect("encode").len();
+        // Just under 16 MiB encoded, more than that claimed.
+        let entries = vec![entry; (1 << 24) / encoded - 1];
+        let bytes = encode(&entries).expect("encode");
+        let back = decode::<Vec<crate::core::state::PersistedEntry>>(&bytes).expect("decode");
+        assert_eq!(back.len(), entries.len());
     }
 
     #[test]
